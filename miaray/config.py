@@ -1,0 +1,179 @@
+"""Frozen configuration of one unit of work, its validation, and stable content hashes.
+
+A unit is one grid cell: (dataset, arch, seed) originals -> prune (method, sparsity) -> fine-tune
+(defense) -> attack. Every cache key is a hash of exactly the fields that determine the artifact,
+so the twenty cells of one (dataset, arch, seed) share their originals.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location",
+            "digits", "synthetic_tabular")
+IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "digits")
+ARCHS = ("resnet18", "vgg16", "densenet121", "fc")
+IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
+METHODS = ("l1_unstructured", "l1_structured", "l2_structured", "slimming")
+STRUCTURED_METHODS = ("l1_structured", "l2_structured", "slimming")
+ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "top3_nn", "nncls", "blindmi", "samia")
+DEFENSES = ("basic", "ppb", "dp", "adv")
+# Hyperparameters each defense takes, with the reference defaults (REFERENCE section 5).
+DEFENSE_PARAMS: dict[str, dict[str, float]] = {
+    "basic": {},
+    "ppb": {"lambda": 4.0},
+    "dp": {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5},
+    "adv": {"alpha": 4.0, "k": 1.0},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration field holds a value miaray cannot run; the message names field and choices."""
+
+
+def _choice(field_name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{field_name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def stable_hash(payload: Mapping[str, Any]) -> str:
+    """A short, stable hex digest of a JSON-able mapping (key order does not matter)."""
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and early stopping; defaults are the paper's (REFERENCE section 1)."""
+
+    lr: float = 1e-3                 # Adam learning rate
+    batch_size: int = 128            # samples per step
+    weight_decay: float = 5e-4       # L2 penalty (Adam's coupled weight decay)
+    max_epochs: int | None = None    # None: 100 for images, 50 for tabular
+    finetune_epochs: int | None = None  # None: max_epochs // 2
+    patience: int = 5                # epochs without improvement before stopping
+    monitor: str = "val_loss"        # early-stopping criterion: val_loss (paper) or val_acc (ref. code)
+    slimming_l1: float = 0.0         # L1 on BN gammas while training originals (Liu et al.; 0 = off)
+
+    def validate(self) -> None:
+        _choice("train.monitor", self.monitor, ("val_loss", "val_acc"))
+        for name in ("lr", "batch_size", "patience"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name}={getattr(self, name)!r} must be positive")
+        for name in ("max_epochs", "finetune_epochs"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"train.{name}={value!r} must be at least 1 (or None for the default)")
+        if self.weight_decay < 0 or self.slimming_l1 < 0:
+            raise ConfigError("train.weight_decay and train.slimming_l1 must be >= 0")
+
+    def epochs(self, *, tabular: bool) -> tuple[int, int]:
+        """(original training epochs, fine-tuning epochs) after defaults are filled in."""
+        max_epochs = self.max_epochs or (50 if tabular else 100)
+        return max_epochs, self.finetune_epochs or max(1, max_epochs // 2)
+
+
+@dataclass(frozen=True)
+class UnitConfig:
+    """One grid cell. Target and shadows are built by the same code with a different role."""
+
+    dataset: str
+    arch: str
+    method: str = "l1_unstructured"
+    sparsity: float = 0.7
+    seed: int = 0
+    width: float = 1.0               # channel multiplier; < 1 makes narrow models for tests
+    num_shadows: int = 5
+    shadow_method: str | None = None     # None: same as method (known pruning)
+    shadow_sparsity: float | None = None  # None: same as sparsity; 0.0: unpruned shadows
+    attacks: tuple[str, ...] = ATTACKS
+    defense: str = "basic"
+    defense_params: tuple[tuple[str, float], ...] = ()  # overrides of DEFENSE_PARAMS[defense]
+    adaptive: bool = False           # shadows fine-tuned with the target's defense too
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    # ---- derived -------------------------------------------------------------------------
+    @property
+    def resolved_shadow_method(self) -> str:
+        return self.shadow_method or self.method
+
+    @property
+    def resolved_shadow_sparsity(self) -> float:
+        return self.sparsity if self.shadow_sparsity is None else self.shadow_sparsity
+
+    @property
+    def resolved_defense_params(self) -> dict[str, float]:
+        return {**DEFENSE_PARAMS[self.defense], **dict(self.defense_params)}
+
+    @property
+    def tabular(self) -> bool:
+        return self.dataset not in IMAGE_DATASETS
+
+    # ---- validation ----------------------------------------------------------------------
+    def validate(self) -> "UnitConfig":
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("arch", self.arch, ARCHS)
+        image = self.dataset in IMAGE_DATASETS
+        if image and self.arch == "fc":
+            raise ConfigError(f"arch='fc' is for tabular data; dataset {self.dataset!r} is images: "
+                              f"choose one of {', '.join(IMAGE_ARCHS)}")
+        if not image and self.arch != "fc":
+            raise ConfigError(f"dataset {self.dataset!r} is tabular: arch must be 'fc'")
+        for name, method in (("method", self.method), ("shadow_method", self.resolved_shadow_method)):
+            _choice(name, method, METHODS)
+            if method in STRUCTURED_METHODS and not image:
+                raise ConfigError(f"{name}={method!r} prunes conv filters; tabular models take "
+                                  "only 'l1_unstructured'")
+        if not 0.0 < self.sparsity < 1.0:
+            raise ConfigError(f"sparsity={self.sparsity!r} must lie in (0, 1)")
+        if not 0.0 <= self.resolved_shadow_sparsity < 1.0:
+            raise ConfigError(f"shadow_sparsity={self.shadow_sparsity!r} must lie in [0, 1)")
+        if self.width <= 0:
+            raise ConfigError(f"width={self.width!r} must be positive")
+        if self.num_shadows < 1:
+            raise ConfigError(f"num_shadows={self.num_shadows!r} must be at least 1")
+        for attack in self.attacks:
+            _choice("attacks", attack, ATTACKS)
+        _choice("defense", self.defense, DEFENSES)
+        for key, _ in self.defense_params:
+            _choice(f"defense_params[{self.defense}]", key, tuple(DEFENSE_PARAMS[self.defense]))
+        self.train.validate()
+        return self
+
+    # ---- cache keys ----------------------------------------------------------------------
+    def original_key(self, role: str) -> dict[str, Any]:
+        """What determines an original (unpruned) model: role is 'target' or 'shadow<i>'."""
+        return {"kind": "original", "dataset": self.dataset, "arch": self.arch, "width": self.width,
+                "seed": self.seed, "role": role, "train": dataclasses.asdict(self.train)}
+
+    def pruned_key(self, role: str) -> dict[str, Any]:
+        """What determines a pruned + fine-tuned model. Shadows use the shadow method/sparsity and,
+        unless the attack is adaptive, no defense."""
+        is_target = role == "target"
+        defended = is_target or self.adaptive
+        return {**self.original_key(role), "kind": "pruned",
+                "method": self.method if is_target else self.resolved_shadow_method,
+                "sparsity": self.sparsity if is_target else self.resolved_shadow_sparsity,
+                "defense": self.defense if defended else "basic",
+                "defense_params": self.resolved_defense_params if defended else {}}
+
+    def roles(self) -> list[str]:
+        return ["target"] + [f"shadow{i}" for i in range(self.num_shadows)]
+
+    def unit_id(self) -> str:
+        return stable_hash(dataclasses.asdict(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "UnitConfig":
+        data = dict(data)
+        data["train"] = TrainConfig(**data.get("train", {}))
+        data["attacks"] = tuple(data.get("attacks", ATTACKS))
+        data["defense_params"] = tuple((k, float(v)) for k, v in dict(data.get("defense_params", ())).items())
+        return cls(**data)

@@ -1,0 +1,364 @@
+"""One unit of work: train (or load) originals -> prune -> fine-tune -> signals -> attacks -> rows.
+
+`run_unit(config)` composes the science for one grid cell. The target and the shadows go through the
+same functions with a different `role`; every model, mask and signal set is cached in the `Store`
+under a key of exactly the configuration that determines it, so the cells of one (dataset, arch,
+seed) share their originals and a pruned shadow set serves every target that uses it.
+
+    python -m miaray.unit --dataset digits --arch resnet18 --method l1_unstructured --sparsity 0.7
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from miaray.attacks import make_attack
+from miaray.attacks.metrics import evaluate_attack
+from miaray.attacks.signals import (Signals, compute_signals, confidence_gap, generalization_gap,
+                                    reference_transform, sensitivity_gap)
+from miaray.config import ATTACKS, DEFENSE_PARAMS, DEFENSES, METHODS, TrainConfig, UnitConfig
+from miaray.data import Dataset, load_dataset
+from miaray.data.splits import Split, Splits, make_splits
+from miaray.defenses import make_defense
+from miaray.models import build_model
+from miaray.prune import prune, sparsity_report
+from miaray.store import Store
+from miaray.train import TensorSplit, TrainingDiverged, evaluate, fit
+
+EMBEDDED_DATASETS = ("digits", "synthetic_tabular")
+METRICS = ("attack_acc", "attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "advantage")
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass
+class UnitContext:
+    """What every step of one unit needs: the config, the data on its device, splits, the cache."""
+
+    config: UnitConfig
+    data: Dataset
+    x: torch.Tensor          # all inputs, resident on `device`
+    y: torch.Tensor
+    splits: Splits
+    store: Store
+    device: torch.device
+    log: Callable[[str], None]
+
+    def split(self, role: str) -> Split:
+        return self.splits.role(role)
+
+    def tensors(self, role: str) -> TensorSplit:
+        s = self.split(role)
+        train, val = s.train.to(self.device), s.val.to(self.device)
+        return TensorSplit(self.x[train], self.y[train], self.x[val], self.y[val])
+
+    def new_model(self) -> torch.nn.Module:
+        model = build_model(self.config.arch, num_classes=self.data.num_classes,
+                            input_shape=self.data.input_shape, width=self.config.width)
+        model = model.to(self.device)
+        if self.device.type == "cuda" and self.data.is_image:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def role_seed(self, role: str) -> int:
+        """Seed of a model's initialisation and batch order: distinct per role, fixed per seed."""
+        index = 0 if role == "target" else 1 + int(role.removeprefix("shadow"))
+        return self.config.seed * 1000 + index
+
+
+def _accuracies(ctx: UnitContext, model: torch.nn.Module, role: str) -> dict[str, float]:
+    s = ctx.split(role)
+    out = {}
+    for part in ("train", "test"):
+        idx = getattr(s, part).to(ctx.device)
+        out[f"{part}_acc"] = evaluate(model, ctx.x[idx], ctx.y[idx])[1]
+    return out
+
+
+def original_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
+    """The unpruned model of `role`, trained once and cached."""
+    cfg = ctx.config
+    epochs, _ = cfg.train.epochs(tabular=cfg.tabular)
+
+    def build() -> tuple[dict, dict]:
+        ctx.log(f"{role}: training original ({cfg.arch}, up to {epochs} epochs)")
+        torch.manual_seed(ctx.role_seed(role))
+        model = ctx.new_model()
+        result = fit(model, ctx.tensors(role), epochs=epochs, lr=cfg.train.lr,
+                     weight_decay=cfg.train.weight_decay, batch_size=cfg.train.batch_size,
+                     patience=cfg.train.patience, monitor=cfg.train.monitor, seed=ctx.role_seed(role),
+                     bn_l1=cfg.train.slimming_l1)
+        meta = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                "seconds": result.seconds, **_accuracies(ctx, model, role)}
+        ctx.log(f"{role}: original stopped at epoch {result.epochs_run} (best {result.best_epoch}), "
+                f"train {meta['train_acc']:.3f} test {meta['test_acc']:.3f}")
+        return {"state_dict": model.state_dict(), "split": ctx.split(role).to_dict()}, meta
+
+    payload, meta = ctx.store.get_or_build(cfg.original_key(role), build, map_location=ctx.device)
+    model = ctx.new_model()
+    model.load_state_dict(payload["state_dict"])
+    return model, meta
+
+
+def pruned_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
+    """The pruned and fine-tuned model of `role` (the original itself at sparsity 0), cached."""
+    cfg = ctx.config
+    key = cfg.pruned_key(role)
+    if key["sparsity"] == 0.0:  # unknown-sparsity study: an unpruned shadow is the original
+        model, meta = original_model(ctx, role)
+        return model, {**meta, "achieved_sparsity": 0.0}
+    _, finetune_epochs = cfg.train.epochs(tabular=cfg.tabular)
+
+    def build() -> tuple[dict, dict]:
+        model, _ = original_model(ctx, role)
+        ctx.log(f"{role}: pruning {key['method']} at {key['sparsity']}, fine-tuning with "
+                f"{key['defense']} (up to {finetune_epochs} epochs)")
+        masks = prune(model, method=key["method"], sparsity=key["sparsity"])
+        report = sparsity_report(model, masks, method=key["method"])
+        data = ctx.tensors(role)
+        defense = make_defense(key["defense"], key["defense_params"], num_classes=ctx.data.num_classes,
+                               reference=(data.x_val, data.y_val), seed=ctx.role_seed(role))
+        result = fit(model, data, epochs=finetune_epochs, lr=cfg.train.lr,
+                     weight_decay=cfg.train.weight_decay, batch_size=cfg.train.batch_size,
+                     patience=cfg.train.patience, monitor=cfg.train.monitor,
+                     seed=ctx.role_seed(role) + 500, masks=masks, defense=defense)
+        meta = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+                "seconds": result.seconds, "achieved_sparsity": report["sparsity"],
+                "bn_channel_fraction": report.get("bn_channel_fraction"),
+                **result.defense_summary, **_accuracies(ctx, model, role)}
+        ctx.log(f"{role}: pruned to {report['sparsity']:.3f}, train {meta['train_acc']:.3f} "
+                f"test {meta['test_acc']:.3f}")
+        return {"state_dict": model.state_dict(), "masks": masks}, meta
+
+    payload, meta = ctx.store.get_or_build(key, build, map_location=ctx.device)
+    model = ctx.new_model()
+    model.load_state_dict(payload["state_dict"])
+    return model, meta
+
+
+def model_signals(ctx: UnitContext, model: torch.nn.Module, model_key: dict, role: str) -> Signals:
+    """Signals of one model on its members (train split) then non-members (test split), cached."""
+    s = ctx.split(role)
+
+    def build() -> tuple[dict, dict]:
+        idx = torch.cat([s.train, s.test]).to(ctx.device)
+        x = ctx.x[idx]
+        signals = compute_signals(model, x, ctx.y[idx], sensitivity=True, seed=ctx.config.seed,
+                                  reference_transform=lambda v: reference_transform(v, is_image=ctx.data.is_image))
+        return {name: getattr(signals, name).cpu() for name in ("probs", "labels", "sensitivity", "ref_probs")}, {}
+
+    payload, _ = ctx.store.get_or_build({**model_key, "kind": "signals"}, build)
+    return Signals(**payload)
+
+
+def membership(ctx: UnitContext, role: str) -> np.ndarray:
+    s = ctx.split(role)
+    return np.concatenate([np.ones(len(s.train), dtype=np.int64), np.zeros(len(s.test), dtype=np.int64)])
+
+
+def attack_rows(ctx: UnitContext, *, target: Signals, shadows: list[Signals], shadow_roles: list[str],
+                attacks: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Fit each attack on the pooled shadow signals only, score it on the target."""
+    pooled = Signals.concat(shadows)
+    pooled_membership = np.concatenate([membership(ctx, role) for role in shadow_roles])
+    target_membership = membership(ctx, "target")
+    rows = []
+    for name in attacks:
+        start = time.perf_counter()
+        attack = make_attack(name, seed=ctx.config.seed).fit(pooled, pooled_membership)
+        metrics = evaluate_attack(attack, target, target_membership)
+        rows.append({"attack": name, **metrics, "time_attack_s": time.perf_counter() - start})
+        ctx.log(f"attack {name:10s} acc {metrics['attack_acc']:.3f}  auc {metrics['attack_auc']:.3f}")
+    return rows
+
+
+def _gaps(ctx: UnitContext, signals: Signals, accuracies: dict) -> dict[str, float]:
+    n_members = len(ctx.split("target").train)
+    members = signals.subset(torch.arange(n_members))
+    nonmembers = signals.subset(torch.arange(n_members, len(signals.labels)))
+    return {"confidence_gap": confidence_gap(members, nonmembers),
+            "sensitivity_gap": sensitivity_gap(members, nonmembers),
+            "generalization_gap": generalization_gap(accuracies["train_acc"], accuracies["test_acc"])}
+
+
+def config_columns(config: UnitConfig) -> dict[str, Any]:
+    """The configuration part of every result row."""
+    cols = {"unit_id": config.unit_id(), "dataset": config.dataset, "arch": config.arch,
+            "method": config.method, "sparsity": config.sparsity, "seed": config.seed,
+            "width": config.width, "shadow_method": config.resolved_shadow_method,
+            "shadow_sparsity": config.resolved_shadow_sparsity, "defense": config.defense,
+            "adaptive": config.adaptive}
+    for name in sorted({p for params in DEFENSE_PARAMS.values() for p in params}):
+        cols[f"defense_{name}"] = config.resolved_defense_params.get(name, math.nan)
+    return cols
+
+
+def make_context(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,
+                 device: str | torch.device | None = None,
+                 log: Callable[[str], None] | None = None) -> UnitContext:
+    config.validate()
+    device = pick_device(device)
+    data = load_dataset(config.dataset, root=data_root)
+    x = data.x.to(device)
+    if device.type == "cuda" and data.is_image:
+        x = x.contiguous(memory_format=torch.channels_last)
+    splits = make_splits(len(data.y), seed=config.seed, num_shadows=config.num_shadows)
+    return UnitContext(config=config, data=data, x=x, y=data.y.to(device), splits=splits,
+                       store=store or Store(), device=device, log=log or (lambda message: None))
+
+
+def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,
+             device: str | torch.device | None = None,
+             log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Run one grid cell and return one row per attack (plus the 'Conf (Org.)' baseline row).
+
+    A unit whose training diverges (NaN loss, typical under large DP noise) returns rows with
+    status 'failed' and the reason, instead of numbers.
+    """
+    start = time.perf_counter()
+    ctx = make_context(config, store=store, data_root=data_root, device=device, log=log)
+    base = config_columns(config)
+    shadow_roles = config.roles()[1:]
+    try:
+        t0 = time.perf_counter()
+        originals = {role: original_model(ctx, role) for role in config.roles()}
+        t1 = time.perf_counter()
+        pruned = {role: pruned_model(ctx, role) for role in config.roles()}
+        t2 = time.perf_counter()
+    except TrainingDiverged as error:
+        ctx.log(f"unit failed: {error}")
+        return [{**base, "target_model": "pruned", "attack": name, "status": "failed", "error": str(error),
+                 "time_total_s": time.perf_counter() - start} for name in config.attacks]
+
+    signals = {role: model_signals(ctx, model, config.pruned_key(role) if model_meta.get("achieved_sparsity")
+                                   else config.original_key(role), role)
+               for role, (model, model_meta) in pruned.items()}
+    original_signals = {role: model_signals(ctx, model, config.original_key(role), role)
+                        for role, (model, _) in originals.items()}
+    t3 = time.perf_counter()
+    target_meta = pruned["target"][1]
+    original_meta = originals["target"][1]
+    common = {**base, "status": "ok", "error": "",
+              "original_train_acc": original_meta["train_acc"], "original_test_acc": original_meta["test_acc"],
+              "epsilon": target_meta.get("epsilon", math.nan), "delta": target_meta.get("delta", math.nan),
+              "achieved_sparsity": target_meta["achieved_sparsity"],
+              "finetune_epochs": target_meta["epochs_run"], "original_epochs": original_meta["epochs_run"],
+              "time_originals_s": t1 - t0, "time_prune_finetune_s": t2 - t1, "time_signals_s": t3 - t2}
+    rows = [{**common, "target_model": "pruned", "target_train_acc": target_meta["train_acc"],
+             "target_test_acc": target_meta["test_acc"], **_gaps(ctx, signals["target"], target_meta), **row}
+            for row in attack_rows(ctx, target=signals["target"], shadows=[signals[r] for r in shadow_roles],
+                                   shadow_roles=shadow_roles, attacks=config.attacks)]
+    # The paper's "Conf (Org.)" baseline: the unpruned target attacked with Conf from unpruned shadows.
+    rows += [{**common, "target_model": "original", "target_train_acc": original_meta["train_acc"],
+              "target_test_acc": original_meta["test_acc"],
+              **_gaps(ctx, original_signals["target"], original_meta), **row}
+             for row in attack_rows(ctx, target=original_signals["target"],
+                                    shadows=[original_signals[r] for r in shadow_roles],
+                                    shadow_roles=shadow_roles, attacks=("conf",))]
+    for row in rows:
+        row["time_total_s"] = time.perf_counter() - start
+    return rows
+
+
+# ---- command line -----------------------------------------------------------------------------
+def parse_defense_params(items: list[str]) -> tuple[tuple[str, float], ...]:
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--defense-param {item!r}: expected NAME=VALUE, e.g. lambda=4")
+        pairs.append((name, float(value)))
+    return tuple(pairs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m miaray.unit", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--arch", required=True)
+    p.add_argument("--method", default="l1_unstructured", help=f"one of {', '.join(METHODS)}")
+    p.add_argument("--sparsity", type=float, default=0.7)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=float, default=None,
+                   help="channel multiplier (default: 0.25 on the embedded datasets digits and "
+                        "synthetic_tabular, so the unit runs in minutes on a CPU; 1.0 otherwise)")
+    p.add_argument("--shadows", type=int, default=5, help="number of shadow models")
+    p.add_argument("--shadow-method", default=None, help="default: the target's method")
+    p.add_argument("--shadow-sparsity", type=float, default=None, help="default: the target's; 0 = unpruned")
+    p.add_argument("--attacks", default="all", help=f"'all' or a comma list of {', '.join(ATTACKS)}")
+    p.add_argument("--defense", default="basic", help=f"one of {', '.join(DEFENSES)}")
+    p.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="e.g. lambda=4 (ppb), noise_multiplier=1 max_grad_norm=1 (dp), alpha=4 (adv)")
+    p.add_argument("--adaptive", action="store_true", help="fine-tune the shadows with the same defense")
+    p.add_argument("--max-epochs", type=int, default=None, help="default: 100 images / 50 tabular")
+    p.add_argument("--patience", type=int, default=5)
+    p.add_argument("--cache", default=None, help="artifact cache folder (default: $MIARAY_CACHE or "
+                                                  "~/.cache/miaray/store)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $MIARAY_DATA)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--out", default=None, help="also write the rows to this .csv or .parquet file")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> UnitConfig:
+    width = args.width if args.width is not None else (0.25 if args.dataset in EMBEDDED_DATASETS else 1.0)
+    attacks = ATTACKS if args.attacks == "all" else tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    return UnitConfig(dataset=args.dataset, arch=args.arch, method=args.method, sparsity=args.sparsity,
+                      seed=args.seed, width=width, num_shadows=args.shadows, shadow_method=args.shadow_method,
+                      shadow_sparsity=args.shadow_sparsity, attacks=attacks, defense=args.defense,
+                      defense_params=parse_defense_params(args.defense_param), adaptive=args.adaptive,
+                      train=TrainConfig(max_epochs=args.max_epochs, patience=args.patience)).validate()
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """Accuracy summary and an attacks x metrics table, for people."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    if (df["status"] != "ok").any():
+        return f"FAILED: {df['error'].iloc[0]}"
+    first = df.iloc[0]
+    lines = [f"original target: train acc {first['original_train_acc']:.4f}  test acc {first['original_test_acc']:.4f}",
+             f"pruned target:   train acc {first['target_train_acc']:.4f}  test acc {first['target_test_acc']:.4f}"
+             f"  (achieved sparsity {first['achieved_sparsity']:.3f}"
+             + (f", epsilon {first['epsilon']:.3g}" if math.isfinite(first["epsilon"]) else "") + ")", ""]
+    table = df.assign(attack=np.where(df["target_model"] == "original", df["attack"] + " (org.)", df["attack"]))
+    cols = ["attack", *METRICS, "confidence_gap", "sensitivity_gap", "generalization_gap"]
+    lines.append(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args)
+    start = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    store = Store(args.cache)
+    rows = run_unit(config, store=store, data_root=args.data_root, device=args.device, log=log)
+    print(format_rows(rows))
+    print(f"\nfinished in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    if args.out:
+        import pandas as pd
+
+        df = pd.DataFrame(rows)
+        df.to_parquet(args.out) if args.out.endswith(".parquet") else df.to_csv(args.out, index=False)
+    return 0 if all(row["status"] == "ok" for row in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
