@@ -21,6 +21,7 @@ IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
 METHODS = ("l1_unstructured", "l1_structured", "l2_structured", "slimming")
 STRUCTURED_METHODS = ("l1_structured", "l2_structured", "slimming")
 ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "top3_nn", "nncls", "blindmi", "samia")
+TRAINED_ATTACKS = ("nn", "top3_nn", "nncls", "samia")  # attack models with a training schedule
 DEFENSES = ("basic", "ppb", "dp", "adv")
 # Hyperparameters each defense takes, with the reference defaults (REFERENCE section 5).
 DEFENSE_PARAMS: dict[str, dict[str, float]] = {
@@ -91,6 +92,7 @@ class UnitConfig:
     shadow_method: str | None = None     # None: same as method (known pruning)
     shadow_sparsity: float | None = None  # None: same as sparsity; 0.0: unpruned shadows
     attacks: tuple[str, ...] = ATTACKS
+    attack_epochs: int | None = None  # None: each attack's reference schedule (SAMIA 100, MLPs 30)
     defense: str = "basic"
     defense_params: tuple[tuple[str, float], ...] = ()  # overrides of DEFENSE_PARAMS[defense]
     adaptive: bool = False           # shadows fine-tuned with the target's defense too
@@ -138,6 +140,8 @@ class UnitConfig:
             raise ConfigError(f"num_shadows={self.num_shadows!r} must be at least 1")
         for attack in self.attacks:
             _choice("attacks", attack, ATTACKS)
+        if self.attack_epochs is not None and self.attack_epochs < 1:
+            raise ConfigError(f"attack_epochs={self.attack_epochs!r} must be at least 1 (or None)")
         _choice("defense", self.defense, DEFENSES)
         for key, _ in self.defense_params:
             _choice(f"defense_params[{self.defense}]", key, tuple(DEFENSE_PARAMS[self.defense]))

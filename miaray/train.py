@@ -61,6 +61,9 @@ class Defense:
         """Numbers the defense reports after training (epsilon for DP, step counts for ADV)."""
         return {}
 
+    def finish(self, model: nn.Module) -> None:
+        """Undo what `prepare` did to the model (DP: remove Opacus hooks and per-sample gradients)."""
+
 
 @dataclass
 class TrainResult:
@@ -159,6 +162,7 @@ def fit(model: nn.Module, data: TensorSplit, *, epochs: int, lr: float, weight_d
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    defense.finish(model)
     return TrainResult(epochs_run=epoch, best_epoch=best_epoch, best_val_loss=best_loss,
                        best_val_acc=best_acc, seconds=time.perf_counter() - start, history=history,
                        defense_summary=defense.summary())

@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from sklearn.metrics import roc_curve
+
 from miaray.attacks import make_attack
-from miaray.attacks.metrics import evaluate_attack
-from miaray.attacks.signals import (Signals, compute_signals, confidence_gap, generalization_gap,
-                                    reference_transform, sensitivity_gap)
-from miaray.config import ATTACKS, DEFENSE_PARAMS, DEFENSES, METHODS, TrainConfig, UnitConfig
+from miaray.attacks.blindmi import reference_transform
+from miaray.attacks.metrics import attack_metrics
+from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
+from miaray.config import (ATTACKS, DEFENSE_PARAMS, DEFENSES, METHODS, TRAINED_ATTACKS, ConfigError, TrainConfig,
+                           UnitConfig)
 from miaray.data import Dataset, load_dataset
 from miaray.data.splits import Split, Splits, make_splits
 from miaray.defenses import make_defense
@@ -112,11 +117,17 @@ def original_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
     return model, meta
 
 
+def model_key(config: UnitConfig, role: str) -> dict[str, Any]:
+    """Cache key of the model that `role` is attacked through: pruned, or the original at sparsity 0."""
+    key = config.pruned_key(role)
+    return config.original_key(role) if key["sparsity"] == 0.0 else key
+
+
 def pruned_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
     """The pruned and fine-tuned model of `role` (the original itself at sparsity 0), cached."""
     cfg = ctx.config
-    key = cfg.pruned_key(role)
-    if key["sparsity"] == 0.0:  # unknown-sparsity study: an unpruned shadow is the original
+    key = model_key(cfg, role)
+    if key["kind"] == "original":  # unknown-sparsity study: an unpruned shadow is the original
         model, meta = original_model(ctx, role)
         return model, {**meta, "achieved_sparsity": 0.0}
     _, finetune_epochs = cfg.train.epochs(tabular=cfg.tabular)
@@ -128,6 +139,7 @@ def pruned_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
         masks = prune(model, method=key["method"], sparsity=key["sparsity"])
         report = sparsity_report(model, masks, method=key["method"])
         data = ctx.tensors(role)
+        # ADV's reference non-members: the model's own validation split (held out from training).
         defense = make_defense(key["defense"], key["defense_params"], num_classes=ctx.data.num_classes,
                                reference=(data.x_val, data.y_val), seed=ctx.role_seed(role))
         result = fit(model, data, epochs=finetune_epochs, lr=cfg.train.lr,
@@ -148,18 +160,20 @@ def pruned_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
     return model, meta
 
 
-def model_signals(ctx: UnitContext, model: torch.nn.Module, model_key: dict, role: str) -> Signals:
+def model_signals(ctx: UnitContext, model: torch.nn.Module, key: dict, role: str) -> Signals:
     """Signals of one model on its members (train split) then non-members (test split), cached."""
     s = ctx.split(role)
 
     def build() -> tuple[dict, dict]:
         idx = torch.cat([s.train, s.test]).to(ctx.device)
-        x = ctx.x[idx]
-        signals = compute_signals(model, x, ctx.y[idx], sensitivity=True, seed=ctx.config.seed,
+        # Large query batches on the GPU; inputs per forward pass, perturbed copies included.
+        batch_size = 16384 if ctx.device.type == "cuda" else 1024
+        signals = compute_signals(model, ctx.x[idx], ctx.y[idx], sensitivity=True, seed=ctx.config.seed,
+                                  batch_size=batch_size,
                                   reference_transform=lambda v: reference_transform(v, is_image=ctx.data.is_image))
         return {name: getattr(signals, name).cpu() for name in ("probs", "labels", "sensitivity", "ref_probs")}, {}
 
-    payload, _ = ctx.store.get_or_build({**model_key, "kind": "signals"}, build)
+    payload, _ = ctx.store.get_or_build({**key, "kind": "signals"}, build)
     return Signals(**payload)
 
 
@@ -168,29 +182,47 @@ def membership(ctx: UnitContext, role: str) -> np.ndarray:
     return np.concatenate([np.ones(len(s.train), dtype=np.int64), np.zeros(len(s.test), dtype=np.int64)])
 
 
-def attack_rows(ctx: UnitContext, *, target: Signals, shadows: list[Signals], shadow_roles: list[str],
-                attacks: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Fit each attack on the pooled shadow signals only, score it on the target."""
-    pooled = Signals.concat(shadows)
-    pooled_membership = np.concatenate([membership(ctx, role) for role in shadow_roles])
-    target_membership = membership(ctx, "target")
-    rows = []
+def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals],
+                attacks: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Fit each attack on the pooled shadow signals only, score it on the target.
+
+    Returns (one metrics row per attack, ROC points per attack)."""
+    # Attack models train where the data lives (the GPU when there is one).
+    pooled, target = Signals.concat(list(shadows.values())).to(ctx.device), target.to(ctx.device)
+    pooled_membership = np.concatenate([membership(ctx, role) for role in shadows])
+    truth = membership(ctx, "target")
+    rows, roc = [], []
     for name in attacks:
         start = time.perf_counter()
-        attack = make_attack(name, seed=ctx.config.seed).fit(pooled, pooled_membership)
-        metrics = evaluate_attack(attack, target, target_membership)
+        params = {"epochs": ctx.config.attack_epochs} if ctx.config.attack_epochs and name in TRAINED_ATTACKS else {}
+        attack = make_attack(name, seed=ctx.config.seed, **params).fit(pooled, pooled_membership)
+        scores = attack.predict_proba(target)
+        metrics = attack_metrics(truth, scores=None if attack.label_only else scores,
+                                 predictions=attack.predict_from_scores(scores), label_only=attack.label_only)
         rows.append({"attack": name, **metrics, "time_attack_s": time.perf_counter() - start})
+        fpr, tpr, _ = roc_curve(truth, scores)
+        roc += [{"attack": name, "fpr": f, "tpr": t} for f, t in zip(fpr, tpr)]
         ctx.log(f"attack {name:10s} acc {metrics['attack_acc']:.3f}  auc {metrics['attack_auc']:.3f}")
-    return rows
+    return rows, roc
 
 
 def _gaps(ctx: UnitContext, signals: Signals, accuracies: dict) -> dict[str, float]:
     n_members = len(ctx.split("target").train)
     members = signals.subset(torch.arange(n_members))
-    nonmembers = signals.subset(torch.arange(n_members, len(signals.labels)))
+    nonmembers = signals.subset(torch.arange(n_members, len(signals)))
     return {"confidence_gap": confidence_gap(members, nonmembers),
             "sensitivity_gap": sensitivity_gap(members, nonmembers),
             "generalization_gap": generalization_gap(accuracies["train_acc"], accuracies["test_acc"])}
+
+
+def _signal_table(ctx: UnitContext, signals: Signals, target_model: str) -> "pd.DataFrame":
+    """Per-sample true-class confidence and sensitivity of the target (for the paper's Fig. 1 and 4)."""
+    import pandas as pd
+
+    truth = membership(ctx, "target").astype(bool)
+    return pd.DataFrame({"target_model": target_model, "member": truth, "label": signals.labels.numpy(),
+                         "confidence": signals.true_class(signals.probs).numpy(),
+                         "sensitivity": signals.true_class(signals.sensitivity).numpy()})
 
 
 def config_columns(config: UnitConfig) -> dict[str, Any]:
@@ -219,14 +251,25 @@ def make_context(config: UnitConfig, *, store: Store | None = None, data_root: s
                        store=store or Store(), device=device, log=log or (lambda message: None))
 
 
+def _write_parquet(df: "pd.DataFrame", path: Path) -> None:
+    """Atomic: readers (a still-running sweep's analysis) never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
 def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,
-             device: str | torch.device | None = None,
-             log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+             device: str | torch.device | None = None, log: Callable[[str], None] | None = None,
+             artifacts_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Run one grid cell and return one row per attack (plus the 'Conf (Org.)' baseline row).
 
     A unit whose training diverges (NaN loss, typical under large DP noise) returns rows with
-    status 'failed' and the reason, instead of numbers.
+    status 'failed' and the reason, instead of numbers. With `artifacts_dir`, the target's per-sample
+    signals go to `signals/<unit_id>.parquet` and the attacks' ROC curves to `roc/<unit_id>.parquet`.
     """
+    import pandas as pd
+
     start = time.perf_counter()
     ctx = make_context(config, store=store, data_root=data_root, device=device, log=log)
     base = config_columns(config)
@@ -242,33 +285,35 @@ def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str |
         return [{**base, "target_model": "pruned", "attack": name, "status": "failed", "error": str(error),
                  "time_total_s": time.perf_counter() - start} for name in config.attacks]
 
-    signals = {role: model_signals(ctx, model, config.pruned_key(role) if model_meta.get("achieved_sparsity")
-                                   else config.original_key(role), role)
-               for role, (model, model_meta) in pruned.items()}
+    signals = {role: model_signals(ctx, model, model_key(config, role), role) for role, (model, _) in pruned.items()}
     original_signals = {role: model_signals(ctx, model, config.original_key(role), role)
                         for role, (model, _) in originals.items()}
     t3 = time.perf_counter()
-    target_meta = pruned["target"][1]
-    original_meta = originals["target"][1]
+    target_meta, original_meta = pruned["target"][1], originals["target"][1]
     common = {**base, "status": "ok", "error": "",
               "original_train_acc": original_meta["train_acc"], "original_test_acc": original_meta["test_acc"],
               "epsilon": target_meta.get("epsilon", math.nan), "delta": target_meta.get("delta", math.nan),
               "achieved_sparsity": target_meta["achieved_sparsity"],
               "finetune_epochs": target_meta["epochs_run"], "original_epochs": original_meta["epochs_run"],
               "time_originals_s": t1 - t0, "time_prune_finetune_s": t2 - t1, "time_signals_s": t3 - t2}
-    rows = [{**common, "target_model": "pruned", "target_train_acc": target_meta["train_acc"],
-             "target_test_acc": target_meta["test_acc"], **_gaps(ctx, signals["target"], target_meta), **row}
-            for row in attack_rows(ctx, target=signals["target"], shadows=[signals[r] for r in shadow_roles],
-                                   shadow_roles=shadow_roles, attacks=config.attacks)]
-    # The paper's "Conf (Org.)" baseline: the unpruned target attacked with Conf from unpruned shadows.
-    rows += [{**common, "target_model": "original", "target_train_acc": original_meta["train_acc"],
-              "target_test_acc": original_meta["test_acc"],
-              **_gaps(ctx, original_signals["target"], original_meta), **row}
-             for row in attack_rows(ctx, target=original_signals["target"],
-                                    shadows=[original_signals[r] for r in shadow_roles],
-                                    shadow_roles=shadow_roles, attacks=("conf",))]
+    rows, rocs, tables = [], [], []
+    # The pruned target attacked by every requested attack, then the paper's "Conf (Org.)" baseline:
+    # the unpruned target attacked with Conf fitted on the unpruned shadows.
+    for target_model, sigs, meta, attacks in (("pruned", signals, target_meta, config.attacks),
+                                              ("original", original_signals, original_meta, ("conf",))):
+        metric_rows, roc = attack_rows(ctx, target=sigs["target"], shadows={r: sigs[r] for r in shadow_roles},
+                                       attacks=attacks)
+        rows += [{**common, "target_model": target_model, "target_train_acc": meta["train_acc"],
+                  "target_test_acc": meta["test_acc"], **_gaps(ctx, sigs["target"], meta), **row}
+                 for row in metric_rows]
+        rocs += [{"target_model": target_model, **point} for point in roc]
+        tables.append(_signal_table(ctx, sigs["target"], target_model))
     for row in rows:
         row["time_total_s"] = time.perf_counter() - start
+    if artifacts_dir is not None:
+        unit_id = base["unit_id"]
+        _write_parquet(pd.concat(tables).assign(unit_id=unit_id), Path(artifacts_dir) / "signals" / f"{unit_id}.parquet")
+        _write_parquet(pd.DataFrame(rocs).assign(unit_id=unit_id), Path(artifacts_dir) / "roc" / f"{unit_id}.parquet")
     return rows
 
 
@@ -301,6 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defense", default="basic", help=f"one of {', '.join(DEFENSES)}")
     p.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
                    help="e.g. lambda=4 (ppb), noise_multiplier=1 max_grad_norm=1 (dp), alpha=4 (adv)")
+    p.add_argument("--attack-epochs", type=int, default=None,
+                   help="epochs of the trained attacks (nn, top3_nn, nncls, samia); default: their "
+                        "reference schedules (SAMIA 100, MLPs 30)")
     p.add_argument("--adaptive", action="store_true", help="fine-tune the shadows with the same defense")
     p.add_argument("--max-epochs", type=int, default=None, help="default: 100 images / 50 tabular")
     p.add_argument("--patience", type=int, default=5)
@@ -317,7 +365,7 @@ def config_from_args(args: argparse.Namespace) -> UnitConfig:
     attacks = ATTACKS if args.attacks == "all" else tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     return UnitConfig(dataset=args.dataset, arch=args.arch, method=args.method, sparsity=args.sparsity,
                       seed=args.seed, width=width, num_shadows=args.shadows, shadow_method=args.shadow_method,
-                      shadow_sparsity=args.shadow_sparsity, attacks=attacks, defense=args.defense,
+                      shadow_sparsity=args.shadow_sparsity, attacks=attacks, attack_epochs=args.attack_epochs, defense=args.defense,
                       defense_params=parse_defense_params(args.defense_param), adaptive=args.adaptive,
                       train=TrainConfig(max_epochs=args.max_epochs, patience=args.patience)).validate()
 
@@ -341,8 +389,12 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    config = config_from_args(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ConfigError as error:
+        parser.error(str(error))  # exits 2 before any training, naming the field and the choices
     start = time.perf_counter()
 
     def log(message: str) -> None:

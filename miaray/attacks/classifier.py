@@ -1,0 +1,77 @@
+"""Attacks that train a binary member/non-member classifier on features of shadow signals.
+
+Training runs on the device of the shadow signals, with index-sliced mini-batches of tensors already
+on that device. Initialisation, dropout and shuffling are seeded without touching the global RNG.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from miaray.attacks.base import Attack, as_membership
+from miaray.attacks.signals import Signals
+
+_PREDICT_BATCH = 8192  # inference only: large batches, memory stays small for these models
+
+
+class ClassifierAttack(Attack):
+    """Base for NN, Top3-NN, NNCls and SAMIA; predict_proba is the softmax probability of "member".
+
+    The fitted network is model_ (in eval mode after fit).
+    """
+
+    def __init__(self, *, epochs: int, batch_size: int, seed: int) -> None:
+        if epochs < 1 or batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.seed = seed
+
+    @abstractmethod
+    def features(self, signals: Signals) -> Tensor:
+        """The classifier's float32 input for each sample (on the signals' device)."""
+
+    @abstractmethod
+    def build(self, signals: Signals) -> nn.Module:
+        """A freshly initialised network for inputs shaped like features(signals)."""
+
+    @abstractmethod
+    def optimizer(self, model: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
+        """Optimiser and an optional per-epoch learning-rate scheduler."""
+
+    def fit(self, shadow_signals: Signals, membership: np.ndarray) -> "ClassifierAttack":
+        device = shadow_signals.device
+        targets = torch.as_tensor(as_membership(membership, len(shadow_signals)), device=device)
+        inputs = self.features(shadow_signals)
+        shuffle = torch.Generator().manual_seed(self.seed)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            model = self.build(shadow_signals).to(device)
+            opt, scheduler = self.optimizer(model)
+            model.train()
+            for _ in range(self.epochs):
+                order = torch.randperm(len(inputs), generator=shuffle).to(device)
+                for start in range(0, len(order), self.batch_size):
+                    idx = order[start:start + self.batch_size]
+                    loss = F.cross_entropy(model(inputs[idx]), targets[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                if scheduler is not None:
+                    scheduler.step()
+        self.model_ = model.eval()
+        return self
+
+    def predict_proba(self, target_signals: Signals) -> np.ndarray:
+        self._check_fitted()
+        device = next(self.model_.parameters()).device
+        inputs = self.features(target_signals.to(device))
+        with torch.no_grad():
+            out = [F.softmax(self.model_(inputs[s:s + _PREDICT_BATCH]), dim=1)[:, 1]
+                   for s in range(0, len(inputs), _PREDICT_BATCH)]
+        return torch.cat(out).double().cpu().numpy()

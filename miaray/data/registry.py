@@ -1,0 +1,44 @@
+"""``load_dataset``: one entry point from a dataset name to a Dataset."""
+
+from __future__ import annotations
+
+import inspect
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+from miaray.config import DATASETS
+from miaray.data.dataset import Dataset
+from miaray.data.embedded import load_digits, load_synthetic_tabular
+from miaray.data.images import IMAGE_DATASETS
+from miaray.data.real import RealDataset
+from miaray.data.sources import resolve_root
+from miaray.data.tabular import TABULAR_DATASETS
+
+REAL_DATASETS: dict[str, RealDataset] = {**IMAGE_DATASETS, **TABULAR_DATASETS}
+EMBEDDED_DATASETS: dict[str, Callable[..., Dataset]] = {
+    "digits": load_digits,
+    "synthetic_tabular": load_synthetic_tabular,
+}
+
+
+def load_dataset(name: str, *, root: str | Path | None = None, **options: Any) -> Dataset:
+    """Load dataset ``name`` (one of ``miaray.config.DATASETS``).
+
+    Real datasets are read from ``root`` (else $MIARAY_DATA, else ~/.cache/miaray/data), downloaded
+    there when missing unless ``download=False`` or $MIARAY_OFFLINE=1, and cached parsed under
+    ``<root>/.miaray_cache/``. Options: real datasets take ``download``; ``synthetic_tabular`` takes
+    ``n_samples``, ``n_features``, ``n_classes``, ``flip_prob``, ``seed``; ``digits`` takes none.
+    """
+    if name in REAL_DATASETS:
+        loader: Callable[..., Dataset] = partial(REAL_DATASETS[name].load, root=resolve_root(root))
+    elif name in EMBEDDED_DATASETS:
+        loader = EMBEDDED_DATASETS[name]
+    else:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    accepted = [option for option in inspect.signature(loader).parameters if option != "root"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"load_dataset({name!r}): unknown option(s) {', '.join(unknown)}; "
+                         f"valid options: {', '.join(accepted) or 'none'}")
+    return loader(**options)

@@ -1,0 +1,108 @@
+"""The seeded target / shadow splits: sizes as the paper's, disjoint where they must be, reproducible."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from miaray.data import Split, Splits, make_splits
+
+# REFERENCE section 1: dataset size -> (train, val, test) of every model.
+REFERENCE_SIZES = {
+    "cifar10": (60_000, (13_500, 3_000, 13_500)),
+    "svhn": (99_289, (22_340, 4_964, 22_340)),
+    "chmnist": (5_000, (1_125, 250, 1_125)),
+    "purchase": (197_324, (44_398, 9_866, 44_398)),
+    "texas": (67_330, (15_148, 3_367, 15_150)),
+    "location": (5_010, (1_126, 251, 1_128)),
+}
+
+
+def _sizes(split: Split) -> tuple[int, int, int]:
+    return len(split.train), len(split.val), len(split.test)
+
+
+def _set(*tensors: torch.Tensor) -> set[int]:
+    return set(torch.cat(tensors).tolist())
+
+
+@pytest.mark.parametrize("name", REFERENCE_SIZES)
+def test_sizes_equal_the_reference(name):
+    n, expected = REFERENCE_SIZES[name]
+    splits = make_splits(n, seed=0, num_shadows=2)
+    assert _sizes(splits.target) == expected
+    for shadow in splits.shadows:
+        # The shadow half has ceil(n/2) samples: for odd n (SVHN) its test part is one larger.
+        assert _sizes(shadow)[:2] == expected[:2]
+        assert sum(_sizes(shadow)) == math.ceil(n / 2)
+
+
+def test_size_rule_by_hand_for_texas():
+    # half = 67,330 // 2 = 33,665; test = ceil(0.45 * 33,665) = ceil(15,149.25) = 15,150;
+    # rest = 18,515; val = ceil(0.1818 * 18,515) = ceil(3,366.03) = 3,367; train = 18,515 - 3,367.
+    assert _sizes(make_splits(67_330, seed=3, num_shadows=1).target) == (15_148, 3_367, 15_150)
+
+
+@pytest.mark.parametrize("n, seed", [(5_010, 0), (1_001, 7), (8, 1)])
+def test_members_and_non_members_are_disjoint_and_halves_separate(n, seed):
+    splits = make_splits(n, seed=seed, num_shadows=5)
+    target_half = _set(splits.target.train, splits.target.val, splits.target.test)
+    shadow_half = set(range(n)) - target_half
+    assert len(target_half) == n // 2 and len(shadow_half) == math.ceil(n / 2)
+    for role in splits.roles():
+        split = splits.role(role)
+        parts = [set(part.tolist()) for part in (split.train, split.val, split.test)]
+        assert all(part.dtype == torch.int64 for part in (split.train, split.val, split.test))
+        assert sum(map(len, parts)) == len(set.union(*parts))  # no index twice, no overlap between parts
+        assert parts[0].isdisjoint(parts[2]) and parts[0].isdisjoint(parts[1]) and parts[1].isdisjoint(parts[2])
+        # The target uses exactly the target half; every shadow re-splits all of the shadow half.
+        assert set.union(*parts) == (target_half if role == "target" else shadow_half)
+
+
+def test_shadows_resplit_the_shadow_half_each_with_its_own_seed():
+    splits = make_splits(2_000, seed=10, num_shadows=3)
+    trains = [set(shadow.train.tolist()) for shadow in splits.shadows]
+    assert trains[0] != trains[1] and trains[1] != trains[2] and trains[0] != trains[2]
+    assert trains[0] & trains[1]  # overlapping shadow training sets, as in the reference code
+    # Shadow i depends on (seed, i) only: asking for fewer shadows leaves the others unchanged.
+    fewer = make_splits(2_000, seed=10, num_shadows=2)
+    for kept, shadow in zip(fewer.shadows, splits.shadows):
+        assert torch.equal(kept.train, shadow.train) and torch.equal(kept.test, shadow.test)
+
+
+def test_same_seed_same_split_other_seed_other_split():
+    first, again, other = (make_splits(1_000, seed=s) for s in (4, 4, 5))
+    for role in first.roles():
+        a, b, c = first.role(role), again.role(role), other.role(role)
+        assert all(torch.equal(getattr(a, p), getattr(b, p)) for p in ("train", "val", "test"))
+        assert not torch.equal(a.train, c.train)
+
+
+def test_roles_and_bad_role_names():
+    splits = make_splits(100, seed=0, num_shadows=2)
+    assert splits.roles() == ["target", "shadow0", "shadow1"]
+    assert splits.role("target") is splits.target and splits.role("shadow1") is splits.shadows[1]
+    for bad in ("shadow2", "victim", "shadow", "shadow-1"):
+        with pytest.raises(ValueError, match="valid roles: target, shadow0, shadow1"):
+            splits.role(bad)
+
+
+def test_to_dict_is_plain_json_and_round_trips():
+    splits = make_splits(300, seed=2, num_shadows=2)
+    data = json.loads(json.dumps(splits.to_dict()))
+    restored = Splits.from_dict(data)
+    assert (restored.n, restored.seed) == (300, 2) and restored.roles() == splits.roles()
+    for role in splits.roles():
+        for part in ("train", "val", "test"):
+            assert torch.equal(getattr(restored.role(role), part), getattr(splits.role(role), part))
+            assert getattr(restored.role(role), part).dtype == torch.int64
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="n=7"):
+        make_splits(7, seed=0)
+    with pytest.raises(ValueError, match="num_shadows=0"):
+        make_splits(100, seed=0, num_shadows=0)
