@@ -337,7 +337,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=float, default=None,
-                   help="channel multiplier (default: 0.25 on the embedded datasets digits and "
+                   help="channel multiplier (default: 0.125 on the embedded datasets digits and "
                         "synthetic_tabular, so the unit runs in minutes on a CPU; 1.0 otherwise)")
     p.add_argument("--shadows", type=int, default=5, help="number of shadow models")
     p.add_argument("--shadow-method", default=None, help="default: the target's method")
@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> UnitConfig:
-    width = args.width if args.width is not None else (0.25 if args.dataset in EMBEDDED_DATASETS else 1.0)
+    width = args.width if args.width is not None else (0.125 if args.dataset in EMBEDDED_DATASETS else 1.0)
     attacks = ATTACKS if args.attacks == "all" else tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     return UnitConfig(dataset=args.dataset, arch=args.arch, method=args.method, sparsity=args.sparsity,
                       seed=args.seed, width=width, num_shadows=args.shadows, shadow_method=args.shadow_method,

@@ -1,0 +1,165 @@
+"""Loading experiment directories for analysis, and the row selections every figure and table shares.
+
+An experiment directory holds `rows/<unit_id>.parquet` (read by `miaray.results.load`), and, when the
+unit wrote them, `signals/<unit_id>.parquet` (per-sample confidence and sensitivity) and
+`roc/<unit_id>.parquet` (ROC curves). Signal and ROC files are large, so they are listed here and read
+only for the units a figure needs. Several directories can be combined (a grid, the unknown-pruning
+study and a defense search); a unit present in more than one counts once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from miaray import results
+
+SIGNALS_DIR = "signals"
+ROC_DIR = "roc"
+PAPER_SPARSITY = 0.7   # the paper's Fig. 1/4 example (DenseNet121, CIFAR10, L1 unstructured, 70%)
+HEADLINE_ATTACK = "samia"
+# Numeric columns the analysis reads; a frame holding only failed rows lacks them, so they are added.
+NUMERIC = ("sparsity", "shadow_sparsity", "seed", "width", "attack_acc", "attack_auc", "tpr_at_fpr_0.01",
+           "tpr_at_fpr_0.001", "advantage", "target_train_acc", "target_test_acc", "original_test_acc",
+           "confidence_gap", "sensitivity_gap", "generalization_gap", "achieved_sparsity", "epsilon")
+TEXT = ("unit_id", "dataset", "arch", "method", "shadow_method", "defense", "status", "error",
+        "target_model", "attack")
+ROW_KEY = ["unit_id", "target_model", "attack"]
+
+
+class Skipped(Exception):
+    """A figure or table cannot be made from these results; the message says which input is missing."""
+
+
+@dataclass
+class Experiment:
+    """The rows of one or more experiment directories plus where their per-unit files lie."""
+
+    rows: pd.DataFrame
+    sources: list[str]
+    signal_files: dict[str, Path] = field(default_factory=dict)
+    roc_files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)   # files that could not be read, for the user
+
+    def read_unit_files(self, kind: str, unit_ids: Sequence[str]) -> pd.DataFrame:
+        """The `signals` or `roc` rows of the given units (those that have a readable file)."""
+        files = self.signal_files if kind == SIGNALS_DIR else self.roc_files
+        frames = []
+        for unit_id in unit_ids:
+            if unit_id not in files:
+                continue
+            try:
+                frames.append(pd.read_parquet(files[unit_id]))
+            except (OSError, ValueError) as error:  # a file being written right now, or damaged
+                self.notes.append(f"could not read {files[unit_id]}: {error}")
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _unit_files(experiment: Path, kind: str) -> dict[str, Path]:
+    directory = experiment / kind
+    if not directory.is_dir():
+        return {}
+    return {p.stem: p for p in sorted(directory.glob("*.parquet")) if not p.name.startswith(".")}
+
+
+def normalise(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with every column the analysis reads (missing ones as NaN) and each row key once."""
+    rows = rows.copy()
+    for column in NUMERIC:
+        rows[column] = pd.to_numeric(rows[column], errors="coerce") if column in rows else np.nan
+    for column in TEXT:
+        if column not in rows:
+            rows[column] = pd.Series(pd.NA, index=rows.index, dtype="string")
+    if "adaptive" not in rows:
+        rows["adaptive"] = False
+    rows["adaptive"] = rows["adaptive"].fillna(False).astype(bool)
+    # A unit rerun (or found in two directories) replaces its rows: keep the last copy.
+    return rows.drop_duplicates(subset=ROW_KEY, keep="last").reset_index(drop=True)
+
+
+def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
+    """Every result row under `paths` (experiment directories), normalised; signal/ROC files listed."""
+    frames, signal_files, roc_files, notes = [], {}, {}, []
+    for path in paths:
+        experiment = Path(path).expanduser()
+        if not (experiment / results.ROWS_DIR).is_dir():
+            notes.append(f"{experiment}: no '{results.ROWS_DIR}/' folder (not an experiment directory, "
+                         "or no unit has finished yet)")
+        frames.append(results.load(experiment))
+        signal_files.update(_unit_files(experiment, SIGNALS_DIR))
+        roc_files.update(_unit_files(experiment, ROC_DIR))
+    frames = [f for f in frames if not f.empty]
+    rows = normalise(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+    return Experiment(rows=rows, sources=[str(p) for p in paths], signal_files=signal_files,
+                      roc_files=roc_files, notes=notes)
+
+
+# ---- selections ----------------------------------------------------------------------------------
+def ok(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["status"] == "ok"]
+
+
+def known_pruning(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows whose shadows were pruned like the target (the paper's main setting)."""
+    return rows[(rows["shadow_method"] == rows["method"]) & (rows["shadow_sparsity"] == rows["sparsity"])]
+
+
+def main_grid(rows: pd.DataFrame) -> pd.DataFrame:
+    """Successful known-pruning rows without a defense beyond Basic: the data of Fig. 6-11."""
+    rows = known_pruning(ok(rows))
+    return rows[rows["defense"] == "basic"]
+
+
+def pruned(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["target_model"] == "pruned"]
+
+
+def original(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["target_model"] == "original"]
+
+
+def headline_attack(rows: pd.DataFrame) -> str:
+    """SAMIA (the paper's attack) when it ran, else the attack with the highest mean accuracy."""
+    attacks = pruned(ok(rows)).groupby("attack")["attack_acc"].mean()
+    if attacks.empty:
+        raise Skipped("no successful attack rows on pruned targets")
+    return HEADLINE_ATTACK if HEADLINE_ATTACK in attacks.index else str(attacks.idxmax())
+
+
+def baseline(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, arch): the original target's test accuracy and its Conf attack accuracy (Org.),
+    averaged over the seeds (every cell of a seed shares the same original models)."""
+    org = original(ok(rows))
+    org = org[org["attack"] == "conf"].drop_duplicates(["dataset", "arch", "seed", "width"])
+    return org.groupby(["dataset", "arch"], as_index=False)[["target_test_acc", "attack_acc"]].mean()
+
+
+def representative_units(rows: pd.DataFrame, units_with_files: Sequence[str]) -> pd.DataFrame:
+    """Per (dataset, arch): the unit closest to the paper's Fig. 1 example (L1 unstructured, sparsity
+    0.7, Basic, known pruning, lowest seed) among those with a file; one row per pair."""
+    cells = main_grid(pruned(rows))
+    cells = cells[cells["unit_id"].isin(set(units_with_files))].drop_duplicates("unit_id").copy()
+    if cells.empty:
+        return cells
+    cells["_rank"] = list(zip(cells["method"] != "l1_unstructured", (cells["sparsity"] - PAPER_SPARSITY).abs(),
+                              cells["seed"]))
+    return cells.sort_values("_rank").drop_duplicates(["dataset", "arch"]).drop(columns="_rank") \
+        .sort_values(["dataset", "arch"])
+
+
+def label(value: object) -> str:
+    """A name for file names and titles: l1_unstructured -> L1 unstructured, resnet18 -> ResNet18."""
+    names = {"resnet18": "ResNet18", "vgg16": "VGG16", "densenet121": "DenseNet121", "fc": "FC",
+             "l1_unstructured": "L1 unstructured", "l1_structured": "L1 structured",
+             "l2_structured": "L2 structured", "slimming": "Slimming", "ppb": "PPB", "dp": "DP",
+             "adv": "ADV", "basic": "Basic", "samia": "SAMIA", "conf": "Conf", "xent": "Xent",
+             "mentr": "Mentr", "top1_conf": "Top1-Conf", "nn": "NN", "top3_nn": "Top3-NN",
+             "nncls": "NNCls", "blindmi": "BlindMI", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
+             "svhn": "SVHN", "chmnist": "CHMNIST", "purchase": "Purchase", "texas": "Texas",
+             "location": "Location", "digits": "Digits", "synthetic_tabular": "Synthetic tabular"}
+    return names.get(str(value), str(value))

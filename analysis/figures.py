@@ -1,0 +1,503 @@
+#!/usr/bin/env python
+"""Regenerate the paper's figures and tables from whatever an experiment holds.
+
+    python analysis/figures.py ~/miaray-results/full_grid-quick --out figures/
+    python analysis/figures.py RUN1 RUN2 RUN3 --out figures/      # grid + unknown pruning + defenses
+
+Writes one PNG per figure (per dataset/arch group where the paper does) and CSV + markdown per table,
+then prints what it wrote and what it skipped and why (a missing input, e.g. no unknown-pruning rows).
+Partial results (a sweep still running, failed units) give partial figures, never a crash; a figure
+that fails on an unexpected error is reported as such and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+if __package__ in (None, ""):  # run as a script: make the repository root (and `analysis`) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.data import (ROC_DIR, SIGNALS_DIR, Experiment, Skipped, baseline, headline_attack,  # noqa: E402
+                           label, load_experiments, main_grid, ok, original, pruned, representative_units)
+from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, heatmap, pair_title,  # noqa: E402
+                            panels, reference_line, save)
+from analysis.tables import (defense_fronts, defense_points, hyperparameters, split_ratio_table,  # noqa: E402
+                             to_markdown, unknown_pruning_loss)
+from miaray.config import ATTACKS, DEFENSES, METHODS  # noqa: E402
+
+PAIR = ["dataset", "arch"]
+SIGNAL_NAMES = {"confidence": "prediction confidence", "sensitivity": "prediction sensitivity"}
+ROC_FLOOR = 1e-5   # log axes cannot show 0; the curves start here
+
+
+# ---- helpers --------------------------------------------------------------------------------------
+def _pairs(rows: pd.DataFrame) -> list[tuple[str, str]]:
+    return sorted(rows[PAIR].drop_duplicates().itertuples(index=False, name=None))
+
+
+def _grid(exp: Experiment) -> pd.DataFrame:
+    grid = main_grid(exp.rows)
+    if grid.empty:
+        failed = int((exp.rows["status"] == "failed").sum()) if len(exp.rows) else 0
+        raise Skipped(f"no successful known-pruning rows with the Basic defense ({len(exp.rows)} rows, "
+                      f"{failed} failed)")
+    return grid
+
+
+def _signal_units(exp: Experiment) -> pd.DataFrame:
+    if not exp.signal_files:
+        raise Skipped(f"no {SIGNALS_DIR}/<unit_id>.parquet files in the results")
+    units = representative_units(exp.rows, list(exp.signal_files))
+    if units.empty:
+        raise Skipped(f"{len(exp.signal_files)} signal files, none of a successful known-pruning Basic unit")
+    return units
+
+
+def _signals(exp: Experiment, unit_id: str) -> pd.DataFrame:
+    signals = exp.read_unit_files(SIGNALS_DIR, [unit_id])
+    if signals.empty or not {"original", "pruned"} <= set(signals["target_model"]):
+        raise Skipped(f"{SIGNALS_DIR}/{unit_id}.parquet lacks the original or the pruned target's signals")
+    return signals
+
+
+def _unit_title(unit: pd.Series) -> str:
+    return f"{pair_title(unit['dataset'], unit['arch'])}, {label(unit['method'])}, sparsity {unit['sparsity']:g}"
+
+
+def _line_per_method(ax, table: pd.DataFrame, *, x: str, y: str) -> None:
+    means = table.groupby(["method", x], as_index=False)[y].mean()
+    for method in METHODS:
+        points = means[means["method"] == method].sort_values(x)
+        if len(points):
+            ax.plot(points[x], points[y], marker="o", color=color(method), label=label(method))
+
+
+# ---- Fig. 1 and 4: signals of members and non-members ---------------------------------------------
+def fig01_histograms(exp: Experiment, out: Path) -> list[Path]:
+    written = []
+    for _, unit in _signal_units(exp).iterrows():
+        signals = _signals(exp, unit["unit_id"])
+        fig, axes = panels(4, ncols=2, title=f"Fig. 1: ground-truth class signals ({_unit_title(unit)})")
+        for row, model in enumerate(("original", "pruned")):
+            for col, signal in enumerate(SIGNAL_NAMES):
+                ax = axes[2 * row + col]
+                values = signals[signal].to_numpy(dtype=float)
+                # Sensitivity has a long tail: bin up to the 99.5th percentile so the bulk is visible.
+                upper = np.nanpercentile(values, 99.5) if signal == "sensitivity" else 1.0
+                bins = np.linspace(np.nanmin(values), max(upper, np.nanmin(values) + 1e-12), 40)
+                part = signals[signals["target_model"] == model]
+                for member, name, c in ((True, "members", MEMBER), (False, "non-members", NON_MEMBER)):
+                    v = part.loc[part["member"] == member, signal].to_numpy(dtype=float)
+                    ax.hist(np.clip(v, bins[0], bins[-1]), bins=bins, color=c, alpha=0.45, label=name)
+                    ax.axvline(np.nanmean(v), color=c, linestyle="--", linewidth=1.5)
+                ax.set(title=f"{model} model", xlabel=SIGNAL_NAMES[signal], ylabel="count")
+                ax.legend(fontsize=8)
+        written.append(save(fig, out / f"fig01_histograms_{unit['dataset']}_{unit['arch']}.png"))
+    return written
+
+
+def fig04_per_class(exp: Experiment, out: Path) -> list[Path]:
+    written = []
+    for _, unit in _signal_units(exp).iterrows():
+        signals = _signals(exp, unit["unit_id"])
+        means = signals.groupby(["target_model", "member", "label"])[list(SIGNAL_NAMES)].mean()
+        classes = sorted(signals["label"].unique())
+        fig, axes = panels(4, ncols=2, size=(max(4.0, 0.35 * len(classes)), 3.2),
+                           title=f"Fig. 4: per-class mean signals ({_unit_title(unit)})")
+        for row, model in enumerate(("original", "pruned")):
+            for col, signal in enumerate(SIGNAL_NAMES):
+                ax = axes[2 * row + col]
+                for offset, member, name, c in ((-0.2, True, "members", "tab:blue"),
+                                                (0.2, False, "non-members", "tab:green")):
+                    heights = [means[signal].get((model, member, k), np.nan) for k in classes]
+                    ax.bar(np.arange(len(classes)) + offset, heights, 0.4, color=c, label=name)
+                ax.set_xticks(np.arange(len(classes)), [str(k) for k in classes], fontsize=7)
+                ax.set(title=f"{model} model", xlabel="class", ylabel=f"mean {SIGNAL_NAMES[signal]}")
+                ax.legend(fontsize=8)
+        written.append(save(fig, out / f"fig04_per_class_{unit['dataset']}_{unit['arch']}.png"))
+    return written
+
+
+# ---- Fig. 6-9: utility, privacy risk and gaps of the main grid --------------------------------------
+def fig06_test_accuracy(exp: Experiment, out: Path) -> list[Path]:
+    targets = pruned(_grid(exp)).drop_duplicates("unit_id")
+    base = baseline(exp.rows).set_index(PAIR)
+    pairs = _pairs(targets)
+    fig, axes = panels(len(pairs), title="Fig. 6: test accuracy of the pruned models")
+    for ax, (dataset, arch) in zip(axes, pairs):
+        _line_per_method(ax, targets[(targets["dataset"] == dataset) & (targets["arch"] == arch)],
+                         x="sparsity", y="target_test_acc")
+        reference_line(ax, base["target_test_acc"].get((dataset, arch)), "original")
+        ax.set(title=pair_title(dataset, arch), xlabel="sparsity", ylabel="test accuracy")
+        ax.legend(fontsize=7)
+    return [save(fig, out / "fig06_test_accuracy.png")]
+
+
+def _attack_rows(exp: Experiment) -> tuple[pd.DataFrame, str]:
+    grid = _grid(exp)
+    attack = headline_attack(grid)
+    return pruned(grid)[pruned(grid)["attack"] == attack], attack
+
+
+def fig07_attack_vs_accuracy(exp: Experiment, out: Path) -> list[Path]:
+    rows, attack = _attack_rows(exp)
+    base = baseline(exp.rows).set_index(PAIR)
+    pairs = _pairs(rows)
+    fig, axes = panels(len(pairs), title=f"Fig. 7: attack accuracy ({label(attack)} on pruned, Conf on "
+                                          "original) vs test accuracy")
+    for ax, (dataset, arch) in zip(axes, pairs):
+        part = rows[(rows["dataset"] == dataset) & (rows["arch"] == arch)]
+        for method in METHODS:
+            points = part[part["method"] == method]
+            if len(points):
+                ax.scatter(points["target_test_acc"], points["attack_acc"], color=color(method), label=label(method))
+        if (dataset, arch) in base.index:
+            ax.scatter(base.loc[(dataset, arch), "target_test_acc"], base.loc[(dataset, arch), "attack_acc"],
+                       color=ORIGINAL, marker="*", s=150, label="original (Conf)")
+        ax.set(title=pair_title(dataset, arch), xlabel="test accuracy", ylabel="attack accuracy")
+        ax.legend(fontsize=7)
+    return [save(fig, out / "fig07_attack_vs_test_accuracy.png")]
+
+
+def fig08_attack_vs_sparsity(exp: Experiment, out: Path) -> list[Path]:
+    rows, attack = _attack_rows(exp)
+    base = baseline(exp.rows).set_index(PAIR)
+    pairs = _pairs(rows)
+    fig, axes = panels(len(pairs), title=f"Fig. 8: {label(attack)} attack accuracy vs sparsity")
+    for ax, (dataset, arch) in zip(axes, pairs):
+        _line_per_method(ax, rows[(rows["dataset"] == dataset) & (rows["arch"] == arch)],
+                         x="sparsity", y="attack_acc")
+        reference_line(ax, base["attack_acc"].get((dataset, arch)), "Conf (Org.)")
+        ax.set(title=pair_title(dataset, arch), xlabel="sparsity", ylabel="attack accuracy")
+        ax.legend(fontsize=7)
+    return [save(fig, out / "fig08_attack_vs_sparsity.png")]
+
+
+def fig09_gaps(exp: Experiment, out: Path) -> list[Path]:
+    rows, attack = _attack_rows(exp)
+    originals = original(ok(exp.rows))
+    gaps = {"confidence_gap": "confidence gap", "sensitivity_gap": "sensitivity gap",
+            "generalization_gap": "generalization gap"}
+    written = []
+    for dataset, arch in _pairs(rows):
+        part = rows[(rows["dataset"] == dataset) & (rows["arch"] == arch)]
+        org = originals[(originals["dataset"] == dataset) & (originals["arch"] == arch)].drop_duplicates(["seed", "width"])
+        fig, axes = panels(3, ncols=3, title=f"Fig. 9: gaps vs {label(attack)} attack accuracy "
+                                             f"({pair_title(dataset, arch)})")
+        for ax, (gap, name) in zip(axes, gaps.items()):
+            for method in METHODS:
+                points = part[part["method"] == method]
+                if len(points):
+                    ax.scatter(points[gap], points["attack_acc"], color=color(method), label=label(method))
+            if len(org):
+                ax.scatter(org[gap], org["attack_acc"], color=ORIGINAL, marker="*", s=150, label="original (Conf)")
+            ax.set(xlabel=name, ylabel="attack accuracy")
+            ax.legend(fontsize=7)
+        written.append(save(fig, out / f"fig09_gaps_{dataset}_{arch}.png"))
+    return written
+
+
+# ---- Fig. 10/11: the attacks compared ----------------------------------------------------------------
+def _attack_bars(ax, part: pd.DataFrame, conf_org: float | None, title: str) -> None:
+    grouped_bars(ax, part, x="sparsity", series="attack", value="attack_acc", order=ATTACKS)
+    reference_line(ax, conf_org, "Conf (Org.)")
+    low = np.nanmin([part["attack_acc"].min(), conf_org if conf_org is not None else np.nan])
+    ax.set_ylim(min(0.45, low - 0.02), None)
+    ax.set(title=title, xlabel="sparsity", ylabel="attack accuracy")
+
+
+def fig10_attacks_per_method(exp: Experiment, out: Path) -> list[Path]:
+    rows = pruned(_grid(exp))
+    base = baseline(exp.rows).set_index(PAIR)
+    written = []
+    for dataset, arch in _pairs(rows):
+        part = rows[(rows["dataset"] == dataset) & (rows["arch"] == arch)]
+        methods = [m for m in METHODS if m in set(part["method"])]
+        fig, axes = panels(len(methods), ncols=2, size=(5.5, 3.4),
+                           title=f"Fig. 10: attacks compared ({pair_title(dataset, arch)})")
+        for ax, method in zip(axes, methods):
+            _attack_bars(ax, part[part["method"] == method], base["attack_acc"].get((dataset, arch)), label(method))
+        axes[0].legend(fontsize=7, ncols=2)
+        written.append(save(fig, out / f"fig10_attacks_{dataset}_{arch}.png"))
+    return written
+
+
+def fig11_attacks_per_dataset(exp: Experiment, out: Path) -> list[Path]:
+    rows = pruned(_grid(exp))
+    rows = rows[rows["method"] == "l1_unstructured"]
+    if rows.empty:
+        raise Skipped("no L1 unstructured rows in the main grid")
+    base = baseline(exp.rows).set_index(PAIR)
+    pairs = _pairs(rows)
+    fig, axes = panels(len(pairs), ncols=2, size=(5.5, 3.4), title="Fig. 11: attacks compared (L1 unstructured)")
+    for ax, (dataset, arch) in zip(axes, pairs):
+        _attack_bars(ax, rows[(rows["dataset"] == dataset) & (rows["arch"] == arch)],
+                     base["attack_acc"].get((dataset, arch)), pair_title(dataset, arch))
+    axes[0].legend(fontsize=7, ncols=2)
+    return [save(fig, out / "fig11_attacks_l1_unstructured.png")]
+
+
+# ---- Fig. 12/13 and Table 1: unknown pruning ----------------------------------------------------------
+def _sparsity_matrices(exp: Experiment) -> tuple[pd.DataFrame, str]:
+    rows = pruned(ok(exp.rows))
+    rows = rows[(rows["shadow_method"] == rows["method"]) & (rows["defense"] == "basic")]
+    off = rows[rows["shadow_sparsity"] != rows["sparsity"]]
+    if off.empty:
+        raise Skipped("no rows with shadow_sparsity != sparsity (run sweeps/unknown_pruning.py --study sparsity)")
+    attack = headline_attack(off)
+    # Only the (dataset, arch, method) that have an unknown-sparsity row; the diagonal comes from the grid.
+    cells = off[["dataset", "arch", "method"]].drop_duplicates()
+    rows = rows[rows["attack"] == attack].merge(cells, on=["dataset", "arch", "method"])
+    return rows, attack
+
+
+def _matrix(part: pd.DataFrame) -> pd.DataFrame:
+    return part.pivot_table(index="sparsity", columns="shadow_sparsity", values="attack_acc", aggfunc="mean")
+
+
+def _matrix_panels(rows: pd.DataFrame, keys: list[tuple], title_of: Callable[[tuple], str],
+                   title: str, path: Path) -> Path:
+    fig, axes = panels(len(keys), ncols=2, size=(4.8, 3.8), title=title)
+    vmin, vmax = rows["attack_acc"].min(), rows["attack_acc"].max()
+    for ax, key in zip(axes, keys):
+        part = rows[(rows[["dataset", "arch", "method"]] == pd.Series(key, index=["dataset", "arch", "method"])).all(axis=1)]
+        image = heatmap(ax, _matrix(part), vmin=vmin, vmax=max(vmax, vmin + 1e-6))
+        ax.set(title=title_of(key), xlabel="shadow sparsity", ylabel="target sparsity")
+        fig.colorbar(image, ax=ax, label="attack accuracy")
+    return save(fig, path)
+
+
+def fig12_unknown_sparsity(exp: Experiment, out: Path) -> list[Path]:
+    rows, attack = _sparsity_matrices(exp)
+    written = []
+    for dataset, arch in _pairs(rows):
+        keys = [(dataset, arch, m) for m in METHODS
+                if ((rows["dataset"] == dataset) & (rows["arch"] == arch) & (rows["method"] == m)).any()]
+        written.append(_matrix_panels(rows, keys, lambda k: label(k[2]),
+                                      f"Fig. 12: {label(attack)} accuracy, unknown sparsity ({pair_title(dataset, arch)})",
+                                      out / f"fig12_unknown_sparsity_{dataset}_{arch}.png"))
+    return written
+
+
+def fig13_unknown_sparsity_l1(exp: Experiment, out: Path) -> list[Path]:
+    rows, attack = _sparsity_matrices(exp)
+    rows = rows[rows["method"] == "l1_unstructured"]
+    if rows.empty:
+        raise Skipped("no L1 unstructured unknown-sparsity rows")
+    keys = [(d, a, "l1_unstructured") for d, a in _pairs(rows)]
+    return [_matrix_panels(rows, keys, lambda k: pair_title(k[0], k[1]),
+                           f"Fig. 13: {label(attack)} accuracy, unknown sparsity (L1 unstructured)",
+                           out / "fig13_unknown_sparsity_l1_unstructured.png")]
+
+
+def _write_table(table: pd.DataFrame, path: Path, heading: str) -> list[Path]:
+    table.to_csv(path.with_suffix(".csv"), index=False)
+    path.with_suffix(".md").write_text(f"{heading}\n\n{to_markdown(table)}")
+    return [path.with_suffix(".csv"), path.with_suffix(".md")]
+
+
+def table1_unknown_pruning(exp: Experiment, out: Path) -> list[Path]:
+    return _write_table(unknown_pruning_loss(exp.rows), out / "table1_unknown_pruning",
+                        "Table 1: attack accuracy loss (acc_known - acc_unknown) / acc_known, mean over pairs")
+
+
+def table2_split_ratios(exp: Experiment, out: Path) -> list[Path]:
+    return _write_table(split_ratio_table(exp.rows), out / "table2_split_ratios",
+                        "Table 2: attack AUC per dataset split ratio (train/test/validation %)")
+
+
+# ---- Fig. 16-19: defenses --------------------------------------------------------------------------------
+def _defense_panel(ax, points: pd.DataFrame, title: str) -> None:
+    fronts = defense_fronts(points)
+    for defense in DEFENSES:
+        mine = points[points["defense"] == defense]
+        if mine.empty:
+            continue
+        kept, dropped = mine[~mine["paper_dropped"]], mine[mine["paper_dropped"]]
+        marker = "*" if defense == "basic" else "o"
+        ax.scatter(kept["target_test_acc"], kept["attack_acc"], color=color(defense), marker=marker,
+                   s=120 if defense == "basic" else 30, alpha=0.6, label=label(defense) if len(kept) else None)
+        # Points the paper drops (too inaccurate, or leakier than Basic) stay visible, hollow.
+        ax.scatter(dropped["target_test_acc"], dropped["attack_acc"], facecolors="none",
+                   edgecolors=color(defense), marker="o", s=30,
+                   label=f"{label(defense)} (dropped by the paper's rule)" if len(dropped) else None)
+        front = fronts[fronts["defense"] == defense].sort_values("target_test_acc")
+        if len(front) > 1:
+            ax.step(front["target_test_acc"], front["attack_acc"], where="post", color=color(defense))
+        for _, row in front.iterrows():
+            ax.annotate(hyperparameters(row), (row["target_test_acc"], row["attack_acc"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set(title=f"{title} ({label(points['attack'].iloc[0])})", xlabel="test accuracy", ylabel="attack accuracy")
+
+
+def _defense_figures(exp: Experiment, out: Path, *, adaptive: bool, by_method: bool) -> list[Path]:
+    points = defense_points(exp.rows, adaptive=adaptive)
+    kind = "adaptive attacks" if adaptive else "defenses"
+    number = (18 if by_method else 19) if adaptive else (16 if by_method else 17)
+    written = []
+    if by_method:  # one figure per (dataset, arch, sparsity), a panel per method (paper Fig. 16/18)
+        for (dataset, arch, sparsity), part in points.groupby(["dataset", "arch", "sparsity"]):
+            methods = [m for m in METHODS if m in set(part["method"])]
+            fig, axes = panels(len(methods), ncols=2, size=(4.8, 3.6),
+                               title=f"Fig. {number}: {kind} ({pair_title(dataset, arch)}, sparsity {sparsity:g})")
+            for ax, method in zip(axes, methods):
+                _defense_panel(ax, part[part["method"] == method], label(method))
+            axes[0].legend(fontsize=7)
+            written.append(save(fig, out / f"fig{number}_{'adaptive' if adaptive else 'defenses'}_"
+                                           f"{dataset}_{arch}_s{sparsity:g}.png"))
+    else:  # one figure per sparsity for L1 unstructured, a panel per (dataset, arch) (paper Fig. 17/19)
+        points = points[points["method"] == "l1_unstructured"]
+        if points.empty:
+            raise Skipped("no L1 unstructured defense rows")
+        for sparsity, part in points.groupby("sparsity"):
+            pairs = _pairs(part)
+            fig, axes = panels(len(pairs), ncols=2, size=(4.8, 3.6),
+                               title=f"Fig. {number}: {kind} (L1 unstructured, sparsity {sparsity:g})")
+            for ax, (dataset, arch) in zip(axes, pairs):
+                _defense_panel(ax, part[(part["dataset"] == dataset) & (part["arch"] == arch)],
+                               pair_title(dataset, arch))
+            axes[0].legend(fontsize=7)
+            written.append(save(fig, out / f"fig{number}_{'adaptive' if adaptive else 'defenses'}_"
+                                           f"l1_unstructured_s{sparsity:g}.png"))
+    return written
+
+
+def fig16_defenses(exp: Experiment, out: Path) -> list[Path]:
+    return _defense_figures(exp, out, adaptive=False, by_method=True)
+
+
+def fig17_defenses_datasets(exp: Experiment, out: Path) -> list[Path]:
+    return _defense_figures(exp, out, adaptive=False, by_method=False)
+
+
+def fig18_adaptive(exp: Experiment, out: Path) -> list[Path]:
+    return _defense_figures(exp, out, adaptive=True, by_method=True)
+
+
+def fig19_adaptive_datasets(exp: Experiment, out: Path) -> list[Path]:
+    return _defense_figures(exp, out, adaptive=True, by_method=False)
+
+
+# ---- ROC curves (beyond the paper) -------------------------------------------------------------------------
+def roc_curves(exp: Experiment, out: Path) -> list[Path]:
+    if not exp.roc_files:
+        raise Skipped(f"no {ROC_DIR}/<unit_id>.parquet files in the results")
+    grid = pruned(_grid(exp)).drop_duplicates("unit_id")
+    grid = grid[grid["unit_id"].isin(set(exp.roc_files))]
+    if grid.empty:
+        raise Skipped(f"{len(exp.roc_files)} ROC files, none of a successful known-pruning Basic unit")
+    written = []
+    for dataset, arch in _pairs(grid):
+        part = grid[(grid["dataset"] == dataset) & (grid["arch"] == arch)].copy()
+        # Per method the unit nearest the paper's example sparsity (0.7), lowest seed first.
+        part["_distance"] = (part["sparsity"] - 0.7).abs()
+        units = part.sort_values(["_distance", "seed"]).drop_duplicates("method")
+        units = units.set_index("method").loc[[m for m in METHODS if m in set(units["method"])]]
+        fig, axes = panels(len(units), ncols=2, size=(4.6, 4.0),
+                           title=f"ROC curves, log scale ({pair_title(dataset, arch)})")
+        for ax, (method, unit) in zip(axes, units.iterrows()):
+            curves = exp.read_unit_files(ROC_DIR, [unit["unit_id"]])
+            for (model, attack), curve in curves.groupby(["target_model", "attack"], sort=False):
+                style = dict(color=ORIGINAL, linestyle="--", label="Conf (Org.)") if model == "original" \
+                    else dict(color=color(attack), label=label(attack))
+                ax.plot(np.maximum(curve["fpr"], ROC_FLOOR), np.maximum(curve["tpr"], ROC_FLOOR), **style)
+            ax.plot([ROC_FLOOR, 1], [ROC_FLOOR, 1], color="grey", linewidth=0.8, linestyle=":")
+            ax.set(xscale="log", yscale="log", xlim=(ROC_FLOOR, 1), ylim=(ROC_FLOOR, 1),
+                   title=f"{label(method)}, sparsity {unit['sparsity']:g}", xlabel="false positive rate",
+                   ylabel="true positive rate")
+            ax.legend(fontsize=6, ncols=2)
+        written.append(save(fig, out / f"roc_{dataset}_{arch}.png"))
+    return written
+
+
+# ---- driver ----------------------------------------------------------------------------------------------
+FIGURES: dict[str, Callable[[Experiment, Path], list[Path]]] = {
+    "Fig. 1 (signal histograms)": fig01_histograms,
+    "Fig. 4 (per-class signals)": fig04_per_class,
+    "Fig. 6 (test accuracy vs sparsity)": fig06_test_accuracy,
+    "Fig. 7 (attack vs test accuracy)": fig07_attack_vs_accuracy,
+    "Fig. 8 (attack accuracy vs sparsity)": fig08_attack_vs_sparsity,
+    "Fig. 9 (gaps vs attack accuracy)": fig09_gaps,
+    "Fig. 10 (attacks per method)": fig10_attacks_per_method,
+    "Fig. 11 (attacks per dataset)": fig11_attacks_per_dataset,
+    "Fig. 12 (unknown sparsity per method)": fig12_unknown_sparsity,
+    "Fig. 13 (unknown sparsity, L1 unstructured)": fig13_unknown_sparsity_l1,
+    "Table 1 (unknown pruning loss)": table1_unknown_pruning,
+    "Table 2 (split ratios)": table2_split_ratios,
+    "Fig. 16 (defenses per method)": fig16_defenses,
+    "Fig. 17 (defenses per dataset)": fig17_defenses_datasets,
+    "Fig. 18 (adaptive attacks per method)": fig18_adaptive,
+    "Fig. 19 (adaptive attacks per dataset)": fig19_adaptive_datasets,
+    "ROC curves (log scale)": roc_curves,
+}
+
+
+@dataclass
+class Outcome:
+    """What became of one figure: the files written, or why it was skipped, or the error it hit."""
+
+    name: str
+    files: list[Path]
+    skipped: str | None = None
+    error: str | None = None
+
+
+def write_figures(exp: Experiment, out: Path) -> list[Outcome]:
+    """Every figure and table the results allow, into `out`; one Outcome per entry of FIGURES."""
+    out.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for name, make in FIGURES.items():
+        if exp.rows.empty:
+            outcomes.append(Outcome(name, [], skipped="no result rows"))
+            continue
+        try:
+            files = make(exp, out)
+            outcomes.append(Outcome(name, files) if files else Outcome(name, [], skipped="nothing to plot"))
+        except Skipped as reason:
+            outcomes.append(Outcome(name, [], skipped=str(reason)))
+        except Exception as error:  # noqa: BLE001  one broken figure must not cost the others
+            outcomes.append(Outcome(name, [], error="".join(traceback.format_exception_only(error)).strip()))
+    return outcomes
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    lines = []
+    for o in outcomes:
+        if o.files:
+            lines.append(f"wrote    {o.name}: {', '.join(p.name for p in o.files)}")
+        elif o.skipped:
+            lines.append(f"skipped  {o.name}: {o.skipped}")
+        else:
+            lines.append(f"ERROR    {o.name}: {o.error}")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="figures.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
+    p.add_argument("--out", required=True, type=Path, help="folder for the PNG, CSV and markdown files")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    exp = load_experiments(args.results)
+    outcomes = write_figures(exp, args.out)
+    for note in exp.notes:
+        print(f"note: {note}")
+    print(f"{len(exp.rows)} rows ({int((exp.rows.get('status') == 'failed').sum()) if len(exp.rows) else 0} "
+          f"failed) from {len(args.results)} experiment(s)")
+    print(summary(outcomes))
+    return 1 if any(o.error for o in outcomes) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

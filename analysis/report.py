@@ -1,0 +1,134 @@
+#!/usr/bin/env python
+"""One self-contained HTML page summarising experiments: headline tables, defense fronts, all figures.
+
+    python analysis/report.py ~/miaray-results/full_grid-quick --out report.html
+
+The page needs no other file: figures are embedded as base64 PNG data URIs, styles are inline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+if __package__ in (None, ""):  # run as a script: make the repository root (and `analysis`) importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from analysis.data import Experiment, Skipped, load_experiments  # noqa: E402
+from analysis.figures import summary, write_figures  # noqa: E402
+from analysis.tables import cell_table, defense_fronts, defense_points, hyperparameters  # noqa: E402
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
+table { border-collapse: collapse; font-size: 0.85em; margin: 0.5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.5em; text-align: right; }
+th { background: #f0f0f0; }
+td:first-child, th:first-child { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+.skip { color: #8a5a00; } .error { color: #b00020; }
+"""
+FLOAT = "{:.4f}".format
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=FLOAT, na_rep="", border=0)
+
+
+def _section(title: str, make: Callable[[], str]) -> str:
+    """A titled section; a missing input becomes a one-line note instead of the content."""
+    try:
+        body = make()
+    except Skipped as reason:
+        body = f'<p class="skip">Skipped: {html.escape(str(reason))}</p>'
+    return f"<h2>{html.escape(title)}</h2>\n{body}"
+
+
+def headline(exp: Experiment) -> str:
+    """Per dataset and arch: original vs pruned utility and attack success, and the best attack."""
+    table = cell_table(exp.rows)
+    parts = ["<p>Known pruning, Basic defense, mean over seeds. <code>conf_org_acc</code>: the unpruned "
+             "target attacked with Conf (the paper's Conf (Org.)); <code>best_attack</code>: the strongest "
+             "attack on the pruned target by accuracy.</p>"]
+    for (dataset, arch), part in table.groupby(["dataset", "arch"]):
+        parts.append(f"<h3>{html.escape(dataset)} / {html.escape(arch)}</h3>"
+                     + _table(part.drop(columns=["dataset", "arch"])))
+    return "\n".join(parts)
+
+
+def fronts(exp: Experiment, *, adaptive: bool) -> str:
+    """Each defense's Pareto front (max test accuracy, min attack accuracy) per cell."""
+    points = defense_points(exp.rows, adaptive=adaptive)
+    front = defense_fronts(points).copy()
+    front["hyperparameters"] = front.apply(hyperparameters, axis=1)
+    columns = ["dataset", "arch", "method", "sparsity", "defense", "hyperparameters", "target_test_acc",
+               "attack_acc", "epsilon"]
+    front = front[columns].sort_values(columns[:5] + ["target_test_acc"], ignore_index=True)
+    dropped = int(points["paper_dropped"].sum())
+    return (f"<p>Attack: {html.escape(str(points['attack'].iloc[0]))}. {dropped} of {len(points)} points are "
+            "left out before the fronts are taken, by the paper's rule (below 75% of Basic's test accuracy, or "
+            "leakier than Basic).</p>" + _table(front))
+
+
+def figures_section(exp: Experiment) -> str:
+    """Every figure and table figures.py can make, embedded; then what was skipped and why."""
+    with tempfile.TemporaryDirectory() as tmp:
+        outcomes = write_figures(exp, Path(tmp))
+        parts = []
+        for outcome in outcomes:
+            for path in outcome.files:
+                if path.suffix == ".png":
+                    data = base64.b64encode(path.read_bytes()).decode("ascii")
+                    parts.append(f'<h3>{html.escape(outcome.name)}</h3>\n'
+                                 f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">')
+                elif path.suffix == ".csv":
+                    parts.append(f"<h3>{html.escape(outcome.name)}</h3>\n{_table(pd.read_csv(path))}")
+    notes = [f'<li class="{"error" if o.error else "skip"}">{html.escape(o.name)}: '
+             f'{html.escape(o.error or o.skipped or "")}</li>' for o in outcomes if not o.files]
+    if notes:
+        parts.append("<h3>Not drawn</h3><ul>" + "".join(notes) + "</ul>")
+    print(summary(outcomes))
+    return "\n".join(parts)
+
+
+def render(exp: Experiment) -> str:
+    """The whole page as a string."""
+    rows = exp.rows
+    failed = int((rows["status"] == "failed").sum()) if len(rows) else 0
+    units = rows["unit_id"].nunique() if len(rows) else 0
+    intro = (f"<p>{len(rows)} rows from {units} units ({failed} failed rows) in: "
+             + ", ".join(f"<code>{html.escape(s)}</code>" for s in exp.sources) + "</p>")
+    intro += "".join(f'<p class="skip">{html.escape(note)}</p>' for note in exp.notes)
+    if failed:
+        errors = rows.loc[rows["status"] == "failed", ["unit_id", "error"]].drop_duplicates("unit_id")
+        intro += "<details><summary>failed units</summary>" + _table(errors) + "</details>"
+    body = [intro,
+            _section("Original vs pruned: attack success per cell", lambda: headline(exp)),
+            _section("Defenses: Pareto fronts (non-adaptive attacks)", lambda: fronts(exp, adaptive=False)),
+            _section("Defenses: Pareto fronts (adaptive attacks)", lambda: fronts(exp, adaptive=True)),
+            _section("Figures and tables", lambda: figures_section(exp))]
+    return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>miaray report</title>"
+            f"<style>{STYLE}</style></head><body>\n<h1>miaray report</h1>\n" + "\n".join(body)
+            + "\n</body></html>\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="report.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
+    p.add_argument("--out", required=True, type=Path, help="the HTML file to write")
+    args = p.parse_args(argv)
+    exp = load_experiments(args.results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(render(exp), encoding="utf-8")
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""How long `miaray.results.load` takes on a big experiment (target: 100,000 rows in under 2 s).
+
+    python benchmarks/bench_results_load.py                    # 100,000 rows = 10,000 unit files
+    python benchmarks/bench_results_load.py --rows 20000 --repeat 5 --keep /tmp/exp
+
+Writes the rows in the real layout (`<experiment>/rows/<unit_id>.parquet`, one file per unit with
+one row per attack plus the Conf (Org.) row, every result column) through
+`miaray.results.write_unit_rows`, then times `load` (best and median of `--repeat` cold-ish reads;
+the OS page cache is warm after the write, as it is on the machine that ran the sweep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from miaray import results
+from miaray.config import ATTACKS, DEFENSE_PARAMS
+
+TARGET_S = 2.0
+ROWS_PER_UNIT = len(ATTACKS) + 1   # every attack on the pruned target + the Conf (Org.) row
+
+
+def unit_rows(index: int, rng: np.random.Generator) -> list[dict]:
+    """The rows of one fake unit with the columns and types `run_unit` writes."""
+    params = sorted({p for ps in DEFENSE_PARAMS.values() for p in ps})
+    base = {"unit_id": f"{index:020x}", "dataset": "cifar10", "arch": "resnet18", "method": "l1_unstructured",
+            "sparsity": 0.5 + 0.1 * (index % 5), "seed": index // 5, "width": 1.0,
+            "shadow_method": "l1_unstructured", "shadow_sparsity": 0.5 + 0.1 * (index % 5), "defense": "basic",
+            "adaptive": False, **{f"defense_{p}": math.nan for p in params}, "status": "ok", "error": "",
+            "original_train_acc": 1.0, "original_test_acc": 0.8, "epsilon": math.nan, "delta": math.nan,
+            "achieved_sparsity": 0.7, "finetune_epochs": 20, "original_epochs": 40, "time_originals_s": 100.0,
+            "time_prune_finetune_s": 50.0, "time_signals_s": 5.0}
+    rows = []
+    for target_model, attack in [("pruned", a) for a in ATTACKS] + [("original", "conf")]:
+        metrics = rng.random(9)
+        rows.append({**base, "target_model": target_model, "target_train_acc": metrics[0],
+                     "target_test_acc": metrics[1], "confidence_gap": metrics[2], "sensitivity_gap": metrics[3],
+                     "generalization_gap": metrics[4], "attack": attack, "attack_acc": metrics[5],
+                     "attack_auc": metrics[6], "tpr_at_fpr_0.01": metrics[7], "tpr_at_fpr_0.001": metrics[8],
+                     "advantage": metrics[5] - 0.5, "time_attack_s": 1.0, "time_total_s": 160.0})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=100_000, help="result rows in total")
+    p.add_argument("--repeat", type=int, default=3, help="timed loads")
+    p.add_argument("--keep", type=Path, help="write the experiment here and keep it (default: a temp folder)")
+    args = p.parse_args(argv)
+
+    units = math.ceil(args.rows / ROWS_PER_UNIT)
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench_results_load_"))
+    experiment = root / "experiment"
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for index in range(units):
+        results.write_unit_rows(experiment=experiment, unit_id=f"{index:020x}", rows=unit_rows(index, rng))
+    write_s = time.perf_counter() - start
+    print(f"wrote {units:,} unit files ({units * ROWS_PER_UNIT:,} rows) in {write_s:.1f}s "
+          f"({write_s / units * 1e3:.2f} ms per unit)")
+
+    times = []
+    for _ in range(args.repeat):
+        start = time.perf_counter()
+        df = results.load(experiment)
+        times.append(time.perf_counter() - start)
+    assert len(df) == units * ROWS_PER_UNIT, (len(df), units * ROWS_PER_UNIT)
+    best, median = min(times), statistics.median(times)
+    print(f"results.load: {len(df):,} rows x {df.shape[1]} columns from {units:,} files: "
+          f"best {best:.2f}s, median {median:.2f}s over {args.repeat} (target < {TARGET_S:.0f}s: "
+          f"{'met' if median < TARGET_S else 'NOT met'})")
+    if args.keep is None:
+        shutil.rmtree(root)
+    return 0 if median < TARGET_S else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
