@@ -35,6 +35,7 @@ from miaray.data.splits import Split, Splits, make_splits
 from miaray.defenses import make_defense
 from miaray.models import build_model
 from miaray.prune import prune, sparsity_report
+from miaray.results import write_parquet
 from miaray.store import Store
 from miaray.train import TensorSplit, TrainingDiverged, evaluate, fit
 
@@ -251,14 +252,6 @@ def make_context(config: UnitConfig, *, store: Store | None = None, data_root: s
                        store=store or Store(), device=device, log=log or (lambda message: None))
 
 
-def _write_parquet(df: "pd.DataFrame", path: Path) -> None:
-    """Atomic: readers (a still-running sweep's analysis) never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
 def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,
              device: str | torch.device | None = None, log: Callable[[str], None] | None = None,
              artifacts_dir: str | Path | None = None) -> list[dict[str, Any]]:
@@ -312,8 +305,9 @@ def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str |
         row["time_total_s"] = time.perf_counter() - start
     if artifacts_dir is not None:
         unit_id = base["unit_id"]
-        _write_parquet(pd.concat(tables).assign(unit_id=unit_id), Path(artifacts_dir) / "signals" / f"{unit_id}.parquet")
-        _write_parquet(pd.DataFrame(rocs).assign(unit_id=unit_id), Path(artifacts_dir) / "roc" / f"{unit_id}.parquet")
+        root = os.fspath(artifacts_dir).rstrip("/")  # a local folder or a URI such as s3://bucket/prefix
+        write_parquet(pd.concat(tables).assign(unit_id=unit_id), f"{root}/signals/{unit_id}.parquet")
+        write_parquet(pd.DataFrame(rocs).assign(unit_id=unit_id), f"{root}/roc/{unit_id}.parquet")
     return rows
 
 

@@ -1,0 +1,130 @@
+"""Result files of a sweep: one Parquet file of rows per unit, and loading them into pandas.
+
+A sweep writes `<experiment>/rows/<unit_id>.parquet` for every finished unit (one row per attack plus
+the 'original' Conf baseline row, or rows with status 'failed' and the error). One file per unit means
+a rerun of a unit replaces its rows instead of adding a second copy. Files are written under a hidden
+temporary name and renamed into place, so a reader never sees half a file; `load` works without Ray
+and also while the sweep is still running. Paths may be local or URIs that pyarrow understands
+(`s3://bucket/prefix`, `gs://...`).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+ROWS_DIR = "rows"
+SUFFIX = ".parquet"
+SNAPSHOT = "rows.snapshot.parquet"  # beside rows/: all units' rows in one file, see compact()
+MTIME = "_unit_file_mtime_ns"
+
+
+def _filesystem(path: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem holding `path`, and the path as that filesystem spells it."""
+    text = os.fspath(path)
+    if "://" in text:
+        return pafs.FileSystem.from_uri(text)
+    return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+
+
+def rows_dir(experiment: str | os.PathLike) -> str:
+    """Where the unit files of an experiment live (a local path or a URI, as given)."""
+    return f"{os.fspath(experiment).rstrip('/')}/{ROWS_DIR}"
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> str:
+    """Write a DataFrame to a local path or URI so that no reader ever sees half a file."""
+    fs, final = _filesystem(path)
+    fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if isinstance(fs, pafs.LocalFileSystem):
+        # Hidden temp name + rename: atomic on POSIX, and `load` skips dot-files.
+        directory, name = final.rsplit("/", 1)
+        tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(table, tmp, filesystem=fs)
+        os.replace(tmp, final)
+    else:
+        pq.write_table(table, final, filesystem=fs)  # an object-store PUT is already all-or-nothing
+    return final
+
+
+def write_unit_rows(*, experiment: str | os.PathLike, unit_id: str, rows: Iterable[Mapping[str, Any]]) -> str:
+    """Write (or replace) the rows of one unit; returns the file's path."""
+    return write_parquet(pd.DataFrame(list(rows)), f"{rows_dir(experiment)}/{unit_id}{SUFFIX}")
+
+
+def _unit_infos(experiment: str | os.PathLike) -> dict[str, pafs.FileInfo]:
+    fs, directory = _filesystem(rows_dir(experiment))
+    if fs.get_file_info(directory).type != pafs.FileType.Directory:
+        return {}
+    return {info.base_name[: -len(SUFFIX)]: info for info in fs.get_file_info(pafs.FileSelector(directory))
+            if info.type == pafs.FileType.File and info.base_name.endswith(SUFFIX)
+            and not info.base_name.startswith(".")}
+
+
+def unit_files(experiment: str | os.PathLike) -> dict[str, str]:
+    """unit_id -> file path of every finished unit of an experiment (temporary files excluded)."""
+    return {unit_id: info.path for unit_id, info in _unit_infos(experiment).items()}
+
+
+def _snapshot_path(experiment: str | os.PathLike) -> str:
+    return f"{os.fspath(experiment).rstrip('/')}/{SNAPSHOT}"
+
+
+def _current_table(path: str | os.PathLike) -> pa.Table | None:
+    """Every unit's rows, each tagged with the modification time of the unit file they came from.
+
+    Rows come from the snapshot where it holds the unit file's current version, else from the unit
+    file itself: the unit files stay the truth, the snapshot only saves reading thousands of them.
+    """
+    fs, _ = _filesystem(path)
+    infos = _unit_infos(path)
+    snapshot_file = _snapshot_path(path)
+    parts: list[pa.Table] = []
+    fresh: set[str] = set()
+    if infos and fs.get_file_info(_filesystem(snapshot_file)[1]).type == pafs.FileType.File:
+        snapshot = pq.read_table(_filesystem(snapshot_file)[1], filesystem=fs)
+        stamps = dict(zip(snapshot.column("unit_id").to_pylist(), snapshot.column(MTIME).to_pylist()))
+        fresh = {unit_id for unit_id, info in infos.items() if stamps.get(unit_id) == info.mtime_ns}
+        parts.append(snapshot.filter(pc.is_in(snapshot.column("unit_id"), pa.array(sorted(fresh), pa.string()))))
+    stale = [info for unit_id, info in sorted(infos.items()) if unit_id not in fresh]
+
+    def read(info: pafs.FileInfo) -> pa.Table:
+        table = pq.read_table(info.path, filesystem=fs)
+        return table.append_column(MTIME, pa.array([info.mtime_ns] * table.num_rows, pa.int64()))
+
+    # Parquet decoding releases the GIL: read the small files in threads and convert to pandas once.
+    with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) * 4)) as pool:
+        parts += list(pool.map(read, stale))
+    parts = [part for part in parts if part.num_rows]
+    # "permissive": a column that is all-null in one unit (the metrics of a failed unit) takes the
+    # type it has elsewhere; columns missing from a file are filled with nulls.
+    return pa.concat_tables(parts, promote_options="permissive") if parts else None
+
+
+def compact(experiment: str | os.PathLike) -> None:
+    """Write the snapshot that makes `load` fast (the sweep calls this when it ends).
+
+    Reading 10,000 unit files costs about 10 s; one snapshot of the same rows reads in 0.1 s."""
+    table = _current_table(experiment)
+    if table is not None:
+        write_parquet(table.to_pandas(), _snapshot_path(experiment))
+
+
+def load(path: str | os.PathLike) -> pd.DataFrame:
+    """All result rows of an experiment directory (`<storage>/<name>`) as one DataFrame.
+
+    Reads the files present now, so it may be called while the sweep still runs. An experiment with
+    no finished unit gives an empty DataFrame.
+    """
+    table = _current_table(path)
+    return pd.DataFrame() if table is None else table.drop_columns([MTIME]).to_pandas()

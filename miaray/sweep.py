@@ -1,0 +1,711 @@
+"""The distributed sweep: grids and presets, a staged schedule on Ray, Tune trials that run units.
+
+Every model is trained once even when trials run side by side, and no worker sits idle on another's
+cache lock, because the work runs in stages:
+
+1. originals: one Ray task per (dataset, arch, seed, role) that the store does not hold yet;
+2. shared pruned models: one task per pruned model that two or more cells use (the shadow sets of
+   the unknown-pruning study; the known-pruning grid shares none);
+3. cells: one Ray Tune trial per unit (`miaray.unit.run_unit`), which loads what stages 1-2 built,
+   writes its rows to `<storage>/<name>/rows/<unit_id>.parquet` and reports its metrics once.
+
+The entry scripts (`sweeps/full_grid.py`, `sweeps/unknown_pruning.py`) only call `full_grid_main` /
+`unknown_pruning_main`, because `ray submit` copies the script alone to the head node.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import os
+import random
+import socket
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import ray
+from ray import tune
+
+from miaray import results
+from miaray.config import (ARCHS, ATTACKS, DATASETS, DEFENSE_PARAMS, DEFENSES, IMAGE_ARCHS, IMAGE_DATASETS,
+                           METHODS,
+                           STRUCTURED_METHODS, ConfigError, TrainConfig, UnitConfig, stable_hash)
+from miaray.store import Store, default_root
+
+PAPER_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
+PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location")
+
+
+# ---- grids -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GridSpec:
+    """The axes of a sweep. `cells()` expands them into the valid unit configurations: tabular data
+    takes the fc net and l1_unstructured only, images the three CNNs and every method."""
+
+    datasets: tuple[str, ...]
+    archs: tuple[str, ...]
+    methods: tuple[str, ...]
+    sparsities: tuple[float, ...]
+    seeds: tuple[int, ...] = (0,)
+    width: float = 1.0
+    attacks: tuple[str, ...] = ATTACKS
+    num_shadows: int = 5
+    defense: str = "basic"
+    defense_params: tuple[tuple[str, float], ...] = ()
+    adaptive: bool = False
+    max_epochs: int | None = None
+    attack_epochs: int | None = None  # None: each trained attack's reference schedule
+
+    def unit(self, **fields: Any) -> UnitConfig:
+        """A unit of this grid with the given cell fields (dataset, arch, method, sparsity, seed, ...)."""
+        return UnitConfig(width=self.width, attacks=self.attacks, num_shadows=self.num_shadows,
+                          defense=self.defense, defense_params=self.defense_params, adaptive=self.adaptive,
+                          attack_epochs=self.attack_epochs, train=TrainConfig(max_epochs=self.max_epochs),
+                          **fields)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (dataset, arch) pairs of the grid that form a valid model."""
+        return [(d, a) for d in self.datasets for a in self.archs if (a == "fc") == (d not in IMAGE_DATASETS)]
+
+    def methods_for(self, dataset: str) -> tuple[str, ...]:
+        if dataset not in IMAGE_DATASETS:
+            return tuple(m for m in self.methods if m not in STRUCTURED_METHODS)
+        return self.methods
+
+    def cells(self) -> list[UnitConfig]:
+        """The known-pruning grid: every pair x method x sparsity x seed."""
+        return [self.unit(dataset=d, arch=a, method=m, sparsity=s, seed=seed)
+                for d, a in self.pairs() for m in self.methods_for(d) for s in self.sparsities
+                for seed in self.seeds]
+
+    def validate(self) -> "GridSpec":
+        """Reject a bad axis value (naming field and choices) or an empty grid, before Ray starts."""
+        cells = self.cells()
+        if not cells:
+            raise ConfigError(f"the grid is empty: datasets {', '.join(self.datasets)} x archs "
+                              f"{', '.join(self.archs)} x methods {', '.join(self.methods)} has no valid "
+                              f"cell (tabular data takes arch 'fc' and 'l1_unstructured'; images take "
+                              f"{', '.join(IMAGE_ARCHS)})")
+        for cell in cells:
+            cell.validate()
+        return self
+
+
+def _check_axis(name: str, values: Sequence[str], choices: Sequence[str]) -> None:
+    # A grid filters silently by validity (fc x cifar10 is skipped), so check names first.
+    for value in values:
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is not valid; choose from: {', '.join(choices)}")
+
+
+def sparsity_matrix(spec: GridSpec) -> list[UnitConfig]:
+    """Unknown sparsity (paper Fig. 12/13): target sparsity x shadow sparsity, unpruned shadows (0)
+    included. The diagonal is the known-pruning cell itself (shadow_sparsity None), so it shares
+    its unit id and models with the full grid."""
+    return [spec.unit(dataset=d, arch=a, method=m, sparsity=s, seed=seed,
+                      shadow_sparsity=None if shadow == s else shadow)
+            for d, a in spec.pairs() for m in spec.methods_for(d) for seed in spec.seeds
+            for s in spec.sparsities for shadow in (0.0, *spec.sparsities)]
+
+
+def method_pairs(spec: GridSpec, *, pairs: int, seed: int) -> list[tuple[UnitConfig, UnitConfig]]:
+    """Unknown method and sparsity (paper Table 1): per (dataset, arch, seed), `pairs` distinct random
+    (target method/sparsity, shadow method/sparsity) draws, seeded; each as (known, unknown) cells."""
+    out = []
+    for (d, a), model_seed in itertools.product(spec.pairs(), spec.seeds):
+        settings = list(itertools.product(spec.methods_for(d), spec.sparsities))
+        draws = list(itertools.product(settings, settings))
+        rng = random.Random(stable_hash({"study": "method_pairs", "dataset": d, "arch": a,
+                                         "seed": model_seed, "draw_seed": seed}))
+        for (tm, ts), (sm, ss) in rng.sample(draws, min(pairs, len(draws))):
+            known = spec.unit(dataset=d, arch=a, method=tm, sparsity=ts, seed=model_seed)
+            unknown = dataclasses.replace(known, shadow_method=None if sm == tm else sm,
+                                          shadow_sparsity=None if ss == ts else ss)
+            out.append((known, unknown))
+    return out
+
+
+def unique(configs: Sequence[UnitConfig]) -> list[UnitConfig]:
+    """The configs without repeats (same unit id), in first-seen order."""
+    seen: dict[str, UnitConfig] = {}
+    for config in configs:
+        seen.setdefault(config.unit_id(), config)
+    return list(seen.values())
+
+
+# ---- the plan ----------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """Which models the cells need, each once: key hash -> (a config that needs it, its role)."""
+
+    cells: list[UnitConfig]
+    originals: dict[str, tuple[UnitConfig, str]]
+    pruned: dict[str, tuple[UnitConfig, str]]
+    users: Counter  # pruned key hash -> how many cells use that model
+
+    @classmethod
+    def of(cls, cells: Sequence[UnitConfig]) -> "Plan":
+        cells = unique(cells)
+        originals, pruned, users = {}, {}, Counter()
+        for cell in cells:
+            for role in cell.roles():
+                originals.setdefault(stable_hash(cell.original_key(role)), (cell, role))
+                key = cell.pruned_key(role)
+                if key["sparsity"] > 0:  # an unpruned shadow is the original itself
+                    pruned.setdefault(stable_hash(key), (cell, role))
+                    users[stable_hash(key)] += 1
+        return cls(list(cells), originals, pruned, users)
+
+    def shared_pruned(self) -> dict[str, tuple[UnitConfig, str]]:
+        return {h: v for h, v in self.pruned.items() if self.users[h] > 1}
+
+    def table(self) -> pd.DataFrame:
+        """Per dataset and arch: cells, then the models to build: originals, pruned targets by method,
+        pruned shadows, and all models."""
+        kinds = [(c, "originals") for c, _ in self.originals.values()]
+        kinds += [(c, c.method if role == "target" else "pruned_shadows") for c, role in self.pruned.values()]
+        kinds += [(c, "cells") for c in self.cells]
+        frame = pd.DataFrame([{"dataset": c.dataset, "arch": c.arch, "kind": k} for c, k in kinds])
+        table = pd.crosstab([frame["dataset"], frame["arch"]], frame["kind"], margins=True,
+                            margins_name="total")
+        table["models"] = table["total"] - table["cells"]
+        order = ["cells", "originals", *METHODS, "pruned_shadows", "models"]
+        return table[[c for c in order if c in table.columns]].rename_axis(columns=None)
+
+    def describe(self) -> str:
+        targets = Counter(c.method for c, role in self.pruned.values() if role == "target")
+        shadows = sum(1 for _, role in self.pruned.values() if role != "target")
+        pairs = {(c.dataset, c.arch) for c in self.cells}
+        return "\n".join([
+            f"plan: {len(self.cells)} cells over {len(pairs)} (dataset, arch) pairs; models to build "
+            "(method columns count pruned targets):",
+            self.table().to_string(), "",
+            f"originals: {len(self.originals)}",
+            f"pruned target models: {sum(targets.values())} ("
+            + ", ".join(f"{m} {targets[m]}" for m in METHODS if targets[m]) + ")",
+            f"pruned shadow models: {shadows} ({len(self.shared_pruned())} pruned models shared by "
+            f"several cells, built before the cells)"])
+
+
+# ---- where things go and what each trial gets ---------------------------------------------------
+@dataclass(frozen=True)
+class RunSettings:
+    """Run-wide settings every task and trial receives. Paths are absolute (trials chdir) or URIs."""
+
+    experiment: str                   # <storage>/<name>: Tune state and the rows/ folder
+    store: str                        # artifact cache folder (shared by all nodes on a cluster)
+    data_root: str | None             # dataset folder; None: each worker's default
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+
+    def resources(self) -> dict[str, float]:
+        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def connect(*, address: str = "auto") -> None:
+    """Join Ray: 'auto' joins the running cluster if there is one, else starts a local instance;
+    'local' always starts a new local instance; host:port joins that cluster."""
+    if ray.is_initialized():
+        return
+    if address != "auto":
+        ray.init(address=address)
+        return
+    try:
+        ray.init(address="auto")
+    except ConnectionError:
+        ray.init()
+
+
+def _prepare_worker(settings: RunSettings) -> str:
+    """Threads and GPU memory of this trial or task; returns the torch device it should use."""
+    import torch
+
+    torch.set_num_threads(max(1, int(settings.cpus_per_trial)))
+    if torch.cuda.is_available() and settings.gpus_per_trial > 0:
+        # Fractional GPUs only schedule; this keeps four 0.25-GPU trials from starving each other.
+        torch.cuda.set_per_process_memory_fraction(min(1.0, settings.gpus_per_trial))
+        return "cuda"
+    return "cpu"
+
+
+def _cell_label(config: UnitConfig) -> str:
+    label = f"{config.dataset}/{config.arch}/{config.method}@{config.sparsity:g}"
+    if config.shadow_method is not None or config.shadow_sparsity is not None:
+        label += f" shadows {config.resolved_shadow_method}@{config.resolved_shadow_sparsity:g}"
+    return label + (f" seed {config.seed}" if config.seed else "")
+
+
+# ---- stages 1 and 2: models as Ray tasks ---------------------------------------------------------
+@ray.remote
+def _build_model(config: dict, role: str, pruned: bool, settings: RunSettings) -> None:
+    # The science stack is imported in the worker only: planning and --dry-run need no torch models.
+    from miaray.unit import make_context, original_model, pruned_model
+
+    cell = UnitConfig.from_dict(config)
+    label = f"{cell.dataset}/{cell.arch} seed {cell.seed} {role}"
+    ctx = make_context(cell, store=Store(settings.store), data_root=settings.data_root,
+                       device=_prepare_worker(settings), log=lambda m: print(f"[{label}] {m}", flush=True))
+    (pruned_model if pruned else original_model)(ctx, role)
+
+
+def _eta(done: int, total: int, elapsed: float) -> str:
+    if done == 0 or done >= total:
+        return "-"
+    return f"{elapsed / done * (total - done):.0f}s"
+
+
+def build_models(*, label: str, jobs: dict[str, tuple[UnitConfig, str]], pruned: bool,
+                 settings: RunSettings, retries: int) -> None:
+    """Build the models of `jobs` the store lacks, as parallel Ray tasks. A failure is printed and
+    the sweep goes on: the cells that need the model fail with the same error and are recorded."""
+    if not jobs:
+        return
+    store = Store(settings.store)
+    todo = {h: job for h, job in jobs.items()
+            if not store.has(job[0].pruned_key(job[1]) if pruned else job[0].original_key(job[1]))}
+    print(f"{label}: {len(jobs) - len(todo)} of {len(jobs)} cached, {len(todo)} to build", flush=True)
+    task = _build_model.options(num_cpus=settings.cpus_per_trial, num_gpus=settings.gpus_per_trial,
+                                max_retries=retries, retry_exceptions=retries > 0)
+    pending = {task.remote(c.to_dict(), role, pruned, settings): h for h, (c, role) in todo.items()}
+    errors: dict[str, str] = {}
+    start = time.perf_counter()
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        key_hash = pending.pop(ready[0])
+        try:
+            ray.get(ready[0])
+        except Exception as error:  # a task's exception; the sweep goes on without that model
+            errors[key_hash] = str(error).strip().splitlines()[-1]
+            cell, role = todo[key_hash]
+            print(f"{label}: FAILED {cell.dataset}/{cell.arch} {role}: {errors[key_hash]}", flush=True)
+        done = len(todo) - len(pending)
+        print(f"{label}: {done - len(errors)}/{len(todo)} built, {len(errors)} failed, "
+              f"ETA {_eta(done, len(todo), time.perf_counter() - start)}", flush=True)
+
+
+# ---- stage 3: cells as Tune trials ---------------------------------------------------------------
+def _failed_rows(config: UnitConfig, error: str, **extra: Any) -> list[dict[str, Any]]:
+    """What a unit that raised leaves in the results: one 'failed' row per attack, with the error."""
+    from miaray.unit import config_columns
+
+    return [{**config_columns(config), "target_model": "pruned", "attack": attack, "status": "failed",
+             "error": error, **extra} for attack in config.attacks]
+
+
+def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics a trial reports to Tune: utility, the best attack and the Conf (Org.) baseline."""
+    pruned = [r for r in rows if r.get("target_model") == "pruned" and r.get("status") == "ok"]
+    original = [r for r in rows if r.get("target_model") == "original" and r.get("status") == "ok"]
+    if not pruned:
+        return {"status": "failed", "error": rows[0].get("error", "") if rows else "no rows"}
+    best = max(pruned, key=lambda r: r["attack_acc"])
+    return {"status": "ok", "target_test_acc": best["target_test_acc"], "best_attack": best["attack"],
+            "best_attack_acc": best["attack_acc"],
+            "conf_org_acc": original[0]["attack_acc"] if original else math.nan}
+
+
+def run_cell(trial_config: dict) -> None:
+    """The Tune trainable: one unit, its rows written to the experiment, its metrics reported once."""
+    start = time.time()
+    from miaray.unit import run_unit
+
+    settings = RunSettings(**trial_config["settings"])
+    config = _trial_unit(trial_config)
+    label = _cell_label(config)
+    timing = {"trial_id": tune.get_context().get_trial_id(), "trial_host": socket.gethostname(),
+              "trial_pid": os.getpid(), "trial_start": start}
+    try:
+        rows = run_unit(config, store=Store(settings.store), data_root=settings.data_root,
+                        device=_prepare_worker(settings), log=lambda m: print(f"[{label}] {m}", flush=True),
+                        artifacts_dir=settings.experiment)
+    except Exception as error:
+        timing["trial_end"] = time.time()
+        message = f"{type(error).__name__}: {error}"
+        results.write_unit_rows(experiment=settings.experiment, unit_id=config.unit_id(),
+                                rows=_failed_rows(config, message, **timing))
+        raise  # Tune records the error (ResultGrid.errors) and retries per FailureConfig
+    timing["trial_end"] = time.time()
+    results.write_unit_rows(experiment=settings.experiment, unit_id=config.unit_id(),
+                            rows=[{**row, **timing} for row in rows])
+    tune.report({**_headline(rows), **timing})
+
+
+def _trial_unit(trial_config: dict) -> UnitConfig:
+    return UnitConfig.from_dict(json.loads(trial_config["unit"]))
+
+
+def _trial_name(trial: Any) -> str:
+    return _cell_label(_trial_unit(trial.config)).replace("/", "-").replace(" ", "_")
+
+
+def _trial_dirname(trial: Any) -> str:
+    return _trial_unit(trial.config).unit_id()
+
+
+class Progress(tune.Callback):
+    """One line per trial event: done / running / failed / pending cells and an ETA."""
+
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
+        self.start = time.perf_counter()  # reset on every fit(), also after a restore
+        self.state: dict[str, str] = {}   # trial id -> running / done / failed, as seen by this driver
+
+    def _line(self, trials: list, trial: Any, state: str) -> None:
+        # Trial.status lags behind the callbacks; trials restored as finished are known by status only.
+        self.state[trial.trial_id] = state
+        counts = Counter(self.state.get(t.trial_id) or {"TERMINATED": "done", "ERROR": "failed"}.get(
+            t.status, "pending") for t in trials)
+        finished_here = sum(1 for s in self.state.values() if s in ("done", "failed"))
+        elapsed = time.perf_counter() - self.start
+        left = counts["running"] + counts["pending"]
+        eta = _eta(finished_here, finished_here + left, elapsed)
+        print(f"[{elapsed:7.1f}s] cells: {counts['done']} done, {counts['running']} running, "
+              f"{counts['failed']} failed, {counts['pending']} pending of {len(trials)}; ETA {eta}  "
+              f"({state}: {_trial_name(trial)})", flush=True)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trials, trial, "running")
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trials, trial, "done")
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._line(trials, trial, "failed")
+
+
+def run_cells(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: bool,
+              retries: int) -> tune.ResultGrid:
+    """Stage 3: one Tune trial per cell; `resume` continues the experiment Tune saved in storage."""
+    trainable = tune.with_resources(run_cell, settings.resources())
+    storage, _, name = settings.experiment.rstrip("/").rpartition("/")
+    if resume and tune.Tuner.can_restore(settings.experiment):
+        print(f"resuming the Tune experiment at {settings.experiment}", flush=True)
+        tuner = tune.Tuner.restore(settings.experiment, trainable, resume_errored=True)
+    else:
+        if resume:
+            print(f"no Tune state at {settings.experiment} yet: starting the cells afresh", flush=True)
+        # The unit travels as JSON text: opaque to Tune's loggers, which only take flat scalars.
+        space = {"unit": tune.grid_search([json.dumps(c.to_dict()) for c in cells]),
+                 "settings": dataclasses.asdict(settings)}
+        tuner = tune.Tuner(
+            trainable, param_space=space,
+            tune_config=tune.TuneConfig(trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
+            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[Progress()],
+                                      failure_config=tune.FailureConfig(max_failures=retries)))
+    return tuner.fit()
+
+
+def _record_lost_trials(grid: tune.ResultGrid, settings: RunSettings) -> None:
+    """A trial whose process died (out of memory, node lost) wrote no rows: write its error for it."""
+    present = results.unit_files(settings.experiment)
+    for result in grid:
+        if result.error is None:
+            continue
+        config = _trial_unit(result.config)
+        if config.unit_id() not in present:
+            message = str(result.error).strip().splitlines()[-1]
+            results.write_unit_rows(experiment=settings.experiment, unit_id=config.unit_id(),
+                                    rows=_failed_rows(config, message))
+
+
+# ---- summaries ---------------------------------------------------------------------------------
+def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per cell: pruned target test accuracy, the best attack and its accuracy, Conf (Org.)."""
+    lines = []
+    for unit_id, rows in df.groupby("unit_id", sort=False):
+        first = rows.iloc[0]
+        line = {k: first[k] for k in ("dataset", "arch", "method", "sparsity", "shadow_method",
+                                      "shadow_sparsity", "defense", "seed")}
+        pruned = rows[(rows["target_model"] == "pruned") & (rows["status"] == "ok")]
+        original = rows[(rows["target_model"] == "original") & (rows["status"] == "ok")]
+        if pruned.empty:
+            line.update(test_acc=math.nan, best_attack="FAILED", best_attack_acc=math.nan,
+                        conf_org_acc=math.nan, error=str(first.get("error", "")))
+        else:
+            best = pruned.loc[pruned["attack_acc"].idxmax()]
+            line.update(test_acc=best["target_test_acc"], best_attack=best["attack"],
+                        best_attack_acc=best["attack_acc"],
+                        conf_org_acc=original["attack_acc"].iloc[0] if len(original) else math.nan)
+        lines.append(line)
+    table = pd.DataFrame(lines)
+    if table.empty:
+        return table
+    # Keep the four keys of a cell, and the others only where they say something.
+    known = (table["shadow_method"] == table["method"]) & (table["shadow_sparsity"] == table["sparsity"])
+    constant = [c for c in ("defense", "seed") if table[c].nunique() == 1]
+    constant += ["shadow_method", "shadow_sparsity"] if known.all() else []
+    if "error" in table:
+        table["error"] = table["error"].fillna("")
+    return table.drop(columns=constant).sort_values(["dataset", "arch", "method", "sparsity"],
+                                                    ignore_index=True)
+
+
+def _format(table: pd.DataFrame) -> str:
+    return table.to_string(index=False, float_format=lambda v: f"{v:.3f}") if not table.empty else "(no rows)"
+
+
+def sweep_rows(*, settings: RunSettings, cells: Sequence[UnitConfig]) -> pd.DataFrame:
+    """This sweep's rows (the experiment folder may hold other units from earlier runs)."""
+    df = results.load(settings.experiment)
+    if df.empty:
+        return df
+    return df[df["unit_id"].isin({c.unit_id() for c in cells})].reset_index(drop=True)
+
+
+def _complete(df: pd.DataFrame, cells: Sequence[UnitConfig]) -> bool:
+    """Every cell has rows, all of them ok: the scripts' exit status."""
+    return len(df) > 0 and set(df["unit_id"]) == {c.unit_id() for c in cells} and (df["status"] == "ok").all()
+
+
+def run_sweep(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: bool,
+              retries: int) -> pd.DataFrame:
+    """The three stages on the connected Ray cluster; returns this sweep's rows."""
+    plan = Plan.of(cells)
+    start = time.perf_counter()
+    build_models(label="originals", jobs=plan.originals, pruned=False, settings=settings, retries=retries)
+    build_models(label="shared pruned models", jobs=plan.shared_pruned(), pruned=True, settings=settings,
+                 retries=retries)
+    grid = run_cells(cells=plan.cells, settings=settings, resume=resume, retries=retries)
+    _record_lost_trials(grid, settings)
+    results.compact(settings.experiment)  # later loads read one snapshot instead of every unit file
+    df = sweep_rows(settings=settings, cells=plan.cells)
+    finished = set(df["unit_id"]) if len(df) else set()
+    failed = set(df.loc[df["status"] != "ok", "unit_id"]) if len(df) else set()
+    print(f"\nsweep stopped after {time.perf_counter() - start:.0f}s: {len(finished)} of {len(plan.cells)} "
+          f"cells have rows ({len(failed)} failed); rows in {results.rows_dir(settings.experiment)}")
+    if len(finished) < len(plan.cells):
+        print("  unfinished cells: rerun the same command with --resume")
+    for result in grid:
+        if result.error is not None:
+            label = _cell_label(_trial_unit(result.config))
+            print(f"  failed {label}: {str(result.error).strip().splitlines()[-1]}")
+    return df
+
+
+# ---- the unknown-pruning tables ------------------------------------------------------------------
+def headline_attack(df: pd.DataFrame) -> str:
+    """SAMIA, the paper's attack for the unknown-pruning study, when it ran; else the first attack."""
+    attacks = list(df["attack"].dropna().unique())
+    return "samia" if "samia" in attacks else attacks[0]
+
+
+def matrix_table(df: pd.DataFrame, *, attack: str) -> pd.DataFrame:
+    """Attack accuracy by target sparsity (rows) and shadow sparsity (columns) per dataset/arch/method."""
+    ok = df[(df["status"] == "ok") & (df["target_model"] == "pruned") & (df["attack"] == attack)
+            & (df["shadow_method"] == df["method"])]
+    return ok.pivot_table(index=["dataset", "arch", "method", "sparsity"], columns="shadow_sparsity",
+                          values="attack_acc")
+
+
+def accuracy_loss_table(df: pd.DataFrame, pairs: Sequence[tuple[UnitConfig, UnitConfig]]) -> pd.DataFrame:
+    """Paper Table 1: mean attack accuracy loss (acc_known - acc_unknown) / acc_known over the pairs,
+    per dataset and arch, one column per attack."""
+    ok = df[(df["status"] == "ok") & (df["target_model"] == "pruned")].set_index(["unit_id", "attack"])
+    acc = ok["attack_acc"]
+    losses = []
+    for index, (known, unknown) in enumerate(pairs):
+        for attack in known.attacks:
+            k, u = (known.unit_id(), attack), (unknown.unit_id(), attack)
+            if k in acc.index and u in acc.index:
+                losses.append({"dataset": known.dataset, "arch": known.arch, "attack": attack,
+                               "pair": index, "loss": (acc[k] - acc[u]) / acc[k]})
+    if not losses:
+        return pd.DataFrame()
+    losses = pd.DataFrame(losses)
+    table = losses.pivot_table(index=["dataset", "arch"], columns="attack", values="loss", aggfunc="mean")
+    table["pairs"] = losses.groupby(["dataset", "arch"])["pair"].nunique()
+    return table
+
+
+# ---- command line ----------------------------------------------------------------------------
+PRESETS: dict[str, GridSpec] = {
+    # REFERENCE section 1: 255 pruned target models, reference hyperparameters, all nine attacks.
+    "paper": GridSpec(datasets=PAPER_DATASETS, archs=ARCHS, methods=METHODS, sparsities=PAPER_SPARSITIES),
+    # The README's main job: real (embedded) data, a narrow net, every method and attack, minutes on a
+    # CPU. The trained attacks run a fifth of SAMIA's 100-epoch schedule (same milestones, scaled):
+    # at the full schedule SAMIA alone costs several CPU-minutes per cell.
+    "quick": GridSpec(datasets=("digits",), archs=("resnet18",), methods=METHODS, sparsities=(0.5, 0.9),
+                      width=0.125, attack_epochs=20),
+}
+UNKNOWN_PRESETS: dict[str, GridSpec] = {
+    # Paper Fig. 12/13 and A.6 (L1 unstructured on CIFAR10/100, Purchase, Texas) and Table 1's four
+    # image datasets; the method study draws from `methods`, the matrix uses l1_unstructured only
+    # (see `unknown_pruning_main`).
+    "paper": GridSpec(datasets=("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas"), archs=ARCHS,
+                      methods=METHODS, sparsities=PAPER_SPARSITIES),
+    "quick": GridSpec(datasets=("digits",), archs=("resnet18",), methods=METHODS, sparsities=(0.5, 0.9),
+                      width=0.125, attacks=("conf", "mentr", "nn", "samia"), attack_epochs=20),
+}
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+    return parse
+
+
+def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -> argparse.ArgumentParser:
+    """The options every sweep script shares."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("grid (a preset, narrowed or changed by the filters)")
+    g.add_argument("--preset", choices=sorted(presets), default="quick")
+    g.add_argument("--datasets", type=_csv(str), help=f"comma list of {', '.join(DATASETS)}")
+    g.add_argument("--archs", type=_csv(str), help=f"comma list of {', '.join(ARCHS)}")
+    g.add_argument("--methods", type=_csv(str), help=f"comma list of {', '.join(METHODS)}")
+    g.add_argument("--sparsities", type=_csv(float), help="comma list in (0, 1), e.g. 0.5,0.9")
+    g.add_argument("--seeds", type=_csv(int), help="comma list of seeds (default 0)")
+    g.add_argument("--width", type=float, help="channel multiplier (< 1: narrow models)")
+    g.add_argument("--attacks", type=_csv(str), help=f"comma list of {', '.join(ATTACKS)} (default: the preset's)")
+    g.add_argument("--shadows", type=int, help="shadow models per cell (default 5)")
+    g.add_argument("--defense", choices=DEFENSES, help="defense applied while fine-tuning the target")
+    g.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="defense hyperparameter, e.g. lambda=4 (ppb), noise_multiplier=1 (dp), alpha=4 (adv)")
+    g.add_argument("--adaptive", action="store_true", help="shadows fine-tuned with the target's defense")
+    g.add_argument("--max-epochs", type=int, help="override of the epoch cap (default 100 images / 50 tabular)")
+    g.add_argument("--attack-epochs", type=int,
+                   help="epochs of the trained attacks (nn, top3_nn, nncls, samia; default: the preset's, "
+                        "else their reference schedules, SAMIA 100)")
+    r = p.add_argument_group("run")
+    r.add_argument("--storage", default="~/miaray-results",
+                   help="results and Tune state: a local folder or a URI such as s3://bucket/prefix")
+    r.add_argument("--name", help="experiment name under --storage (default: derived from the preset)")
+    r.add_argument("--cache", help="artifact store (default: <storage>/cache for a local --storage, else "
+                                   "$MIARAY_CACHE or ~/.cache/miaray/store; on a cluster a shared mount)")
+    r.add_argument("--data-root", help="dataset folder (default: $MIARAY_DATA, else each worker's default)")
+    r.add_argument("--address", default="auto",
+                   help="Ray to use: 'auto' (the running cluster, else a new local instance), 'local' "
+                        "(always a new local instance) or the host:port of a cluster")
+    r.add_argument("--cpus-per-trial", type=float, default=1.0)
+    r.add_argument("--gpus-per-trial", type=float,
+                   help="e.g. 0.25 packs four trials on a GPU (default: 1 if the cluster has GPUs, else 0)")
+    r.add_argument("--retries", type=int, default=0, help="times a failed trial or model build is retried")
+    r.add_argument("--resume", action="store_true", help="continue the experiment --storage/--name")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and exit; trains nothing")
+    return p
+
+
+def _defense_params(items: list[str]) -> tuple[tuple[str, float], ...]:
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            pairs.append((name, float(value)))
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"--defense-param {item!r}: expected NAME=VALUE with a number, e.g. lambda=4")
+    return tuple(pairs)
+
+
+def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> GridSpec:
+    """The preset with the command-line overrides, validated (raises ConfigError)."""
+    spec = presets[args.preset]
+    overrides = {field: getattr(args, field) for field in
+                 ("datasets", "archs", "methods", "sparsities", "seeds", "width", "attacks", "defense",
+                  "max_epochs", "attack_epochs") if getattr(args, field) is not None}
+    if args.shadows is not None:
+        overrides["num_shadows"] = args.shadows
+    if args.defense_param:
+        overrides["defense_params"] = _defense_params(args.defense_param)
+    if args.adaptive:
+        overrides["adaptive"] = True
+    spec = dataclasses.replace(spec, **overrides)
+    for name, values, choices in (("datasets", spec.datasets, DATASETS), ("archs", spec.archs, ARCHS),
+                                  ("methods", spec.methods, METHODS), ("attacks", spec.attacks, ATTACKS)):
+        _check_axis(name, values, choices)
+    _check_axis("defense", (spec.defense,), DEFENSES)
+    if spec.defense_params and not DEFENSE_PARAMS[spec.defense]:
+        raise ConfigError(f"--defense-param given but defense={spec.defense!r} takes no parameters; "
+                          f"choose --defense from: {', '.join(d for d in DEFENSES if DEFENSE_PARAMS[d])}")
+    return spec.validate()
+
+
+def settings_from_args(args: argparse.Namespace, *, name: str) -> RunSettings:
+    """Where results, Tune state, cache and data live; resources per trial (after `connect`)."""
+    storage = _absolute(args.storage)
+    experiment = f"{storage.rstrip('/')}/{args.name or name}"
+    if args.cache:
+        cache = _absolute(args.cache)
+    elif "://" in storage:
+        cache = str(default_root())
+        print(f"note: artifact store {cache} (pass --cache with a folder every node mounts, or each node "
+              "trains the models its trials need)", file=sys.stderr)
+    else:
+        cache = f"{storage}/cache"
+    data_root = args.data_root or os.environ.get("MIARAY_DATA")
+    gpus = args.gpus_per_trial
+    if gpus is None:
+        gpus = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return RunSettings(experiment=experiment, store=cache, data_root=_absolute(data_root) if data_root else None,
+                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus)
+
+
+def _parse(argv: list[str] | None, parser: argparse.ArgumentParser,
+           presets: dict[str, GridSpec]) -> tuple[argparse.Namespace, GridSpec]:
+    args = parser.parse_args(argv)
+    try:
+        spec = spec_from_args(args, presets)
+    except ConfigError as error:
+        parser.error(str(error))  # exits with status 2 before Ray starts
+    return args, spec
+
+
+def full_grid_main(argv: list[str] | None = None) -> int:
+    """`sweeps/full_grid.py`: the known-pruning grid (paper section 5.2)."""
+    parser = build_parser(prog="full_grid.py", presets=PRESETS,
+                          description="Train, prune, fine-tune and attack every cell of a grid on Ray Tune.")
+    args, spec = _parse(argv, parser, PRESETS)
+    cells = spec.cells()
+    plan = Plan.of(cells)
+    print(plan.describe(), flush=True)
+    if args.dry_run:
+        return 0
+    connect(address=args.address)
+    settings = settings_from_args(args, name=f"full_grid-{args.preset}")
+    df = run_sweep(cells=cells, settings=settings, resume=args.resume, retries=args.retries)
+    print("\n" + _format(cell_summary(df)))
+    return 0 if _complete(df, cells) else 1
+
+
+def unknown_pruning_main(argv: list[str] | None = None) -> int:
+    """`sweeps/unknown_pruning.py`: unknown sparsity (matrix) and unknown method and sparsity (pairs)."""
+    parser = build_parser(prog="unknown_pruning.py", presets=UNKNOWN_PRESETS,
+                          description="Attack pruned targets with shadows pruned differently (paper 5.2.5).")
+    parser.add_argument("--study", choices=("sparsity", "method", "both"), default="both",
+                        help="sparsity: target x shadow sparsity matrix (l1_unstructured unless --methods); "
+                             "method: random (method, sparsity) pairs; both")
+    parser.add_argument("--pairs", type=int, default=20, help="random pairs per dataset and arch")
+    parser.add_argument("--pair-seed", type=int, default=0, help="seed of the random pair draws")
+    args, spec = _parse(argv, parser, UNKNOWN_PRESETS)
+    matrix_spec = spec if args.methods else dataclasses.replace(spec, methods=("l1_unstructured",))
+    matrix = sparsity_matrix(matrix_spec) if args.study in ("sparsity", "both") else []
+    pairs = method_pairs(spec, pairs=args.pairs, seed=args.pair_seed) if args.study in ("method", "both") else []
+    cells = unique(matrix + [c for pair in pairs for c in pair])
+    print(Plan.of(cells).describe(), flush=True)
+    if args.dry_run:
+        return 0
+    connect(address=args.address)
+    settings = settings_from_args(args, name=f"unknown_pruning-{args.preset}")
+    df = run_sweep(cells=cells, settings=settings, resume=args.resume, retries=args.retries)
+    if not df.empty and (df["status"] == "ok").any():
+        attack = headline_attack(df)
+        if matrix:
+            print(f"\nattack accuracy of {attack}, target sparsity (rows) x shadow sparsity (columns):")
+            print(_format(matrix_table(df, attack=attack).reset_index()))
+        if pairs:
+            print("\nattack accuracy loss (acc_known - acc_unknown) / acc_known, mean over the random pairs:")
+            print(_format(accuracy_loss_table(df, pairs).reset_index()))
+    return 0 if _complete(df, cells) else 1

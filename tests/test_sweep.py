@@ -1,0 +1,178 @@
+"""The distributed sweep on a real local Ray instance (2 CPUs, 1 fake GPU) with tiny units."""
+
+import dataclasses
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from miaray import results
+from miaray.config import METHODS
+from miaray.store import Store
+from miaray.sweep import (PRESETS, GridSpec, Plan, RunSettings, full_grid_main, method_pairs, run_sweep,
+                          sparsity_matrix)
+
+ROOT = Path(__file__).resolve().parents[1]
+ATTACKS = ("conf",)
+# Narrow nets, one epoch, the cheapest attack: every real stage runs, a cell takes seconds on a CPU.
+TINY = GridSpec(datasets=("digits",), archs=("resnet18",), methods=("l1_unstructured", "l1_structured"),
+                sparsities=(0.5, 0.9), width=0.125, attacks=ATTACKS, max_epochs=1)
+TINY_ARGS = ["--datasets", "digits", "--archs", "resnet18", "--methods", "l1_unstructured,l1_structured",
+             "--sparsities", "0.5,0.9", "--width", "0.125", "--attacks", ",".join(ATTACKS), "--max-epochs", "1"]
+
+
+def _script(name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "sweeps" / name), *args], capture_output=True,
+                          text=True, timeout=kwargs.pop("timeout", 300), **kwargs)
+
+
+# ---- plans and configuration (no Ray) -----------------------------------------------------------
+def test_paper_dry_run_counts_the_255_pruned_models():
+    out = _script("full_grid.py", "--preset", "paper", "--dry-run", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "pruned target models: 255 (l1_unstructured 75, l1_structured 60, l2_structured 60, slimming 60)" \
+        in out.stdout
+    assert "originals: 90" in out.stdout and "pruned shadow models: 1275" in out.stdout
+    assert "Ray instance" not in out.stdout + out.stderr  # a dry run starts nothing
+
+    plan = Plan.of(PRESETS["paper"].cells())
+    table = plan.table()
+    pairs = table.drop(index="total")
+    assert len(pairs) == 15 and (pairs["originals"] == 6).all()
+    assert table.loc[("total", ""), list(METHODS)].to_dict() == {"l1_unstructured": 75, "l1_structured": 60,
+                                                       "l2_structured": 60, "slimming": 60}
+    tabular = pairs.loc[["purchase", "texas", "location"]]
+    assert set(tabular.index.get_level_values("arch")) == {"fc"} and (tabular["l1_unstructured"] == 5).all()
+
+
+def test_unknown_pruning_plan_shares_shadows_and_draws_seeded_pairs():
+    matrix = sparsity_matrix(TINY)
+    assert len(matrix) == 2 * 2 * 3  # methods x target sparsities x shadow sparsities {0, 0.5, 0.9}
+    assert {c.resolved_shadow_sparsity for c in matrix} == {0.0, 0.5, 0.9}
+    diagonal = [c for c in matrix if c.resolved_shadow_sparsity == c.sparsity]
+    assert {c.unit_id() for c in diagonal} == {c.unit_id() for c in TINY.cells()}  # same cells as the grid
+    plan = Plan.of(matrix)
+    assert len(plan.originals) == 6
+    # Each pruned shadow set serves two targets, each pruned target three shadow sparsities.
+    assert len(plan.shared_pruned()) == 2 * 2 * 5 + 2 * 2
+
+    pairs = method_pairs(TINY, pairs=20, seed=0)
+    assert len(pairs) == 16  # only 4 x 4 (method, sparsity) draws exist in TINY: all of them, once
+    wide = dataclasses.replace(TINY, methods=METHODS, sparsities=(0.5, 0.6, 0.7, 0.8, 0.9))
+    first, again = method_pairs(wide, pairs=20, seed=0), method_pairs(wide, pairs=20, seed=0)
+    assert len(first) == 20 and [u.unit_id() for _, u in first] == [u.unit_id() for _, u in again]
+    assert [u.unit_id() for _, u in first] != [u.unit_id() for _, u in method_pairs(wide, pairs=20, seed=1)]
+    assert all(k.shadow_method is None and k.shadow_sparsity is None for k, _ in first)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--methods", "random"], ["methods='random'", "l1_unstructured", "slimming"]),
+    (["--datasets", "purchase", "--archs", "resnet18"], ["grid is empty", "fc"]),
+    (["--sparsities", "0.5,1.5"], ["sparsity=1.5"]),
+    (["--defense", "ppb", "--defense-param", "alpha=2"], ["defense_params[ppb]", "lambda"]),
+])
+def test_bad_config_is_rejected_before_ray_starts(tmp_path, capsys, args, words):
+    with pytest.raises(SystemExit) as exit_info:
+        full_grid_main([*args, "--storage", str(tmp_path / "results")])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    for word in words:
+        assert word in message
+    assert not (tmp_path / "results").exists()  # rejected before connecting or writing anything
+
+
+def test_cluster_yaml_validates_against_rays_schema():
+    import ray
+
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    jsonschema.validate(config, schema)
+    assert config["provider"]["type"] == "aws"
+    assert config["head_node_type"] in config["available_node_types"]
+    assert any(t["resources"].get("GPU", 0) >= 1 for t in config["available_node_types"].values())
+    assert any("pip install" in cmd and "miaray" in cmd for cmd in config["setup_commands"])
+
+
+# ---- sweeps on Ray --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def packed_sweep(ray_cluster, tmp_path_factory):
+    """The tiny grid with a quarter GPU and half a CPU per trial (four cells fit at once), and last a
+    cell that raises: its dataset file exists in the real layout but is broken."""
+    root = tmp_path_factory.mktemp("packed")
+    (root / "data").mkdir()
+    (root / "data" / "bangkok").write_text("this is not the Location30 CSV\n")
+    broken = TINY.unit(dataset="location", arch="fc", method="l1_unstructured", sparsity=0.5)
+    settings = RunSettings(experiment=str(root / "exp"), store=str(root / "cache"), data_root=str(root / "data"),
+                           cpus_per_trial=0.5, gpus_per_trial=0.25)
+    df = run_sweep(cells=[*TINY.cells(), broken], settings=settings, resume=False, retries=0)
+    return df, settings, broken
+
+
+def test_small_grid_trains_each_original_once(packed_sweep):
+    df, settings, broken = packed_sweep
+    store = Store(settings.store)
+    assert store.count_built("original") == 6  # one target + five shadows, shared by the four cells
+    assert store.count_built("pruned") == 4 * 6
+    assert len(results.unit_files(settings.experiment)) == 5
+    digits = df[df["dataset"] == "digits"]
+    assert (digits["status"] == "ok").all()
+    for _, rows in digits.groupby("unit_id"):
+        assert sorted(rows["attack"]) == sorted([*ATTACKS, "conf"])  # the attacks + the Conf (Org.) row
+        assert (rows["target_model"] == "original").sum() == 1
+        assert rows["trial_end"].gt(rows["trial_start"]).all()
+
+
+def test_quarter_gpu_trials_run_four_at_once(packed_sweep):
+    df, _, _ = packed_sweep
+    spans = df[df["dataset"] == "digits"].groupby("unit_id")[["trial_start", "trial_end"]].first()
+    assert len(spans) == 4
+    # Four intervals overlap pairwise iff the latest start precedes the earliest end.
+    assert spans["trial_start"].max() < spans["trial_end"].min(), spans
+
+
+def test_a_raising_trial_is_recorded_and_the_others_finish(packed_sweep):
+    df, _, broken = packed_sweep
+    failed = df[df["unit_id"] == broken.unit_id()]
+    assert len(failed) == len(ATTACKS) and (failed["status"] == "failed").all()
+    assert failed["error"].str.contains("ValueError: location: .*bangkok has 0 feature columns").all(), \
+        failed["error"].iloc[0]
+    assert df.loc[df["unit_id"] != broken.unit_id(), "status"].eq("ok").all()
+
+
+def test_resume_after_the_driver_is_killed(ray_cluster, tmp_path):
+    storage, cache = tmp_path / "results", tmp_path / "cache"
+    # The driver joins this session's Ray by address: another Ray on the machine may be the "auto" one.
+    args = [*TINY_ARGS, "--shadows", "1", "--storage", str(storage), "--cache", str(cache), "--name", "killed",
+            "--cpus-per-trial", "1", "--gpus-per-trial", "0",
+            "--address", ray_cluster.get_runtime_context().gcs_address]
+    experiment = storage / "killed"
+    driver = subprocess.Popen([sys.executable, str(ROOT / "sweeps" / "full_grid.py"), *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not results.unit_files(experiment) and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    written = len(results.unit_files(experiment))
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    assert 1 <= written < 4, f"kill came too late or never: {written} row files"
+
+    out = _script("full_grid.py", *args, "--resume", timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "resuming the Tune experiment" in out.stdout  # Tuner.restore, not a fresh start
+    assert "best_attack" in out.stdout  # the summary table
+    df = results.load(experiment)
+    assert set(df["unit_id"]) == {c.unit_id() for c in dataclasses.replace(TINY, num_shadows=1).cells()}
+    assert df.groupby("unit_id").size().eq(len(ATTACKS) + 1).all()  # nothing lost, nothing twice
+    assert not df.duplicated(["unit_id", "attack", "target_model"]).any()
+    assert (df["status"] == "ok").all()
+    store = Store(cache)
+    assert store.count_built("original") == 2  # target + one shadow, all built before the kill
+    builds = Counter(e["hash"] for e in store.events())
+    assert max(builds.values()) == 1  # no model, original or pruned, was built twice
