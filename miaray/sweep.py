@@ -228,7 +228,7 @@ def connect(*, address: str = "auto") -> None:
         ray.init()
 
 
-def _prepare_worker(settings: RunSettings) -> str:
+def prepare_worker(settings: RunSettings) -> str:
     """Threads and GPU memory of this trial or task; returns the torch device it should use."""
     import torch
 
@@ -256,7 +256,7 @@ def _build_model(config: dict, role: str, pruned: bool, settings: RunSettings) -
     cell = UnitConfig.from_dict(config)
     label = f"{cell.dataset}/{cell.arch} seed {cell.seed} {role}"
     ctx = make_context(cell, store=Store(settings.store), data_root=settings.data_root,
-                       device=_prepare_worker(settings), log=lambda m: print(f"[{label}] {m}", flush=True))
+                       device=prepare_worker(settings), log=lambda m: print(f"[{label}] {m}", flush=True))
     (pruned_model if pruned else original_model)(ctx, role)
 
 
@@ -296,7 +296,7 @@ def build_models(*, label: str, jobs: dict[str, tuple[UnitConfig, str]], pruned:
 
 
 # ---- stage 3: cells as Tune trials ---------------------------------------------------------------
-def _failed_rows(config: UnitConfig, error: str, **extra: Any) -> list[dict[str, Any]]:
+def failed_rows(config: UnitConfig, error: str, **extra: Any) -> list[dict[str, Any]]:
     """What a unit that raised leaves in the results: one 'failed' row per attack, with the error."""
     from miaray.unit import config_columns
 
@@ -328,13 +328,13 @@ def run_cell(trial_config: dict) -> None:
               "trial_pid": os.getpid(), "trial_start": start}
     try:
         rows = run_unit(config, store=Store(settings.store), data_root=settings.data_root,
-                        device=_prepare_worker(settings), log=lambda m: print(f"[{label}] {m}", flush=True),
+                        device=prepare_worker(settings), log=lambda m: print(f"[{label}] {m}", flush=True),
                         artifacts_dir=settings.experiment)
     except Exception as error:
         timing["trial_end"] = time.time()
         message = f"{type(error).__name__}: {error}"
         results.write_unit_rows(experiment=settings.experiment, unit_id=config.unit_id(),
-                                rows=_failed_rows(config, message, **timing))
+                                rows=failed_rows(config, message, **timing))
         raise  # Tune records the error (ResultGrid.errors) and retries per FailureConfig
     timing["trial_end"] = time.time()
     results.write_unit_rows(experiment=settings.experiment, unit_id=config.unit_id(),
@@ -417,7 +417,7 @@ def _record_lost_trials(grid: tune.ResultGrid, settings: RunSettings) -> None:
         if config.unit_id() not in present:
             message = str(result.error).strip().splitlines()[-1]
             results.write_unit_rows(experiment=settings.experiment, unit_id=config.unit_id(),
-                                    rows=_failed_rows(config, message))
+                                    rows=failed_rows(config, message))
 
 
 # ---- summaries ---------------------------------------------------------------------------------
@@ -653,7 +653,7 @@ def settings_from_args(args: argparse.Namespace, *, name: str) -> RunSettings:
                        cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus)
 
 
-def _parse(argv: list[str] | None, parser: argparse.ArgumentParser,
+def parse_args(argv: list[str] | None, parser: argparse.ArgumentParser,
            presets: dict[str, GridSpec]) -> tuple[argparse.Namespace, GridSpec]:
     args = parser.parse_args(argv)
     try:
@@ -667,7 +667,7 @@ def full_grid_main(argv: list[str] | None = None) -> int:
     """`sweeps/full_grid.py`: the known-pruning grid (paper section 5.2)."""
     parser = build_parser(prog="full_grid.py", presets=PRESETS,
                           description="Train, prune, fine-tune and attack every cell of a grid on Ray Tune.")
-    args, spec = _parse(argv, parser, PRESETS)
+    args, spec = parse_args(argv, parser, PRESETS)
     cells = spec.cells()
     plan = Plan.of(cells)
     print(plan.describe(), flush=True)
@@ -689,7 +689,7 @@ def unknown_pruning_main(argv: list[str] | None = None) -> int:
                              "method: random (method, sparsity) pairs; both")
     parser.add_argument("--pairs", type=int, default=20, help="random pairs per dataset and arch")
     parser.add_argument("--pair-seed", type=int, default=0, help="seed of the random pair draws")
-    args, spec = _parse(argv, parser, UNKNOWN_PRESETS)
+    args, spec = parse_args(argv, parser, UNKNOWN_PRESETS)
     matrix_spec = spec if args.methods else dataclasses.replace(spec, methods=("l1_unstructured",))
     matrix = sparsity_matrix(matrix_spec) if args.study in ("sparsity", "both") else []
     pairs = method_pairs(spec, pairs=args.pairs, seed=args.pair_seed) if args.study in ("method", "both") else []
