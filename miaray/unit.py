@@ -336,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shadows", type=int, default=5, help="number of shadow models")
     p.add_argument("--shadow-method", default=None, help="default: the target's method")
     p.add_argument("--shadow-sparsity", type=float, default=None, help="default: the target's; 0 = unpruned")
-    p.add_argument("--attacks", default="all", help=f"'all' or a comma list of {', '.join(ATTACKS)}")
+    p.add_argument("--attacks", default="conf",
+                   help=f"'all' or a comma list of {', '.join(ATTACKS)} (default: conf, the cheapest; "
+                        "SAMIA's 100-epoch schedule costs minutes on a CPU)")
     p.add_argument("--defense", default="basic", help=f"one of {', '.join(DEFENSES)}")
     p.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
                    help="e.g. lambda=4 (ppb), noise_multiplier=1 max_grad_norm=1 (dp), alpha=4 (adv)")
