@@ -22,8 +22,10 @@ from miaray.sweep import (PRESETS, GridSpec, Plan, RunSettings, full_grid_main, 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("conf",)
 # Narrow nets, one epoch, the cheapest attack: every real stage runs, a cell takes seconds on a CPU.
-TINY = GridSpec(datasets=("digits",), archs=("resnet18",), methods=("l1_unstructured", "l1_structured"),
-                sparsities=(0.5, 0.9), width=0.125, attacks=ATTACKS, max_epochs=1)
+# The quick preset narrowed by TINY_ARGS: the scripts' flags and this spec name the same cells.
+TINY = dataclasses.replace(PRESETS["quick"], datasets=("digits",), archs=("resnet18",),
+                           methods=("l1_unstructured", "l1_structured"), sparsities=(0.5, 0.9), width=0.125,
+                           attacks=ATTACKS, max_epochs=1)
 TINY_ARGS = ["--datasets", "digits", "--archs", "resnet18", "--methods", "l1_unstructured,l1_structured",
              "--sparsities", "0.5,0.9", "--width", "0.125", "--attacks", ",".join(ATTACKS), "--max-epochs", "1"]
 
