@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 import torch
 
 from sklearn.metrics import roc_curve
@@ -216,10 +217,8 @@ def _gaps(ctx: UnitContext, signals: Signals, accuracies: dict) -> dict[str, flo
             "generalization_gap": generalization_gap(accuracies["train_acc"], accuracies["test_acc"])}
 
 
-def _signal_table(ctx: UnitContext, signals: Signals, target_model: str) -> "pd.DataFrame":
+def _signal_table(ctx: UnitContext, signals: Signals, target_model: str) -> pd.DataFrame:
     """Per-sample true-class confidence and sensitivity of the target (for the paper's Fig. 1 and 4)."""
-    import pandas as pd
-
     truth = membership(ctx, "target").astype(bool)
     return pd.DataFrame({"target_model": target_model, "member": truth, "label": signals.labels.numpy(),
                          "confidence": signals.true_class(signals.probs).numpy(),
@@ -261,8 +260,6 @@ def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str |
     status 'failed' and the reason, instead of numbers. With `artifacts_dir`, the target's per-sample
     signals go to `signals/<unit_id>.parquet` and the attacks' ROC curves to `roc/<unit_id>.parquet`.
     """
-    import pandas as pd
-
     start = time.perf_counter()
     ctx = make_context(config, store=store, data_root=data_root, device=device, log=log)
     base = config_columns(config)
@@ -368,8 +365,6 @@ def config_from_args(args: argparse.Namespace) -> UnitConfig:
 
 def format_rows(rows: list[dict[str, Any]]) -> str:
     """Accuracy summary and an attacks x metrics table, for people."""
-    import pandas as pd
-
     df = pd.DataFrame(rows)
     if (df["status"] != "ok").any():
         return f"FAILED: {df['error'].iloc[0]}"
@@ -401,8 +396,6 @@ def main(argv: list[str] | None = None) -> int:
     print(format_rows(rows))
     print(f"\nfinished in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     if args.out:
-        import pandas as pd
-
         df = pd.DataFrame(rows)
         df.to_parquet(args.out) if args.out.endswith(".parquet") else df.to_csv(args.out, index=False)
     return 0 if all(row["status"] == "ok" for row in rows) else 1

@@ -15,15 +15,6 @@ IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
 SMALL = 0.125  # width multiplier for fast tests
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; OpenMP spinning stalls them on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("arch, reference", [("resnet18", 11.2e6), ("vgg16", 14.7e6), ("densenet121", 7.0e6)])
 def test_parameter_counts_match_reference(arch, reference):
     model = build_model(arch, num_classes=10, input_shape=(3, 32, 32))

@@ -18,15 +18,6 @@ SMALL = 0.125
 SHAPE = (1, 8, 8)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest on one thread; OpenMP spinning stalls them on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _as_if_trained(model: nn.Module, seed: int = 0) -> nn.Module:
     """Distinct BN scales, shifts and running statistics, as training would leave them."""
     generator = torch.Generator().manual_seed(seed)

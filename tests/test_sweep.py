@@ -16,7 +16,7 @@ import yaml
 from miaray import results
 from miaray.config import METHODS
 from miaray.store import Store
-from miaray.sweep import (PRESETS, GridSpec, Plan, RunSettings, full_grid_main, method_pairs, run_sweep,
+from miaray.sweep import (PRESETS, Plan, RunSettings, full_grid_main, method_pairs, run_sweep,
                           sparsity_matrix)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,8 +1,5 @@
 """The unit end to end at a tiny size: every attack runs, rows are complete, the cache is reused."""
 
-import math
-
-import numpy as np
 import pandas as pd
 import pytest
 
