@@ -94,9 +94,7 @@ class Store:
         try:
             torch.save(payload, tmp / "payload.pt")
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-            if final.exists():  # a half-written entry from a killed process (no meta.json): replace it
-                shutil.rmtree(final)
-            os.rename(tmp, final)
+            os.rename(tmp, final)  # atomic: an entry is either absent or complete
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -27,7 +27,7 @@ from sklearn.metrics import roc_curve
 
 from miaray.attacks import make_attack
 from miaray.attacks.blindmi import reference_transform
-from miaray.attacks.metrics import attack_metrics
+from miaray.attacks.metrics import evaluate_attack
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
 from miaray.config import (ATTACKS, DEFENSE_PARAMS, DEFENSES, METHODS, TRAINED_ATTACKS, ConfigError, TrainConfig,
                            UnitConfig)
@@ -199,8 +199,7 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
         params = {"epochs": ctx.config.attack_epochs} if ctx.config.attack_epochs and name in TRAINED_ATTACKS else {}
         attack = make_attack(name, seed=ctx.config.seed, **params).fit(pooled, pooled_membership)
         scores = attack.predict_proba(target)
-        metrics = attack_metrics(truth, scores=None if attack.label_only else scores,
-                                 predictions=attack.predict_from_scores(scores), label_only=attack.label_only)
+        metrics = evaluate_attack(attack, target, truth, scores=scores)  # scores reused for the ROC below
         rows.append({"attack": name, **metrics, "time_attack_s": time.perf_counter() - start})
         fpr, tpr, _ = roc_curve(truth, scores)
         roc += [{"attack": name, "fpr": f, "tpr": t} for f, t in zip(fpr, tpr)]
