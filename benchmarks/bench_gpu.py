@@ -7,9 +7,10 @@ Random CIFAR-shaped data (13,500 x 3x32x32, the CIFAR10 member-set size) lives o
 are index slices, as in `miaray.train`. Items, most important first, each skipped cleanly once the
 global `--deadline` is near:
 
-1. `fit`: the product path, `miaray.train.fit` (with its validation pass and per-step loss sync)
-   plus `compute_signals` throughput, for resnet18, vgg16, densenet121 and the tabular fc net. The
-   projection uses these.
+1. `fit`: the product path, `miaray.train.fit` (Basic training on CUDA replays a captured CUDA graph
+   per full batch; with its validation pass) plus `compute_signals` throughput, for resnet18, vgg16,
+   densenet121 and the tabular fc net. The projection uses these. `fit eager` rows: the same with
+   `cuda_graph=False` (per-step loss sync), what fit did before the graph.
 2. synthetic training loops per arch and mode (full batches only, 1 warm-up + `--epochs` timed):
    fp32 (eager fp32), bf16 (bf16 autocast + channels_last, per-step loss sync: what fit does),
    bf16_async (no per-step sync, cudnn.benchmark, fused Adam), cudagraph (the whole step - gather,
@@ -271,8 +272,9 @@ def measure_training(spec: Spec, mode_name: str, barrier: Any = None) -> dict[st
 
 
 # ---- the product path ---------------------------------------------------------------------------
-def measure_fit(spec: Spec) -> dict[str, Any]:
-    """Epoch time of `miaray.train.fit` and throughput of `compute_signals`, as a unit runs them."""
+def measure_fit(spec: Spec, cuda_graph: bool = True) -> dict[str, Any]:
+    """Epoch time of `miaray.train.fit` and throughput of `compute_signals`, as a unit runs them.
+    The capture of fit's CUDA graph (once per fit call) is reported as `compile_s`, outside `epoch_s`."""
     device = torch.device(spec.device)
     image = len(spec.input_shape) == 3
     channels_last = device.type == "cuda" and image  # what miaray.unit.UnitContext does
@@ -281,10 +283,11 @@ def measure_fit(spec: Spec) -> dict[str, Any]:
     data = TensorSplit(x[:spec.images], y[:spec.images], x[spec.images:], y[spec.images:])
     model = new_model(spec, channels_last)
     reset_peak_memory(device)
-    options = dict(lr=1e-3, weight_decay=5e-4, batch_size=spec.batch, seed=spec.seed)
+    options = dict(lr=1e-3, weight_decay=5e-4, batch_size=spec.batch, seed=spec.seed, cuda_graph=cuda_graph)
     warm = fit(model, data, epochs=spec.warmup, patience=spec.warmup + 1, **options)
     timed = fit(model, data, epochs=spec.epochs, patience=spec.epochs + 1, **options)
     train_peak = peak_memory_mb(device)
+    loop_s = timed.seconds - timed.capture_seconds
     # Signals: members + non-members of one model; the unit's reference transform for BlindMI.
     synchronize(device)
     start = time.perf_counter()
@@ -292,10 +295,10 @@ def measure_fit(spec: Spec) -> dict[str, Any]:
                     reference_transform=lambda v: reference_transform(v, is_image=image))
     synchronize(device)
     signal_s = time.perf_counter() - start
-    return {"item": "fit", "arch": spec.arch, "mode": "fit", "epoch_s": timed.seconds / timed.epochs_run,
-            "img_s": spec.images * timed.epochs_run / timed.seconds, "warmup_s": warm.seconds,
-            "timed_epochs": timed.epochs_run, "signal_img_s": len(x) / signal_s,
-            "peak_mb": train_peak}
+    return {"item": "fit", "arch": spec.arch, "mode": "fit" if cuda_graph else "fit eager",
+            "epoch_s": loop_s / timed.epochs_run, "img_s": spec.images * timed.epochs_run / loop_s,
+            "warmup_s": warm.seconds, "compile_s": timed.capture_seconds, "timed_epochs": timed.epochs_run,
+            "signal_img_s": len(x) / signal_s, "peak_mb": train_peak}
 
 
 # ---- isolated processes -------------------------------------------------------------------------
@@ -370,6 +373,7 @@ def plan(args: argparse.Namespace, deadline: float) -> list[Item]:
                       num_classes=TABULAR_CLASSES)
     items = [Item("fit", replace(base, arch=a)) for a in archs]
     items += [Item("fit", tabular)] if "fc" in args.archs else []
+    items += [Item("fit", replace(base, arch=a), "eager") for a in archs]
     modes = [m for m in MODES if m in args.modes]
     cheap = [m for m in modes if not MODES[m].isolated]
     items += [Item("train", replace(base, arch=a), m) for a in archs for m in cheap if m != "bf16_async"]
@@ -383,7 +387,7 @@ def plan(args: argparse.Namespace, deadline: float) -> list[Item]:
 def run_item(item: Item, flops: dict[str, float]) -> dict[str, Any]:
     remaining = item.spec.deadline - time.time()
     if item.kind == "fit":
-        row = measure_fit(item.spec)
+        row = measure_fit(item.spec, cuda_graph=item.mode != "eager")
     elif item.kind == "packed":
         row = measure_packed(item.spec, item.procs, remaining)
     elif MODES[item.mode].isolated:
@@ -407,7 +411,7 @@ COLUMNS = [("item", ""), ("arch", ""), ("mode", ""), ("img_s", ".0f"), ("epoch_s
 def fit_rates(rows: list[dict[str, Any]]) -> dict[str, Rates]:
     """Projection rates from the fit rows: seconds per training image per epoch, per queried image."""
     return {r["arch"]: Rates(r["epoch_s"] / r["images"], 1 / r["signal_img_s"])
-            for r in rows if r["item"] == "fit" and r["status"] == "ok"}
+            for r in rows if r["item"] == "fit" and r["mode"] == "fit" and r["status"] == "ok"}
 
 
 def print_projections(rates: dict[str, Rates], header: str) -> str:

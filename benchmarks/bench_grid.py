@@ -5,11 +5,11 @@
 
 Runs `miaray.sweep.run_sweep` (what `sweeps/full_grid.py --preset quick` runs) into a temporary
 storage and artifact store, on a Ray instance of its own (`address="local"`: never a cluster another
-process started). Unit work is what the units themselves measured: each original's `build_seconds`
-(stage 1, from the store's meta.json) and each cell's `time_total_s` (stage 3, `run_unit`'s own
+process started). Unit work is what the units themselves measured: the `build_seconds` of each original
+and of its signals (the build trials, from the store's meta.json) and each cell's `time_total_s` (`run_unit`'s own
 clock). With S parallel slots (CPUs / CPUs per trial) a perfect scheduler would need work / S; the
 rest of the wall time is outside unit work: Ray start and stop, Tune's setup, trial processes
-starting, rows written and read back, and slots left idle at the end of a stage.
+starting (imports), rows written and read back, and slots left idle at the end of the sweep.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from _common import default_out, format_table, write_json  # noqa: E402
 from miaray import sweep  # noqa: E402
+from miaray.config import stable_hash  # noqa: E402
 
 
 def store_builds(store: Path, kind: str) -> list[dict[str, Any]]:
@@ -37,11 +38,19 @@ def store_builds(store: Path, kind: str) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((store / kind).glob("*/meta.json"))]
 
 
-def build_event_times(store: Path, kind: str) -> list[float]:
-    """Wall-clock times at which entries of `kind` were finished (the store's event log)."""
+def build_trial_work(store: Path) -> list[dict[str, Any]]:
+    """meta.json of what the build trials built: the originals and their signals (signals keys without
+    a pruning method; the cells build the pruned models and their signals)."""
+    return store_builds(store, "original") + [m for m in store_builds(store, "signals")
+                                              if "method" not in m["key"]]
+
+
+def build_spans_of(store: Path, builds: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """(start, end) wall-clock times of `builds`: the store's event log has the end, meta the duration."""
     log = store / "events.jsonl"
     events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-    return [e["time"] for e in events if e.get("kind") == kind]
+    ends = {e["hash"]: e["time"] for e in events}
+    return [(ends[h] - m["build_seconds"], ends[h]) for m in builds if (h := stable_hash(m["key"])) in ends]
 
 
 def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -65,23 +74,24 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
     store = Path(settings.store)
     originals = store_builds(store, "original")
-    stage1_work = sum(m["build_seconds"] for m in originals)
+    builds = build_trial_work(store)
+    build_work = sum(m["build_seconds"] for m in builds)
     per_cell = df.groupby("unit_id").first() if len(df) else df
-    stage3_work = float(per_cell["time_total_s"].sum()) if len(df) else 0.0
-    first_trial = float(per_cell["trial_start"].min()) if len(df) else t_sweep
-    last_trial = float(per_cell["trial_end"].max()) if len(df) else t_sweep
-    last_original = max(build_event_times(store, "original"), default=t_ray)
+    cell_work = float(per_cell["time_total_s"].sum()) if len(df) else 0.0
+    build_spans = build_spans_of(store, builds)
+    starts = list(per_cell["trial_start"]) if len(df) else []
+    ends = list(per_cell["trial_end"]) if len(df) else []
+    first_trial = min(starts + [start for start, _ in build_spans], default=t_sweep)
+    last_trial = max(ends + [end for _, end in build_spans], default=t_ray)
     trial_overhead = float((per_cell["trial_end"] - per_cell["trial_start"] - per_cell["time_total_s"]).sum()) \
         if len(df) else 0.0
     slots = max(1, int(num_cpus // args.cpus_per_trial))
-    wall, work = t_end - t_start, stage1_work + stage3_work
+    wall, work = t_end - t_start, build_work + cell_work
     segments = [
         {"segment": "ray.init (local instance)", "wall_s": t_ray - t_start, "work_s": 0.0},
-        {"segment": f"stage 1: {len(originals)} originals (Ray tasks)", "wall_s": last_original - t_ray,
-         "work_s": stage1_work},
-        {"segment": "stage 1 -> first trial starts (Tune setup)", "wall_s": first_trial - last_original, "work_s": 0.0},
-        {"segment": f"stage 3: {len(per_cell)} cells (Tune trials)", "wall_s": last_trial - first_trial,
-         "work_s": stage3_work},
+        {"segment": "sweep start -> first trial (Tune setup)", "wall_s": first_trial - t_ray, "work_s": 0.0},
+        {"segment": f"trials: {len(originals)} originals + signals, {len(per_cell)} cells",
+         "wall_s": last_trial - first_trial, "work_s": work},
         {"segment": "last trial -> rows loaded", "wall_s": t_sweep - last_trial, "work_s": 0.0},
         {"segment": "ray.shutdown", "wall_s": t_end - t_sweep, "work_s": 0.0},
     ]
@@ -91,6 +101,7 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     return {"preset": args.preset, "cells": len(cells), "slots": slots, "num_cpus": num_cpus,
             "cpus_per_trial": args.cpus_per_trial, "wall_s": wall, "work_s": work,
             "outside_fraction": 1 - work / (slots * wall), "trial_overhead_s": trial_overhead,
+            "cell_originals_s": float(per_cell["time_originals_s"].sum()) if len(df) else 0.0,
             "segments": segments, "row_status": status, "loadavg": os.getloadavg()}
 
 
@@ -129,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
                                             ("idle_slot_s", ".1f")]))
     print(f"wall {result['wall_s']:.1f}s, unit work {result['work_s']:.1f}s over {result['slots']} slots "
           f"-> {100 * result['outside_fraction']:.1f}% of slot time outside unit work "
-          f"(target < 10%); inside trials but outside run_unit: {result['trial_overhead_s']:.1f}s")
+          f"(target < 10%); inside cell trials but outside run_unit: {result['trial_overhead_s']:.1f}s; "
+          f"cells loading (or waiting for) originals: {result['cell_originals_s']:.1f}s")
     write_json(args.out, result)
     return 0
 

@@ -1,13 +1,19 @@
-"""The distributed sweep: grids and presets, a staged schedule on Ray, Tune trials that run units.
+"""The distributed sweep: grids and presets, and one Ray Tune experiment that runs them.
 
-Every model is trained once even when trials run side by side, and no worker sits idle on another's
-cache lock, because the work runs in stages:
+Every model is trained once even when trials run side by side, and a cell waits on the store's lock
+at most for the builds still running when it starts, because the experiment's trials run in this
+order (Tune starts pending trials first in, first out):
 
-1. originals: one Ray task per (dataset, arch, seed, role) that the store does not hold yet;
-2. shared pruned models: one task per pruned model that two or more cells use (the shadow sets of
-   the unknown-pruning study; the known-pruning grid shares none);
-3. cells: one Ray Tune trial per unit (`miaray.unit.run_unit`), which loads what stages 1-2 built,
-   writes its rows to `<storage>/<name>/rows/<unit_id>.parquet` and reports its metrics once.
+1. originals: one trial per (dataset, arch, seed, role) that the store does not hold yet, which
+   trains the model and queries it (its signals);
+2. shared pruned models: one trial per pruned model that two or more cells use (the shadow sets of
+   the unknown-pruning study; the known-pruning grid shares none), also with their signals;
+3. cells: one trial per unit (`miaray.unit.run_unit`), which loads what 1-2 built, writes its rows
+   to `<storage>/<name>/rows/<unit_id>.parquet` and reports its metrics once.
+
+Trials reuse their actors, so each slot imports the science stack once per sweep, and a cell starts
+as soon as a slot is free after the last build started. The defense search (`miaray.search`) builds
+its originals with `build_models`, the same builds as plain Ray tasks.
 
 The entry scripts (`sweeps/full_grid.py`, `sweeps/unknown_pruning.py`) only call `full_grid_main` /
 `unknown_pruning_main`, because `ray submit` copies the script alone to the head node.
@@ -247,17 +253,44 @@ def _cell_label(config: UnitConfig) -> str:
     return label + (f" seed {config.seed}" if config.seed else "")
 
 
-# ---- stages 1 and 2: models as Ray tasks ---------------------------------------------------------
-@ray.remote
-def _build_model(config: dict, role: str, pruned: bool, settings: RunSettings) -> None:
+# ---- models: built once, before the cells that use them -------------------------------------------
+def build_model(cell: UnitConfig, role: str, pruned: bool, settings: RunSettings) -> None:
+    """Train (or prune and fine-tune) the model of `role` into the store, with its signals."""
     # The science stack is imported in the worker only: planning and --dry-run need no torch models.
-    from miaray.unit import make_context, original_model, pruned_model
+    from miaray.unit import make_context, model_signals, original_model, pruned_model
 
-    cell = UnitConfig.from_dict(config)
-    label = f"{cell.dataset}/{cell.arch} seed {cell.seed} {role}"
+    label = _build_label(cell, role, pruned)
     ctx = make_context(cell, store=Store(settings.store), data_root=settings.data_root,
                        device=prepare_worker(settings), log=lambda m: print(f"[{label}] {m}", flush=True))
-    (pruned_model if pruned else original_model)(ctx, role)
+    model, _ = (pruned_model if pruned else original_model)(ctx, role)
+    # Every cell that uses the model queries it: its signals are built here, in parallel, once, rather
+    # than by the first cells, which would otherwise queue behind each other on the store's locks.
+    model_signals(ctx, model, _model_key(cell, role, pruned), role)
+
+
+def _model_key(cell: UnitConfig, role: str, pruned: bool) -> dict[str, Any]:
+    return cell.pruned_key(role) if pruned else cell.original_key(role)
+
+
+def _build_label(cell: UnitConfig, role: str, pruned: bool) -> str:
+    label = f"{cell.dataset}/{cell.arch} seed {cell.seed} {role}"
+    if pruned:
+        key = cell.pruned_key(role)
+        label += f" {key['method']}@{key['sparsity']:g}"
+    return label
+
+
+def missing_builds(jobs: dict[str, tuple[UnitConfig, str]], *, pruned: bool,
+                   store: Store) -> dict[str, tuple[UnitConfig, str]]:
+    """The jobs whose model or signals the store lacks."""
+    return {h: (cell, role) for h, (cell, role) in jobs.items()
+            if not all(store.has(key) for key in (_model_key(cell, role, pruned),
+                                                  {**_model_key(cell, role, pruned), "kind": "signals"}))}
+
+
+@ray.remote
+def _build_model_task(config: dict, role: str, pruned: bool, settings: RunSettings) -> None:
+    build_model(UnitConfig.from_dict(config), role, pruned, settings)
 
 
 def _eta(done: int, total: int, elapsed: float) -> str:
@@ -272,11 +305,9 @@ def build_models(*, label: str, jobs: dict[str, tuple[UnitConfig, str]], pruned:
     the sweep goes on: the cells that need the model fail with the same error and are recorded."""
     if not jobs:
         return
-    store = Store(settings.store)
-    todo = {h: job for h, job in jobs.items()
-            if not store.has(job[0].pruned_key(job[1]) if pruned else job[0].original_key(job[1]))}
+    todo = missing_builds(jobs, pruned=pruned, store=Store(settings.store))
     print(f"{label}: {len(jobs) - len(todo)} of {len(jobs)} cached, {len(todo)} to build", flush=True)
-    task = _build_model.options(num_cpus=settings.cpus_per_trial, num_gpus=settings.gpus_per_trial,
+    task = _build_model_task.options(num_cpus=settings.cpus_per_trial, num_gpus=settings.gpus_per_trial,
                                 max_retries=retries, retry_exceptions=retries > 0)
     pending = {task.remote(c.to_dict(), role, pruned, settings): h for h, (c, role) in todo.items()}
     errors: dict[str, str] = {}
@@ -316,13 +347,18 @@ def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "conf_org_acc": original[0]["attack_acc"] if original else math.nan}
 
 
-def run_cell(trial_config: dict) -> None:
-    """The Tune trainable: one unit, its rows written to the experiment, its metrics reported once."""
+def run_job(trial_config: dict) -> None:
+    """The Tune trainable: build one model, or run one cell (its rows written to the experiment,
+    its metrics reported once)."""
     start = time.time()
+    settings = RunSettings(**trial_config["settings"])
+    config, build = _trial_job(trial_config)
+    if build is not None:
+        build_model(config, build["role"], build["pruned"], settings)
+        tune.report({"status": "ok", "trial_start": start, "trial_end": time.time()})
+        return
     from miaray.unit import run_unit
 
-    settings = RunSettings(**trial_config["settings"])
-    config = _trial_unit(trial_config)
     label = _cell_label(config)
     timing = {"trial_id": tune.get_context().get_trial_id(), "trial_host": socket.gethostname(),
               "trial_pid": os.getpid(), "trial_start": start}
@@ -342,38 +378,54 @@ def run_cell(trial_config: dict) -> None:
     tune.report({**_headline(rows), **timing})
 
 
-def _trial_unit(trial_config: dict) -> UnitConfig:
-    return UnitConfig.from_dict(json.loads(trial_config["unit"]))
+def _job(cell: UnitConfig, build: dict[str, Any] | None = None) -> str:
+    # A trial's job travels as JSON text: opaque to Tune's loggers, which only take flat scalars.
+    return json.dumps({"unit": cell.to_dict(), "build": build})
+
+
+def _trial_job(trial_config: dict) -> tuple[UnitConfig, dict[str, Any] | None]:
+    """The trial's unit, and what to build (None for a cell)."""
+    job = json.loads(trial_config["job"])
+    return UnitConfig.from_dict(job["unit"]), job["build"]
+
+
+def _job_label(config: UnitConfig, build: dict[str, Any] | None) -> str:
+    return _cell_label(config) if build is None else "build " + _build_label(config, **build)
 
 
 def _trial_name(trial: Any) -> str:
-    return _cell_label(_trial_unit(trial.config)).replace("/", "-").replace(" ", "_")
+    return _job_label(*_trial_job(trial.config)).replace("/", "-").replace(" ", "_")
 
 
 def _trial_dirname(trial: Any) -> str:
-    return _trial_unit(trial.config).unit_id()
+    config, build = _trial_job(trial.config)
+    return config.unit_id() if build is None else "build-" + stable_hash(_model_key(config, **build))
 
 
 class Progress(tune.Callback):
-    """One line per trial event: done / running / failed / pending cells and an ETA."""
+    """One line per trial event: done / running / failed / pending models or cells, and an ETA."""
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
         self.start = time.perf_counter()  # reset on every fit(), also after a restore
         self.state: dict[str, str] = {}   # trial id -> running / done / failed, as seen by this driver
+        self.kind_start: dict[bool, float] = {}  # builds / cells -> when the first one started
 
     def _line(self, trials: list, trial: Any, state: str) -> None:
         # Trial.status lags behind the callbacks; trials restored as finished are known by status only.
         self.state[trial.trial_id] = state
+        building = _is_build(trial)
+        trials = [t for t in trials if _is_build(t) == building]
         counts = Counter(self.state.get(t.trial_id) or {"TERMINATED": "done", "ERROR": "failed"}.get(
             t.status, "pending") for t in trials)
-        finished_here = sum(1 for s in self.state.values() if s in ("done", "failed"))
-        elapsed = time.perf_counter() - self.start
+        finished_here = sum(1 for t in trials if self.state.get(t.trial_id) in ("done", "failed"))
+        now = time.perf_counter()
+        elapsed = now - self.start
         left = counts["running"] + counts["pending"]
-        eta = _eta(finished_here, finished_here + left, elapsed)
-        print(f"[{elapsed:7.1f}s] cells: {counts['done']} done, {counts['running']} running, "
-              f"{counts['failed']} failed, {counts['pending']} pending of {len(trials)}; ETA {eta}  "
-              f"({state}: {_trial_name(trial)})", flush=True)
+        eta = _eta(finished_here, finished_here + left, now - self.kind_start.setdefault(building, now))
+        print(f"[{elapsed:7.1f}s] {'models' if building else 'cells'}: {counts['done']} done, "
+              f"{counts['running']} running, {counts['failed']} failed, {counts['pending']} pending of "
+              f"{len(trials)}; ETA {eta}  ({state}: {_trial_name(trial)})", flush=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trials, trial, "running")
@@ -385,35 +437,53 @@ class Progress(tune.Callback):
         self._line(trials, trial, "failed")
 
 
-def run_cells(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: bool,
-              retries: int) -> tune.ResultGrid:
-    """Stage 3: one Tune trial per cell; `resume` continues the experiment Tune saved in storage."""
-    trainable = tune.with_resources(run_cell, settings.resources())
+def _is_build(trial: Any) -> bool:
+    return _trial_job(trial.config)[1] is not None
+
+
+def sweep_jobs(plan: Plan, store: Store) -> list[str]:
+    """The trials of a sweep in the order they start: the models the store lacks, then the cells,
+    sparsest first."""
+    builds = [_job(cell, {"role": role, "pruned": pruned})
+              for jobs, pruned in ((plan.originals, False), (plan.shared_pruned(), True))
+              for cell, role in missing_builds(jobs, pruned=pruned, store=store).values()]
+    # Sparsest first: heavier pruning needs more fine-tuning epochs (quick-preset cells at 0.9 ran
+    # 5-15% longer than at 0.5), so the shorter cells fill the last free slots (longest job first).
+    return builds + [_job(cell) for cell in sorted(plan.cells, key=lambda c: -c.sparsity)]
+
+
+def run_trials(*, plan: Plan, settings: RunSettings, resume: bool, retries: int) -> tune.ResultGrid:
+    """The sweep's Tune experiment; `resume` continues the one Tune saved in storage."""
+    trainable = tune.with_resources(run_job, settings.resources())
     storage, _, name = settings.experiment.rstrip("/").rpartition("/")
     if resume and tune.Tuner.can_restore(settings.experiment):
         print(f"resuming the Tune experiment at {settings.experiment}", flush=True)
         tuner = tune.Tuner.restore(settings.experiment, trainable, resume_errored=True)
     else:
         if resume:
-            print(f"no Tune state at {settings.experiment} yet: starting the cells afresh", flush=True)
-        # The unit travels as JSON text: opaque to Tune's loggers, which only take flat scalars.
-        space = {"unit": tune.grid_search([json.dumps(c.to_dict()) for c in cells]),
-                 "settings": dataclasses.asdict(settings)}
+            print(f"no Tune state at {settings.experiment} yet: starting the sweep afresh", flush=True)
+        jobs = sweep_jobs(plan, Store(settings.store))
+        print(f"{len(jobs) - len(plan.cells)} models to build (the others are in the store), then "
+              f"{len(plan.cells)} cells", flush=True)
+        space = {"job": tune.grid_search(jobs), "settings": dataclasses.asdict(settings)}
         tuner = tune.Tuner(
             trainable, param_space=space,
-            tune_config=tune.TuneConfig(trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
+            # Reused actors keep one process per slot for the whole sweep: torch and miaray are
+            # imported once per slot instead of once per trial (seconds each on a small machine).
+            tune_config=tune.TuneConfig(trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname,
+                                        reuse_actors=True),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[Progress()],
                                       failure_config=tune.FailureConfig(max_failures=retries)))
     return tuner.fit()
 
 
 def _record_lost_trials(grid: tune.ResultGrid, settings: RunSettings) -> None:
-    """A trial whose process died (out of memory, node lost) wrote no rows: write its error for it."""
+    """A cell whose process died (out of memory, node lost) wrote no rows: write its error for it."""
     present = results.unit_files(settings.experiment)
     for result in grid:
-        if result.error is None:
+        config, build = _trial_job(result.config)
+        if result.error is None or build is not None:
             continue
-        config = _trial_unit(result.config)
         if config.unit_id() not in present:
             message = str(result.error).strip().splitlines()[-1]
             results.write_unit_rows(experiment=settings.experiment, unit_id=config.unit_id(),
@@ -471,13 +541,10 @@ def _complete(df: pd.DataFrame, cells: Sequence[UnitConfig]) -> bool:
 
 def run_sweep(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: bool,
               retries: int) -> pd.DataFrame:
-    """The three stages on the connected Ray cluster; returns this sweep's rows."""
+    """The sweep's trials (models, then cells) on the connected Ray cluster; returns its rows."""
     plan = Plan.of(cells)
     start = time.perf_counter()
-    build_models(label="originals", jobs=plan.originals, pruned=False, settings=settings, retries=retries)
-    build_models(label="shared pruned models", jobs=plan.shared_pruned(), pruned=True, settings=settings,
-                 retries=retries)
-    grid = run_cells(cells=plan.cells, settings=settings, resume=resume, retries=retries)
+    grid = run_trials(plan=plan, settings=settings, resume=resume, retries=retries)
     _record_lost_trials(grid, settings)
     results.compact(settings.experiment)  # later loads read one snapshot instead of every unit file
     df = sweep_rows(settings=settings, cells=plan.cells)
@@ -489,7 +556,7 @@ def run_sweep(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: boo
         print("  unfinished cells: rerun the same command with --resume")
     for result in grid:
         if result.error is not None:
-            label = _cell_label(_trial_unit(result.config))
+            label = _job_label(*_trial_job(result.config))
             print(f"  failed {label}: {str(result.error).strip().splitlines()[-1]}")
     return df
 

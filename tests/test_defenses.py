@@ -12,7 +12,8 @@ from opacus.accountants import RDPAccountant
 from torch import nn
 
 from miaray.config import ConfigError
-from miaray.defenses import ADVDefense, DPDefense, PPBDefense, make_defense, ppb_regularizer
+from miaray.defenses import ADVDefense, PPBDefense, make_defense, ppb_regularizer
+from miaray.defenses.dp import DPDefense
 from miaray.defenses.adv import adv_loss
 from miaray.defenses.frozen_bn import FrozenBatchNorm, freeze_batchnorm, restore_batchnorm
 from miaray.models import build_model

@@ -10,12 +10,20 @@ from typing import Any, Callable
 from miaray.config import DATASETS
 from miaray.data.dataset import Dataset
 from miaray.data.embedded import load_digits, load_synthetic_tabular
-from miaray.data.images import IMAGE_DATASETS
 from miaray.data.real import RealDataset
 from miaray.data.sources import resolve_root
-from miaray.data.tabular import TABULAR_DATASETS
 
-REAL_DATASETS: dict[str, RealDataset] = {**IMAGE_DATASETS, **TABULAR_DATASETS}
+
+def real_datasets() -> dict[str, RealDataset]:
+    """The paper's seven datasets by name. Their loaders are imported on the first call: the image
+    loaders take their file lists from torchvision, whose import costs every process a second or
+    more that a run on the embedded data never needs."""
+    from miaray.data.images import IMAGE_DATASETS
+    from miaray.data.tabular import TABULAR_DATASETS
+
+    return {**IMAGE_DATASETS, **TABULAR_DATASETS}
+
+
 EMBEDDED_DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
     "synthetic_tabular": load_synthetic_tabular,
@@ -30,10 +38,10 @@ def load_dataset(name: str, *, root: str | Path | None = None, **options: Any) -
     ``<root>/.miaray_cache/``. Options: real datasets take ``download``; ``synthetic_tabular`` takes
     ``n_samples``, ``n_features``, ``n_classes``, ``flip_prob``, ``seed``; ``digits`` takes none.
     """
-    if name in REAL_DATASETS:
-        loader: Callable[..., Dataset] = partial(REAL_DATASETS[name].load, root=resolve_root(root))
-    elif name in EMBEDDED_DATASETS:
-        loader = EMBEDDED_DATASETS[name]
+    if name in EMBEDDED_DATASETS:
+        loader: Callable[..., Dataset] = EMBEDDED_DATASETS[name]
+    elif name in (real := real_datasets()):
+        loader = partial(real[name].load, root=resolve_root(root))
     else:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     accepted = [option for option in inspect.signature(loader).parameters if option != "root"]

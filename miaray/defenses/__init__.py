@@ -1,6 +1,7 @@
 """Defenses applied while fine-tuning a pruned model (REFERENCE section 5); each is a `train.Defense`.
 
-Basic (early stopping + L2) is the loop itself; PPB, DP-SGD and ADV override its hooks.
+Basic (early stopping + L2) is the loop itself; PPB, DP-SGD and ADV override its hooks. DP-SGD
+(`miaray.defenses.dp.DPDefense`) is imported when first made: importing Opacus costs a second.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import torch
 
 from miaray.config import DEFENSE_PARAMS, DEFENSES, ConfigError
 from miaray.defenses.adv import ADVDefense
-from miaray.defenses.dp import DPDefense
 from miaray.defenses.ppb import PPBDefense, ppb_regularizer
 from miaray.train import Defense
 
-__all__ = ["ADVDefense", "DPDefense", "PPBDefense", "make_defense", "ppb_regularizer"]
+__all__ = ["ADVDefense", "PPBDefense", "make_defense", "ppb_regularizer"]
 
 
 def make_defense(name: str, params: Mapping[str, float], *, num_classes: int,
@@ -33,6 +33,8 @@ def make_defense(name: str, params: Mapping[str, float], *, num_classes: int,
     if name == "ppb":
         return PPBDefense(lam=p["lambda"], seed=seed)
     if name == "dp":
+        from miaray.defenses.dp import DPDefense
+
         return DPDefense(noise_multiplier=p["noise_multiplier"], max_grad_norm=p["max_grad_norm"],
                          delta=p["delta"], seed=seed)
     if name == "adv":
