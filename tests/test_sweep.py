@@ -17,7 +17,7 @@ from miaray import results
 from miaray.config import METHODS
 from miaray.store import Store
 from miaray.sweep import (PRESETS, Plan, RunSettings, full_grid_main, method_pairs, run_sweep,
-                          sparsity_matrix)
+                          sparsity_matrix, sweep_jobs)
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("conf",)
@@ -52,6 +52,23 @@ def test_paper_dry_run_counts_the_255_pruned_models():
                                                        "l2_structured": 60, "slimming": 60}
     tabular = pairs.loc[["purchase", "texas", "location"]]
     assert set(tabular.index.get_level_values("arch")) == {"fc"} and (tabular["l1_unstructured"] == 5).all()
+
+
+def test_sweep_trials_build_the_missing_models_first_then_cells_sparsest_first(tmp_path):
+    plan = Plan.of(sparsity_matrix(TINY))
+    store = Store(tmp_path)
+    done = next(iter(plan.originals.values()))  # one original already in the store, with its signals
+    for key in (done[0].original_key(done[1]), {**done[0].original_key(done[1]), "kind": "signals"}):
+        store.get_or_build(key, lambda: ({}, {}))
+    jobs = [json.loads(job) for job in sweep_jobs(plan, store)]
+    builds = [job["build"] for job in jobs if job["build"] is not None]
+    assert [b["pruned"] for b in builds] == [False] * 5 + [True] * len(plan.shared_pruned())
+    assert done[1] not in [b["role"] for b in builds if not b["pruned"]]
+    assert all(job["build"] is not None for job in jobs[:len(builds)])  # every build before any cell
+    cells = jobs[len(builds):]
+    assert len(cells) == len(plan.cells)
+    sparsities = [job["unit"]["sparsity"] for job in cells]
+    assert sparsities == sorted(sparsities, reverse=True)
 
 
 def test_unknown_pruning_plan_shares_shadows_and_draws_seeded_pairs():
@@ -132,11 +149,13 @@ def test_small_grid_trains_each_original_once(packed_sweep):
 
 
 def test_quarter_gpu_trials_run_four_at_once(packed_sweep):
-    df, _, _ = packed_sweep
-    spans = df[df["dataset"] == "digits"].groupby("unit_id")[["trial_start", "trial_end"]].first()
-    assert len(spans) == 4
-    # Four intervals overlap pairwise iff the latest start precedes the earliest end.
-    assert spans["trial_start"].max() < spans["trial_end"].min(), spans
+    _, settings, _ = packed_sweep
+    # Every trial that finished (model builds and cells) reported its span; Tune logs it per trial.
+    spans = [(r["trial_start"], r["trial_end"]) for f in Path(settings.experiment).glob("*/result.json")
+             for r in map(json.loads, f.read_text().splitlines())]
+    assert len(spans) == 6 + 4  # the digits originals and cells (the broken location trials fail)
+    running = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
+    assert running == 4, sorted(spans)  # four 0.25-GPU trials at once on the one (fake) GPU, never more
 
 
 def test_a_raising_trial_is_recorded_and_the_others_finish(packed_sweep):
