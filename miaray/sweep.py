@@ -301,8 +301,9 @@ def _eta(done: int, total: int, elapsed: float) -> str:
 
 def build_models(*, label: str, jobs: dict[str, tuple[UnitConfig, str]], pruned: bool,
                  settings: RunSettings, retries: int) -> None:
-    """Build the models of `jobs` the store lacks, as parallel Ray tasks. A failure is printed and
-    the sweep goes on: the cells that need the model fail with the same error and are recorded."""
+    """Build the models of `jobs` the store lacks, as parallel Ray tasks (the defense search's way;
+    a sweep builds them as its first Tune trials). A failure is printed and the search goes on: the
+    units that need the model fail with the same error and are recorded."""
     if not jobs:
         return
     todo = missing_builds(jobs, pruned=pruned, store=Store(settings.store))
@@ -326,7 +327,7 @@ def build_models(*, label: str, jobs: dict[str, tuple[UnitConfig, str]], pruned:
               f"ETA {_eta(done, len(todo), time.perf_counter() - start)}", flush=True)
 
 
-# ---- stage 3: cells as Tune trials ---------------------------------------------------------------
+# ---- the sweep's trials: model builds, then cells ------------------------------------------------
 def failed_rows(config: UnitConfig, error: str, **extra: Any) -> list[dict[str, Any]]:
     """What a unit that raised leaves in the results: one 'failed' row per attack, with the error."""
     from miaray.unit import config_columns
