@@ -7,6 +7,8 @@ Random CIFAR-shaped data (13,500 x 3x32x32, the CIFAR10 member-set size) lives o
 are index slices, as in `miaray.train`. Items, most important first, each skipped cleanly once the
 global `--deadline` is near:
 
+0. `check`: `fit` with and without its CUDA graph on the same data, model, masks and seed; fails
+   loudly if the weights differ beyond bf16 noise or a pruned weight is not zero.
 1. `fit`: the product path, `miaray.train.fit` (Basic training on CUDA replays a captured CUDA graph
    per full batch; with its validation pass) plus `compute_signals` throughput, for resnet18, vgg16,
    densenet121 and the tabular fc net. The projection uses these. `fit eager` rows: the same with
@@ -47,6 +49,7 @@ from _common import (NO_EARLY_STOP, REFERENCE_TRAIN_GFLOP, Rates, StopAssumption
 from miaray.attacks.blindmi import reference_transform  # noqa: E402
 from miaray.attacks.signals import compute_signals  # noqa: E402
 from miaray.models import build_model  # noqa: E402
+from miaray.prune import prune  # noqa: E402
 from miaray.train import TensorSplit, fit  # noqa: E402
 
 IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
@@ -272,6 +275,30 @@ def measure_training(spec: Spec, mode_name: str, barrier: Any = None) -> dict[st
 
 
 # ---- the product path ---------------------------------------------------------------------------
+def check_graph(spec: Spec) -> dict[str, Any]:
+    """Does `fit`'s CUDA-graph step train like its eager loop? Same model, data, masks and seed, 2
+    epochs each way (1,000 images: full batches replay the graph, the last short one runs eagerly).
+    Fails on a weight difference beyond bf16 noise or a pruned weight that is not zero."""
+    n = 1_000
+    x, y = random_data(spec, n + 200, channels_last=spec.device.startswith("cuda"))
+    data = TensorSplit(x[:n], y[:n], x[n:], y[n:])
+    weights, masks = [], {}
+    for cuda_graph in (False, True):
+        model = new_model(spec, channels_last=spec.device.startswith("cuda"))
+        masks = prune(model, method="l1_unstructured", sparsity=0.5)
+        fit(model, data, epochs=2, lr=1e-3, weight_decay=5e-4, batch_size=spec.batch, patience=3,
+            seed=spec.seed, masks=masks, cuda_graph=cuda_graph)
+        weights.append({k: v.float() for k, v in model.state_dict().items()})
+    eager, graphed = weights
+    diff = max(((graphed[k] - eager[k]).abs().max() / eager[k].abs().max().clamp_min(1e-6)).item()
+               for k in eager if eager[k].is_floating_point())
+    pruned_nonzero = sum(int((graphed[k][m == 0] != 0).sum()) for k, m in masks.items())
+    ok = diff < 0.05 and pruned_nonzero == 0
+    return {"item": "check", "arch": spec.arch, "mode": "graph = eager", "max_rel_diff": diff,
+            "status": "ok" if ok else f"FAIL: max relative weight difference {diff:.3g}, "
+                                      f"{pruned_nonzero} pruned weights not zero"}
+
+
 def measure_fit(spec: Spec, cuda_graph: bool = True) -> dict[str, Any]:
     """Epoch time of `miaray.train.fit` and throughput of `compute_signals`, as a unit runs them.
     The capture of fit's CUDA graph (once per fit call) is reported as `compile_s`, outside `epoch_s`."""
@@ -371,7 +398,8 @@ def plan(args: argparse.Namespace, deadline: float) -> list[Item]:
     archs = [a for a in IMAGE_ARCHS if a in args.archs]
     tabular = replace(base, arch="fc", images=args.tabular_rows, input_shape=(TABULAR_FEATURES,),
                       num_classes=TABULAR_CLASSES)
-    items = [Item("fit", replace(base, arch=a)) for a in archs]
+    items = [Item("check", base)]
+    items += [Item("fit", replace(base, arch=a)) for a in archs]
     items += [Item("fit", tabular)] if "fc" in args.archs else []
     items += [Item("fit", replace(base, arch=a), "eager") for a in archs]
     modes = [m for m in MODES if m in args.modes]
@@ -386,7 +414,9 @@ def plan(args: argparse.Namespace, deadline: float) -> list[Item]:
 
 def run_item(item: Item, flops: dict[str, float]) -> dict[str, Any]:
     remaining = item.spec.deadline - time.time()
-    if item.kind == "fit":
+    if item.kind == "check":
+        row = check_graph(item.spec)
+    elif item.kind == "fit":
         row = measure_fit(item.spec, cuda_graph=item.mode != "eager")
     elif item.kind == "packed":
         row = measure_packed(item.spec, item.procs, remaining)
@@ -403,8 +433,8 @@ def run_item(item: Item, flops: dict[str, float]) -> dict[str, Any]:
     return row
 
 
-COLUMNS = [("item", ""), ("arch", ""), ("mode", ""), ("img_s", ".0f"), ("epoch_s", ".3f"), ("tflop_s", ".1f"),
-           ("warmup_s", ".2f"), ("compile_s", ".1f"), ("signal_img_s", ".0f"), ("peak_mb", ".0f"),
+COLUMNS = [("item", ""), ("arch", ""), ("mode", ""), ("max_rel_diff", ".1e"), ("img_s", ".0f"), ("epoch_s", ".3f"),
+           ("tflop_s", ".1f"), ("warmup_s", ".2f"), ("compile_s", ".1f"), ("signal_img_s", ".0f"), ("peak_mb", ".0f"),
            ("graph_breaks", "d"), ("cudagraph_skips", "d"), ("status", "")]
 
 
