@@ -1,10 +1,11 @@
 """The training and fine-tuning loop: Adam, batches as index slices of on-device tensors, early stopping.
 
-Read top to bottom: the hot loop is `fit`. A defense changes the loop only through the three hooks of
-`Defense` (how batches are drawn, what the loss is, how model and optimiser are wrapped), so Basic,
-PPB, DP-SGD and adversarial regularisation share one loop. Pruning masks are re-applied after every
-optimiser step so removed weights stay exactly zero. On a GPU, Basic training replays its whole step
-as one captured CUDA graph (`CapturedStep`): small convnets at batch 128 are bound by kernel launches.
+Read top to bottom: the hot loop is `fit`. A defense changes the loop only through the hooks of
+`Defense` (how model and optimiser are wrapped and unwrapped, how batches are drawn, what the loss is,
+what it reports), so Basic, PPB, DP-SGD and adversarial regularisation share one loop. Pruning masks
+are re-applied after every optimiser step so removed weights stay exactly zero. On a GPU, Basic
+training replays its whole step as one captured CUDA graph (`CapturedStep`): small convnets at batch
+128 are bound by kernel launches (benchmarks/README.md, H200: eager bf16 vs `cudagraph` rows).
 """
 
 from __future__ import annotations
@@ -78,9 +79,10 @@ class TrainResult:
     defense_summary: dict[str, float] = field(default_factory=dict)
 
 
-def autocast(device: torch.device):
+def autocast(device: torch.device, *, cache_enabled: bool = True):
     """bf16 autocast on CUDA (tensor cores); a no-op on the CPU, so CPU results are exact fp32."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda",
+                          cache_enabled=cache_enabled)
 
 
 @torch.no_grad()
@@ -100,12 +102,35 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     return F.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
+def batch_loss(defense: Defense, trained: nn.Module, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+               bn_l1: float, cache_enabled: bool = True) -> torch.Tensor:
+    """The training loss of one batch: the defense's loss of `trained` (the model as the defense wraps
+    it) plus the slimming penalty on `model`'s BN scales, under autocast."""
+    with autocast(x.device, cache_enabled=cache_enabled):
+        loss = defense.loss(trained, x, y)
+        if bn_l1:
+            loss = loss + bn_l1 * bn_l1_penalty(model)
+    return loss
+
+
+def descend(loss: torch.Tensor, optimizer: torch.optim.Optimizer, model: nn.Module,
+            masks: dict[str, torch.Tensor] | None) -> None:
+    """Backward, one optimiser step, and the pruning masks re-applied (gradients zeroed by the caller)."""
+    loss.backward()
+    optimizer.step()
+    if masks:
+        apply_masks(model, masks)
+
+
 class CapturedStep:
     """The Basic step on full batches (gather, forward, backward, Adam, masks, loss sum) as one CUDA graph.
 
-    Replaying one graph instead of launching a few hundred kernels per step made a ResNet18 epoch on
-    13,500 CIFAR images 3.1x faster on an H200 (benchmarks/README.md). The graph reads its batch from
-    a static index buffer and adds its loss to a device scalar, so a replay needs no host sync. It is
+    Replaying one graph instead of launching a few hundred kernels per step is the `cudagraph` mode of
+    benchmarks/bench_gpu.py: a ResNet18 epoch on 13,500 random CIFAR-shaped images took 0.360 s on an
+    H200 against 1.220 s for the eager bf16 loop (benchmarks/results/bench_gpu_h200_2026-11-28.json).
+    This class itself is timed by the `fit` rows of the same script (not yet run on a GPU). The graph
+    reads its batch from a static index buffer and adds its loss to a device scalar, so a replay needs
+    no host sync. It is
     PyTorch's whole-network capture recipe: warm-up steps on a side stream allocate the gradients
     and Adam's state outside the graph, then one step is captured. The warm-up steps are undone
     (weights, BN statistics and Adam's moments restored), so training starts from the same state as
@@ -141,15 +166,10 @@ class CapturedStep:
 
     def _step(self) -> None:
         x, y = self.data.x_train[self.idx], self.data.y_train[self.idx]
-        # cache_enabled=False: autocast's weight-cast cache must not outlive the capture.
-        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
-            loss = self.defense.loss(self.model, x, y)
-            if self.bn_l1:
-                loss = loss + self.bn_l1 * bn_l1_penalty(self.model)
-        loss.backward()
-        self.optimizer.step()
-        if self.masks:
-            apply_masks(self.model, self.masks)
+        # cache_enabled=False: autocast's weight-cast cache must not outlive the capture. The learning
+        # rate is baked into the graph: fit's Adam keeps a constant one.
+        loss = batch_loss(self.defense, self.model, self.model, x, y, bn_l1=self.bn_l1, cache_enabled=False)
+        descend(loss, self.optimizer, self.model, self.masks)
         self.total.add_(loss.detach().float())
 
     def __call__(self, idx: torch.Tensor) -> None:
@@ -197,29 +217,24 @@ def fit(model: nn.Module, data: TensorSplit, *, epochs: int, lr: float, weight_d
     for epoch in range(1, epochs + 1):
         trained.train()
         total, steps = 0.0, 0
-        for idx in defense.batches(n, batch_size, generator):
+        batches = list(defense.batches(n, batch_size, generator))
+        # One host-to-device copy per epoch: a blocking copy per batch would stall every replay.
+        for idx in torch.cat(batches).to(device).split([len(b) for b in batches]):
             if len(idx) == 0:  # Poisson sampling can draw an empty batch
                 continue
-            idx = idx.to(device)
             if captured is not None and len(idx) == batch_size:
                 captured(idx)
                 steps += 1
                 continue
-            x, y = data.x_train[idx], data.y_train[idx]
-            with autocast(device):
-                loss = defense.loss(trained, x, y)
-                if bn_l1:
-                    loss = loss + bn_l1 * bn_l1_penalty(model)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss is {loss.item()} at epoch {epoch}, step {steps + 1} "
+            loss = batch_loss(defense, trained, model, data.x_train[idx], data.y_train[idx], bn_l1=bn_l1)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss is {value} at epoch {epoch}, step {steps + 1} "
                                        f"(defense {defense.name})")
             # Zeroed in place while a graph is captured: it reads the gradients at fixed addresses.
             optimizer.zero_grad(set_to_none=captured is None)
-            loss.backward()
-            optimizer.step()
-            if masks:
-                apply_masks(model, masks)
-            total += loss.item()
+            descend(loss, optimizer, model, masks)
+            total += value
             steps += 1
         if captured is not None:
             total += captured.take_total()
@@ -244,6 +259,7 @@ def fit(model: nn.Module, data: TensorSplit, *, epochs: int, lr: float, weight_d
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
+    optimizer.zero_grad(set_to_none=True)  # releases the gradients (and a captured graph's buffers)
     defense.finish(model)
     return TrainResult(epochs_run=epoch, best_epoch=best_epoch, best_val_loss=best_loss,
                        best_val_acc=best_acc, seconds=time.perf_counter() - start, history=history,
