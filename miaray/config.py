@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location",
             "digits", "synthetic_tabular")
@@ -39,6 +39,21 @@ class ConfigError(ValueError):
 def _choice(field_name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{field_name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def parse_name_values(items: Sequence[str], *, option: str) -> tuple[tuple[str, float], ...]:
+    """`NAME=VALUE` command-line items (e.g. `lambda=4`) as (name, number) pairs; a malformed item
+    raises ConfigError naming the option."""
+    pairs = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            pairs.append((name.strip(), float(value)))
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ConfigError(f"{option} {item!r}: expected NAME=VALUE with a number, e.g. lambda=4")
+    return tuple(pairs)
 
 
 def stable_hash(payload: Mapping[str, Any]) -> str:
@@ -164,6 +179,12 @@ class UnitConfig:
                 "sparsity": self.sparsity if is_target else self.resolved_shadow_sparsity,
                 "defense": self.defense if defended else "basic",
                 "defense_params": self.resolved_defense_params if defended else {}}
+
+    def model_key(self, role: str) -> dict[str, Any]:
+        """Cache key of the model that `role` is attacked through: the pruned one, or the original itself
+        when it is not pruned (an unpruned shadow in the unknown-sparsity study)."""
+        key = self.pruned_key(role)
+        return self.original_key(role) if key["sparsity"] == 0.0 else key
 
     def roles(self) -> list[str]:
         return ["target"] + [f"shadow{i}" for i in range(self.num_shadows)]

@@ -42,10 +42,10 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from miaray import results
-from miaray.config import ATTACKS, DEFENSE_PARAMS, ConfigError, UnitConfig
+from miaray.config import ATTACKS, DEFENSE_PARAMS, ConfigError, UnitConfig, parse_name_values
 from miaray.pareto import pareto_front
 from miaray.store import Store
-from miaray.sweep import (GridSpec, Plan, RunSettings, failed_rows, parse_args, prepare_worker, build_models,
+from miaray.sweep import (GridSpec, RunSettings, parse_args, prepare_worker, build_originals,
                           build_parser, connect, settings_from_args)
 
 # Log-uniform ranges, each wider than the paper's grid on both sides so the search can leave it.
@@ -287,6 +287,8 @@ def _collect(ref: ray.ObjectRef, unit: UnitConfig, *, extra: Mapping[str, Any],
     try:
         rows = ray.get(ref)
     except TRIAL_FAILURES as error:  # the unit's own failure: recorded, the search goes on
+        from miaray.unit import failed_rows
+
         rows = failed_rows(unit, str(error).strip().splitlines()[-1])
     except ray.exceptions.RayError as error:
         # A lost node or raylet is the cluster's failure, not the trial's: failing the trial would spend
@@ -304,8 +306,7 @@ def run_search(search: Search, *, log: Callable[[str], None] = print) -> optuna.
     study = open_study(search, log=log)
     space, settings = search.space, search.settings
     start = time.perf_counter()
-    build_models(label="originals", jobs=Plan.of([search.cell]).originals, pruned=False, settings=settings,
-                 retries=search.retries)
+    build_originals(search.cell, settings=settings, retries=search.retries)
     baseline = baseline_unit(search.cell)
     baseline_ref = None
     if baseline.unit_id() not in results.unit_files(settings.experiment):
@@ -459,15 +460,8 @@ def write_outputs(search: Search, *, study: optuna.Study) -> pd.DataFrame:
 
 # ---- command line -------------------------------------------------------------------------------
 def _points(items: Sequence[str]) -> tuple[tuple[tuple[str, float], ...], ...]:
-    points = []
-    for item in items:
-        try:
-            point = {name.strip(): float(value) for name, _, value in
-                     (pair.partition("=") for pair in item.split(","))}
-        except ValueError:
-            raise ConfigError(f"--point {item!r}: expected NAME=VALUE[,NAME=VALUE], e.g. lambda=3") from None
-        points.append(tuple(sorted(point.items())))
-    return tuple(points)
+    return tuple(tuple(sorted(dict(parse_name_values(item.split(","), option="--point")).items()))
+                 for item in items)
 
 
 def build_search_parser() -> argparse.ArgumentParser:
@@ -511,7 +505,7 @@ def defense_search_main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
     name = f"defense_search-{cell.dataset}-{cell.arch}-{cell.method}-{cell.sparsity:g}-{cell.defense}"
     if not args.dry_run:
-        connect()  # first: the default --gpus-per-trial depends on the cluster
+        connect(address=args.address)  # first: the default --gpus-per-trial depends on the cluster
     settings = settings_from_args(args, name=name)
     try:
         search = Search(cell=cell, trials=args.trials, settings=settings, points=points,

@@ -1,11 +1,11 @@
-"""Content-addressed artifact cache: trained originals, pruned + fine-tuned models, masks, splits, signals.
+"""Content-addressed artifact cache: trained originals, pruned + fine-tuned models (with masks), signals.
 
 An entry lives at `<root>/<kind>/<hash>/` with `payload.pt` (tensors and plain values only, loaded with
 `torch.load(weights_only=True)`) and `meta.json` (the key it was made from, and facts about it). The
 hash is `stable_hash(key)`, so an entry is found again from exactly the configuration that
 determines it. Writes go to a temporary folder renamed into place (atomic on POSIX); a per-entry file
 lock makes a second process that asks for the same entry wait and then load it rather than build it
-again. Every build is appended to `events.jsonl`, which is how tests and the sweep count trainings.
+again. Every build is appended to `events.jsonl`, which is how tests and benchmarks count and time trainings.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ order (Tune starts pending trials first in, first out):
 
 Trials reuse their actors, so each slot imports the science stack once per sweep, and a cell starts
 as soon as a slot is free after the last build started. The defense search (`miaray.search`) builds
-its originals with `build_models`, the same builds as plain Ray tasks.
+its originals with `build_originals`, the same builds as plain Ray tasks.
 
 The entry scripts (`sweeps/full_grid.py`, `sweeps/unknown_pruning.py`) only call `full_grid_main` /
 `unknown_pruning_main`, because `ray submit` copies the script alone to the head node.
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -43,7 +44,8 @@ from ray import tune
 from miaray import results
 from miaray.config import (ARCHS, ATTACKS, DATASETS, DEFENSE_PARAMS, DEFENSES, IMAGE_ARCHS, IMAGE_DATASETS,
                            METHODS,
-                           STRUCTURED_METHODS, ConfigError, TrainConfig, UnitConfig, stable_hash)
+                           STRUCTURED_METHODS, ConfigError, TrainConfig, UnitConfig, parse_name_values,
+                           stable_hash)
 from miaray.store import Store, default_root
 
 PAPER_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
@@ -164,8 +166,8 @@ class Plan:
         for cell in cells:
             for role in cell.roles():
                 originals.setdefault(stable_hash(cell.original_key(role)), (cell, role))
-                key = cell.pruned_key(role)
-                if key["sparsity"] > 0:  # an unpruned shadow is the original itself
+                key = cell.model_key(role)
+                if key["kind"] == "pruned":  # an unpruned shadow is the original itself
                     pruned.setdefault(stable_hash(key), (cell, role))
                     users[stable_hash(key)] += 1
         return cls(list(cells), originals, pruned, users)
@@ -269,7 +271,7 @@ def build_model(cell: UnitConfig, role: str, pruned: bool, settings: RunSettings
 
 
 def _model_key(cell: UnitConfig, role: str, pruned: bool) -> dict[str, Any]:
-    return cell.pruned_key(role) if pruned else cell.original_key(role)
+    return cell.model_key(role) if pruned else cell.original_key(role)
 
 
 def _build_label(cell: UnitConfig, role: str, pruned: bool) -> str:
@@ -289,8 +291,8 @@ def missing_builds(jobs: dict[str, tuple[UnitConfig, str]], *, pruned: bool,
 
 
 @ray.remote
-def _build_model_task(config: dict, role: str, pruned: bool, settings: RunSettings) -> None:
-    build_model(UnitConfig.from_dict(config), role, pruned, settings)
+def _build_original_task(config: dict, role: str, settings: RunSettings) -> None:
+    build_model(UnitConfig.from_dict(config), role, False, settings)
 
 
 def _eta(done: int, total: int, elapsed: float) -> str:
@@ -299,18 +301,16 @@ def _eta(done: int, total: int, elapsed: float) -> str:
     return f"{elapsed / done * (total - done):.0f}s"
 
 
-def build_models(*, label: str, jobs: dict[str, tuple[UnitConfig, str]], pruned: bool,
-                 settings: RunSettings, retries: int) -> None:
-    """Build the models of `jobs` the store lacks, as parallel Ray tasks (the defense search's way;
+def build_originals(cell: UnitConfig, *, settings: RunSettings, retries: int) -> None:
+    """Build the originals of `cell` the store lacks, as parallel Ray tasks (the defense search's way;
     a sweep builds them as its first Tune trials). A failure is printed and the search goes on: the
     units that need the model fail with the same error and are recorded."""
-    if not jobs:
-        return
-    todo = missing_builds(jobs, pruned=pruned, store=Store(settings.store))
+    label, jobs = "originals", Plan.of([cell]).originals
+    todo = missing_builds(jobs, pruned=False, store=Store(settings.store))
     print(f"{label}: {len(jobs) - len(todo)} of {len(jobs)} cached, {len(todo)} to build", flush=True)
-    task = _build_model_task.options(num_cpus=settings.cpus_per_trial, num_gpus=settings.gpus_per_trial,
-                                max_retries=retries, retry_exceptions=retries > 0)
-    pending = {task.remote(c.to_dict(), role, pruned, settings): h for h, (c, role) in todo.items()}
+    task = _build_original_task.options(num_cpus=settings.cpus_per_trial, num_gpus=settings.gpus_per_trial,
+                                        max_retries=retries, retry_exceptions=retries > 0)
+    pending = {task.remote(c.to_dict(), role, settings): h for h, (c, role) in todo.items()}
     errors: dict[str, str] = {}
     start = time.perf_counter()
     while pending:
@@ -318,7 +318,7 @@ def build_models(*, label: str, jobs: dict[str, tuple[UnitConfig, str]], pruned:
         key_hash = pending.pop(ready[0])
         try:
             ray.get(ready[0])
-        except Exception as error:  # a task's exception; the sweep goes on without that model
+        except Exception as error:  # a task's exception; the search goes on without that model
             errors[key_hash] = str(error).strip().splitlines()[-1]
             cell, role = todo[key_hash]
             print(f"{label}: FAILED {cell.dataset}/{cell.arch} {role}: {errors[key_hash]}", flush=True)
@@ -328,14 +328,6 @@ def build_models(*, label: str, jobs: dict[str, tuple[UnitConfig, str]], pruned:
 
 
 # ---- the sweep's trials: model builds, then cells ------------------------------------------------
-def failed_rows(config: UnitConfig, error: str, **extra: Any) -> list[dict[str, Any]]:
-    """What a unit that raised leaves in the results: one 'failed' row per attack, with the error."""
-    from miaray.unit import config_columns
-
-    return [{**config_columns(config), "target_model": "pruned", "attack": attack, "status": "failed",
-             "error": error, **extra} for attack in config.attacks]
-
-
 def _headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The metrics a trial reports to Tune: utility, the best attack and the Conf (Org.) baseline."""
     pruned = [r for r in rows if r.get("target_model") == "pruned" and r.get("status") == "ok"]
@@ -358,7 +350,7 @@ def run_job(trial_config: dict) -> None:
         build_model(config, build["role"], build["pruned"], settings)
         tune.report({"status": "ok", "trial_start": start, "trial_end": time.time()})
         return
-    from miaray.unit import run_unit
+    from miaray.unit import failed_rows, run_unit
 
     label = _cell_label(config)
     timing = {"trial_id": tune.get_context().get_trial_id(), "trial_host": socket.gethostname(),
@@ -439,7 +431,13 @@ class Progress(tune.Callback):
 
 
 def _is_build(trial: Any) -> bool:
-    return _trial_job(trial.config)[1] is not None
+    return _job_is_build(trial.config["job"])
+
+
+@functools.lru_cache(maxsize=None)
+def _job_is_build(job: str) -> bool:
+    # Progress asks this of every trial on every event: decode each job's JSON once.
+    return json.loads(job)["build"] is not None
 
 
 def sweep_jobs(plan: Plan, store: Store) -> list[str]:
@@ -480,6 +478,7 @@ def run_trials(*, plan: Plan, settings: RunSettings, resume: bool, retries: int)
 
 def _record_lost_trials(grid: tune.ResultGrid, settings: RunSettings) -> None:
     """A cell whose process died (out of memory, node lost) wrote no rows: write its error for it."""
+    from miaray.unit import failed_rows
     present = results.unit_files(settings.experiment)
     for result in grid:
         config, build = _trial_job(result.config)
@@ -665,19 +664,6 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
     return p
 
 
-def _defense_params(items: list[str]) -> tuple[tuple[str, float], ...]:
-    pairs = []
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            pairs.append((name, float(value)))
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ConfigError(f"--defense-param {item!r}: expected NAME=VALUE with a number, e.g. lambda=4")
-    return tuple(pairs)
-
-
 def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> GridSpec:
     """The preset with the command-line overrides, validated (raises ConfigError)."""
     spec = presets[args.preset]
@@ -687,7 +673,7 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
     if args.shadows is not None:
         overrides["num_shadows"] = args.shadows
     if args.defense_param:
-        overrides["defense_params"] = _defense_params(args.defense_param)
+        overrides["defense_params"] = parse_name_values(args.defense_param, option="--defense-param")
     if args.adaptive:
         overrides["adaptive"] = True
     spec = dataclasses.replace(spec, **overrides)

@@ -11,6 +11,7 @@ seed) share their originals and a pruned shadow set serves every target that use
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import sys
@@ -30,8 +31,9 @@ from miaray.attacks.blindmi import reference_transform
 from miaray.attacks.metrics import evaluate_attack
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
 from miaray.config import (ATTACKS, DEFENSE_PARAMS, DEFENSES, METHODS, TRAINED_ATTACKS, ConfigError, TrainConfig,
-                           UnitConfig)
+                           UnitConfig, parse_name_values)
 from miaray.data import Dataset, load_dataset
+from miaray.data.registry import EMBEDDED_DATASETS
 from miaray.data.splits import Split, Splits, make_splits
 from miaray.defenses import make_defense
 from miaray.models import build_model
@@ -40,7 +42,6 @@ from miaray.results import write_parquet
 from miaray.store import Store
 from miaray.train import TensorSplit, TrainingDiverged, evaluate, fit
 
-EMBEDDED_DATASETS = ("digits", "synthetic_tabular")
 METRICS = ("attack_acc", "attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "advantage")
 
 
@@ -111,7 +112,7 @@ def original_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
                 "seconds": result.seconds, **_accuracies(ctx, model, role)}
         ctx.log(f"{role}: original stopped at epoch {result.epochs_run} (best {result.best_epoch}), "
                 f"train {meta['train_acc']:.3f} test {meta['test_acc']:.3f}")
-        return {"state_dict": model.state_dict(), "split": ctx.split(role).to_dict()}, meta
+        return {"state_dict": model.state_dict()}, meta
 
     payload, meta = ctx.store.get_or_build(cfg.original_key(role), build, map_location=ctx.device)
     model = ctx.new_model()
@@ -119,23 +120,20 @@ def original_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
     return model, meta
 
 
-def model_key(config: UnitConfig, role: str) -> dict[str, Any]:
-    """Cache key of the model that `role` is attacked through: pruned, or the original at sparsity 0."""
-    key = config.pruned_key(role)
-    return config.original_key(role) if key["sparsity"] == 0.0 else key
-
-
-def pruned_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
-    """The pruned and fine-tuned model of `role` (the original itself at sparsity 0), cached."""
+def pruned_model(ctx: UnitContext, role: str, original: tuple[torch.nn.Module, dict] | None = None
+                 ) -> tuple[torch.nn.Module, dict]:
+    """The pruned and fine-tuned model of `role` (the original itself at sparsity 0), cached.
+    `original` is `original_model(ctx, role)` when the caller has it already (it is not modified)."""
     cfg = ctx.config
-    key = model_key(cfg, role)
+    key = cfg.model_key(role)
     if key["kind"] == "original":  # unknown-sparsity study: an unpruned shadow is the original
-        model, meta = original_model(ctx, role)
+        model, meta = original or original_model(ctx, role)
         return model, {**meta, "achieved_sparsity": 0.0}
     _, finetune_epochs = cfg.train.epochs(tabular=cfg.tabular)
 
     def build() -> tuple[dict, dict]:
-        model, _ = original_model(ctx, role)
+        model = copy.deepcopy(original[0]) if original else original_model(ctx, role)[0]
+        torch.manual_seed(ctx.role_seed(role) + 500)  # dropout (fc) draws the same whatever ran before
         ctx.log(f"{role}: pruning {key['method']} at {key['sparsity']}, fine-tuning with "
                 f"{key['defense']} (up to {finetune_epochs} epochs)")
         masks = prune(model, method=key["method"], sparsity=key["sparsity"])
@@ -154,7 +152,7 @@ def pruned_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
                 **result.defense_summary, **_accuracies(ctx, model, role)}
         ctx.log(f"{role}: pruned to {report['sparsity']:.3f}, train {meta['train_acc']:.3f} "
                 f"test {meta['test_acc']:.3f}")
-        return {"state_dict": model.state_dict(), "masks": masks}, meta
+        return {"state_dict": model.state_dict(), "masks": {name: m.bool() for name, m in masks.items()}}, meta
 
     payload, meta = ctx.store.get_or_build(key, build, map_location=ctx.device)
     model = ctx.new_model()
@@ -236,6 +234,12 @@ def config_columns(config: UnitConfig) -> dict[str, Any]:
     return cols
 
 
+def failed_rows(config: UnitConfig, error: str, **extra: Any) -> list[dict[str, Any]]:
+    """What a unit that failed leaves in the results: one 'failed' row per attack, with the error."""
+    return [{**config_columns(config), "target_model": "pruned", "attack": attack, "status": "failed",
+             "error": error, **extra} for attack in config.attacks]
+
+
 def make_context(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,
                  device: str | torch.device | None = None,
                  log: Callable[[str], None] | None = None) -> UnitContext:
@@ -267,14 +271,13 @@ def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str |
         t0 = time.perf_counter()
         originals = {role: original_model(ctx, role) for role in config.roles()}
         t1 = time.perf_counter()
-        pruned = {role: pruned_model(ctx, role) for role in config.roles()}
+        pruned = {role: pruned_model(ctx, role, originals[role]) for role in config.roles()}
         t2 = time.perf_counter()
     except TrainingDiverged as error:
         ctx.log(f"unit failed: {error}")
-        return [{**base, "target_model": "pruned", "attack": name, "status": "failed", "error": str(error),
-                 "time_total_s": time.perf_counter() - start} for name in config.attacks]
+        return failed_rows(config, str(error), time_total_s=time.perf_counter() - start)
 
-    signals = {role: model_signals(ctx, model, model_key(config, role), role) for role, (model, _) in pruned.items()}
+    signals = {role: model_signals(ctx, model, config.model_key(role), role) for role, (model, _) in pruned.items()}
     original_signals = {role: model_signals(ctx, model, config.original_key(role), role)
                         for role, (model, _) in originals.items()}
     t3 = time.perf_counter()
@@ -308,16 +311,6 @@ def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str |
 
 
 # ---- command line -----------------------------------------------------------------------------
-def parse_defense_params(items: list[str]) -> tuple[tuple[str, float], ...]:
-    pairs = []
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--defense-param {item!r}: expected NAME=VALUE, e.g. lambda=4")
-        pairs.append((name, float(value)))
-    return tuple(pairs)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m miaray.unit", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -358,7 +351,7 @@ def config_from_args(args: argparse.Namespace) -> UnitConfig:
     return UnitConfig(dataset=args.dataset, arch=args.arch, method=args.method, sparsity=args.sparsity,
                       seed=args.seed, width=width, num_shadows=args.shadows, shadow_method=args.shadow_method,
                       shadow_sparsity=args.shadow_sparsity, attacks=attacks, attack_epochs=args.attack_epochs, defense=args.defense,
-                      defense_params=parse_defense_params(args.defense_param), adaptive=args.adaptive,
+                      defense_params=parse_name_values(args.defense_param, option="--defense-param"), adaptive=args.adaptive,
                       train=TrainConfig(max_epochs=args.max_epochs, patience=args.patience)).validate()
 
 
