@@ -45,18 +45,27 @@ class Experiment:
     signal_files: dict[str, Path] = field(default_factory=dict)
     roc_files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)   # files that could not be read, for the user
+    # (kind, unit_id) -> the frame read from that file: Fig. 1 and Fig. 4 (and the report) read the same
+    # signal files, which are large. A failed read is not kept, so the next figure tries again.
+    _unit_frames: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict, init=False, repr=False,
+                                                              compare=False)
 
     def read_unit_files(self, kind: str, unit_ids: Sequence[str]) -> pd.DataFrame:
-        """The `signals` or `roc` rows of the given units (those that have a readable file)."""
+        """The `signals` or `roc` rows of the given units (those that have a readable file), each file
+        read once per Experiment; the frame returned is a new one (callers may change it freely)."""
         files = self.signal_files if kind == SIGNALS_DIR else self.roc_files
         frames = []
         for unit_id in unit_ids:
             if unit_id not in files:
                 continue
-            try:
-                frames.append(pd.read_parquet(files[unit_id]))
-            except (OSError, ValueError) as error:  # a file being written right now, or damaged
-                self.notes.append(f"could not read {files[unit_id]}: {error}")
+            if (kind, unit_id) not in self._unit_frames:
+                try:
+                    self._unit_frames[kind, unit_id] = pd.read_parquet(files[unit_id])
+                except (OSError, ValueError) as error:  # a file being written right now, or damaged
+                    self.notes.append(f"could not read {files[unit_id]}: {error}")
+                    continue
+            frames.append(self._unit_frames[kind, unit_id])
+        # concat builds a new frame, so the cached ones are never handed out (nor changed) directly.
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -139,17 +148,21 @@ def baseline(rows: pd.DataFrame) -> pd.DataFrame:
     return org.groupby(["dataset", "arch"], as_index=False)[["target_test_acc", "attack_acc"]].mean()
 
 
-def representative_units(rows: pd.DataFrame, units_with_files: Sequence[str]) -> pd.DataFrame:
-    """Per (dataset, arch): the unit closest to the paper's Fig. 1 example (L1 unstructured, sparsity
-    0.7, Basic, known pruning, lowest seed) among those with a file; one row per pair."""
+def representative_units(rows: pd.DataFrame, units_with_files: Sequence[str], *,
+                         per: Sequence[str] = ("dataset", "arch")) -> pd.DataFrame:
+    """Per group of `per` (default: per (dataset, arch)): the unit closest to the paper's Fig. 1
+    example (L1 unstructured, sparsity PAPER_SPARSITY, Basic, known pruning, lowest seed) among those
+    with a file; one row per group, sorted by `per`. With per=(dataset, arch, method) it is, per
+    method, the unit nearest PAPER_SPARSITY, lowest seed first. Ties keep the order of `rows`."""
+    per = list(per)
     cells = main_grid(pruned(rows))
     cells = cells[cells["unit_id"].isin(set(units_with_files))].drop_duplicates("unit_id").copy()
     if cells.empty:
         return cells
     cells["_rank"] = list(zip(cells["method"] != "l1_unstructured", (cells["sparsity"] - PAPER_SPARSITY).abs(),
                               cells["seed"]))
-    return cells.sort_values("_rank").drop_duplicates(["dataset", "arch"]).drop(columns="_rank") \
-        .sort_values(["dataset", "arch"])
+    return cells.sort_values("_rank", kind="stable").drop_duplicates(per).drop(columns="_rank") \
+        .sort_values(per)
 
 
 def label(value: object) -> str:

@@ -80,6 +80,31 @@ def _line_per_method(ax, table: pd.DataFrame, *, x: str, y: str) -> None:
             ax.plot(points[x], points[y], marker="o", color=color(method), label=label(method))
 
 
+def _scatter_per_method(ax, table: pd.DataFrame, *, x: str, y: str, originals: pd.DataFrame) -> None:
+    """One colour per method, then the original model(s) as black stars (skipped when none)."""
+    for method in METHODS:
+        points = table[table["method"] == method]
+        if len(points):
+            ax.scatter(points[x], points[y], color=color(method), label=label(method))
+    if len(originals):
+        ax.scatter(originals[x], originals[y], color=ORIGINAL, marker="*", s=150, label="original (Conf)")
+
+
+def _lines_vs_sparsity(exp: Experiment, rows: pd.DataFrame, *, y: str, ylabel: str, reference: str,
+                       title: str, path: Path) -> Path:
+    """A panel per (dataset, arch): `y` against sparsity, a line per method, and the original model's
+    `y` (from `baseline`) as the reference line."""
+    base = baseline(exp.rows).set_index(PAIR)[y]
+    groups = rows.groupby(PAIR)
+    fig, axes = panels(groups.ngroups, title=title)
+    for ax, ((dataset, arch), part) in zip(axes, groups):
+        _line_per_method(ax, part, x="sparsity", y=y)
+        reference_line(ax, base.get((dataset, arch)), reference)
+        ax.set(title=pair_title(dataset, arch), xlabel="sparsity", ylabel=ylabel)
+        ax.legend(fontsize=7)
+    return save(fig, path)
+
+
 # ---- Fig. 1 and 4: signals of members and non-members ---------------------------------------------
 def fig01_histograms(exp: Experiment, out: Path) -> list[Path]:
     written = []
@@ -128,40 +153,28 @@ def fig04_per_class(exp: Experiment, out: Path) -> list[Path]:
 
 # ---- Fig. 6-9: utility, privacy risk and gaps of the main grid --------------------------------------
 def fig06_test_accuracy(exp: Experiment, out: Path) -> list[Path]:
-    targets = pruned(_grid(exp)).drop_duplicates("unit_id")
-    base = baseline(exp.rows).set_index(PAIR)
-    pairs = _pairs(targets)
-    fig, axes = panels(len(pairs), title="Fig. 6: test accuracy of the pruned models")
-    for ax, (dataset, arch) in zip(axes, pairs):
-        _line_per_method(ax, targets[(targets["dataset"] == dataset) & (targets["arch"] == arch)],
-                         x="sparsity", y="target_test_acc")
-        reference_line(ax, base["target_test_acc"].get((dataset, arch)), "original")
-        ax.set(title=pair_title(dataset, arch), xlabel="sparsity", ylabel="test accuracy")
-        ax.legend(fontsize=7)
-    return [save(fig, out / "fig06_test_accuracy.png")]
+    return [_lines_vs_sparsity(exp, pruned(_grid(exp)).drop_duplicates("unit_id"), y="target_test_acc",
+                               ylabel="test accuracy", reference="original",
+                               title="Fig. 6: test accuracy of the pruned models",
+                               path=out / "fig06_test_accuracy.png")]
 
 
 def _attack_rows(exp: Experiment) -> tuple[pd.DataFrame, str]:
     grid = _grid(exp)
     attack = headline_attack(grid)
-    return pruned(grid)[pruned(grid)["attack"] == attack], attack
+    rows = pruned(grid)
+    return rows[rows["attack"] == attack], attack
 
 
 def fig07_attack_vs_accuracy(exp: Experiment, out: Path) -> list[Path]:
     rows, attack = _attack_rows(exp)
-    base = baseline(exp.rows).set_index(PAIR)
-    pairs = _pairs(rows)
-    fig, axes = panels(len(pairs), title=f"Fig. 7: attack accuracy ({label(attack)} on pruned, Conf on "
-                                          "original) vs test accuracy")
-    for ax, (dataset, arch) in zip(axes, pairs):
-        part = rows[(rows["dataset"] == dataset) & (rows["arch"] == arch)]
-        for method in METHODS:
-            points = part[part["method"] == method]
-            if len(points):
-                ax.scatter(points["target_test_acc"], points["attack_acc"], color=color(method), label=label(method))
-        if (dataset, arch) in base.index:
-            ax.scatter(base.loc[(dataset, arch), "target_test_acc"], base.loc[(dataset, arch), "attack_acc"],
-                       color=ORIGINAL, marker="*", s=150, label="original (Conf)")
+    base = baseline(exp.rows)
+    groups = rows.groupby(PAIR)
+    fig, axes = panels(groups.ngroups, title=f"Fig. 7: attack accuracy ({label(attack)} on pruned, Conf on "
+                                              "original) vs test accuracy")
+    for ax, ((dataset, arch), part) in zip(axes, groups):
+        _scatter_per_method(ax, part, x="target_test_acc", y="attack_acc",
+                            originals=base[(base["dataset"] == dataset) & (base["arch"] == arch)])
         ax.set(title=pair_title(dataset, arch), xlabel="test accuracy", ylabel="attack accuracy")
         ax.legend(fontsize=7)
     return [save(fig, out / "fig07_attack_vs_test_accuracy.png")]
@@ -169,16 +182,9 @@ def fig07_attack_vs_accuracy(exp: Experiment, out: Path) -> list[Path]:
 
 def fig08_attack_vs_sparsity(exp: Experiment, out: Path) -> list[Path]:
     rows, attack = _attack_rows(exp)
-    base = baseline(exp.rows).set_index(PAIR)
-    pairs = _pairs(rows)
-    fig, axes = panels(len(pairs), title=f"Fig. 8: {label(attack)} attack accuracy vs sparsity")
-    for ax, (dataset, arch) in zip(axes, pairs):
-        _line_per_method(ax, rows[(rows["dataset"] == dataset) & (rows["arch"] == arch)],
-                         x="sparsity", y="attack_acc")
-        reference_line(ax, base["attack_acc"].get((dataset, arch)), "Conf (Org.)")
-        ax.set(title=pair_title(dataset, arch), xlabel="sparsity", ylabel="attack accuracy")
-        ax.legend(fontsize=7)
-    return [save(fig, out / "fig08_attack_vs_sparsity.png")]
+    return [_lines_vs_sparsity(exp, rows, y="attack_acc", ylabel="attack accuracy", reference="Conf (Org.)",
+                               title=f"Fig. 8: {label(attack)} attack accuracy vs sparsity",
+                               path=out / "fig08_attack_vs_sparsity.png")]
 
 
 def fig09_gaps(exp: Experiment, out: Path) -> list[Path]:
@@ -187,18 +193,12 @@ def fig09_gaps(exp: Experiment, out: Path) -> list[Path]:
     gaps = {"confidence_gap": "confidence gap", "sensitivity_gap": "sensitivity gap",
             "generalization_gap": "generalization gap"}
     written = []
-    for dataset, arch in _pairs(rows):
-        part = rows[(rows["dataset"] == dataset) & (rows["arch"] == arch)]
+    for (dataset, arch), part in rows.groupby(PAIR):
         org = originals[(originals["dataset"] == dataset) & (originals["arch"] == arch)].drop_duplicates(["seed", "width"])
         fig, axes = panels(3, ncols=3, title=f"Fig. 9: gaps vs {label(attack)} attack accuracy "
                                              f"({pair_title(dataset, arch)})")
         for ax, (gap, name) in zip(axes, gaps.items()):
-            for method in METHODS:
-                points = part[part["method"] == method]
-                if len(points):
-                    ax.scatter(points[gap], points["attack_acc"], color=color(method), label=label(method))
-            if len(org):
-                ax.scatter(org[gap], org["attack_acc"], color=ORIGINAL, marker="*", s=150, label="original (Conf)")
+            _scatter_per_method(ax, part, x=gap, y="attack_acc", originals=org)
             ax.set(xlabel=name, ylabel="attack accuracy")
             ax.legend(fontsize=7)
         written.append(save(fig, out / f"fig09_gaps_{dataset}_{arch}.png"))
@@ -218,8 +218,7 @@ def fig10_attacks_per_method(exp: Experiment, out: Path) -> list[Path]:
     rows = pruned(_grid(exp))
     base = baseline(exp.rows).set_index(PAIR)
     written = []
-    for dataset, arch in _pairs(rows):
-        part = rows[(rows["dataset"] == dataset) & (rows["arch"] == arch)]
+    for (dataset, arch), part in rows.groupby(PAIR):
         methods = [m for m in METHODS if m in set(part["method"])]
         fig, axes = panels(len(methods), ncols=2, size=(5.5, 3.4),
                            title=f"Fig. 10: attacks compared ({pair_title(dataset, arch)})")
@@ -236,11 +235,10 @@ def fig11_attacks_per_dataset(exp: Experiment, out: Path) -> list[Path]:
     if rows.empty:
         raise Skipped("no L1 unstructured rows in the main grid")
     base = baseline(exp.rows).set_index(PAIR)
-    pairs = _pairs(rows)
-    fig, axes = panels(len(pairs), ncols=2, size=(5.5, 3.4), title="Fig. 11: attacks compared (L1 unstructured)")
-    for ax, (dataset, arch) in zip(axes, pairs):
-        _attack_bars(ax, rows[(rows["dataset"] == dataset) & (rows["arch"] == arch)],
-                     base["attack_acc"].get((dataset, arch)), pair_title(dataset, arch))
+    groups = rows.groupby(PAIR)
+    fig, axes = panels(groups.ngroups, ncols=2, size=(5.5, 3.4), title="Fig. 11: attacks compared (L1 unstructured)")
+    for ax, ((dataset, arch), part) in zip(axes, groups):
+        _attack_bars(ax, part, base["attack_acc"].get((dataset, arch)), pair_title(dataset, arch))
     axes[0].legend(fontsize=7, ncols=2)
     return [save(fig, out / "fig11_attacks_l1_unstructured.png")]
 
@@ -358,12 +356,11 @@ def _defense_figures(exp: Experiment, out: Path, *, adaptive: bool, by_method: b
         if points.empty:
             raise Skipped("no L1 unstructured defense rows")
         for sparsity, part in points.groupby("sparsity"):
-            pairs = _pairs(part)
-            fig, axes = panels(len(pairs), ncols=2, size=(4.8, 3.6),
+            groups = part.groupby(PAIR)
+            fig, axes = panels(groups.ngroups, ncols=2, size=(4.8, 3.6),
                                title=f"Fig. {number}: {kind} (L1 unstructured, sparsity {sparsity:g})")
-            for ax, (dataset, arch) in zip(axes, pairs):
-                _defense_panel(ax, part[(part["dataset"] == dataset) & (part["arch"] == arch)],
-                               pair_title(dataset, arch))
+            for ax, ((dataset, arch), pair_points) in zip(axes, groups):
+                _defense_panel(ax, pair_points, pair_title(dataset, arch))
             axes[0].legend(fontsize=7)
             written.append(save(fig, out / f"fig{number}_{'adaptive' if adaptive else 'defenses'}_"
                                            f"l1_unstructured_s{sparsity:g}.png"))
@@ -390,17 +387,13 @@ def fig19_adaptive_datasets(exp: Experiment, out: Path) -> list[Path]:
 def roc_curves(exp: Experiment, out: Path) -> list[Path]:
     if not exp.roc_files:
         raise Skipped(f"no {ROC_DIR}/<unit_id>.parquet files in the results")
-    grid = pruned(_grid(exp)).drop_duplicates("unit_id")
-    grid = grid[grid["unit_id"].isin(set(exp.roc_files))]
-    if grid.empty:
+    # Per method the unit nearest the paper's example sparsity, lowest seed first.
+    chosen = representative_units(_grid(exp), list(exp.roc_files), per=PAIR + ["method"])
+    if chosen.empty:
         raise Skipped(f"{len(exp.roc_files)} ROC files, none of a successful known-pruning Basic unit")
     written = []
-    for dataset, arch in _pairs(grid):
-        part = grid[(grid["dataset"] == dataset) & (grid["arch"] == arch)].copy()
-        # Per method the unit nearest the paper's example sparsity (0.7), lowest seed first.
-        part["_distance"] = (part["sparsity"] - 0.7).abs()
-        units = part.sort_values(["_distance", "seed"]).drop_duplicates("method")
-        units = units.set_index("method").loc[[m for m in METHODS if m in set(units["method"])]]
+    for (dataset, arch), part in chosen.groupby(PAIR):
+        units = part.set_index("method").loc[[m for m in METHODS if m in set(part["method"])]]
         fig, axes = panels(len(units), ncols=2, size=(4.6, 4.0),
                            title=f"ROC curves, log scale ({pair_title(dataset, arch)})")
         for ax, (method, unit) in zip(axes, units.iterrows()):

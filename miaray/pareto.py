@@ -17,7 +17,9 @@ import numpy as np
 import pandas as pd
 
 SENSES = ("max", "min")
-# Rows of the pairwise comparison evaluated at once: bounds memory to about CHUNK * n * k booleans.
+# Booleans in one block of the pairwise comparison: a block of max(1, CHUNK_CELLS // (n * k)) candidate
+# rows is compared with all n rows at once, so each (b, n, k) temporary holds about CHUNK_CELLS booleans
+# (at least n * k when a single row already exceeds it).
 CHUNK_CELLS = 4_000_000
 
 
@@ -89,8 +91,8 @@ def pareto_front(df: pd.DataFrame, *, objectives: Mapping[str, str],
     # Turn every objective into one to maximise, so one comparison serves both senses.
     signs = np.array([1.0 if sense == "max" else -1.0 for sense in objectives.values()])
     values = df[list(objectives)].to_numpy(dtype=float, na_value=np.nan) * signs
-    keep = np.zeros(len(df), dtype=bool)
     if by:
+        keep = np.zeros(len(df), dtype=bool)
         for positions in df.groupby(list(by), sort=False, dropna=False).indices.values():
             keep[positions] = non_dominated(values[positions])
     else:

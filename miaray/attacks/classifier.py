@@ -37,8 +37,9 @@ class ClassifierAttack(Attack):
         """The classifier's float32 input for each sample (on the signals' device)."""
 
     @abstractmethod
-    def build(self, signals: Signals) -> nn.Module:
-        """A freshly initialised network for inputs shaped like features(signals)."""
+    def build(self, inputs: Tensor) -> nn.Module:
+        """A freshly initialised network for `inputs` (features of the shadow signals; only the shape is
+        read). Called under the seeded RNG, so its initialisation is reproducible."""
 
     @abstractmethod
     def optimizer(self, model: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler | None]:
@@ -51,7 +52,7 @@ class ClassifierAttack(Attack):
         shuffle = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(self.seed)
-            model = self.build(shadow_signals).to(device)
+            model = self.build(inputs).to(device)
             opt, scheduler = self.optimizer(model)
             model.train()
             for _ in range(self.epochs):

@@ -16,10 +16,11 @@ from miaray.attacks.signals import Signals
 
 
 def attack_mlp(in_features: int, *, dropout: float = 0.2) -> nn.Sequential:
-    """The reference attack MLP: in -> 512 -> 256 -> 128 -> 2 with ReLU and dropout."""
+    """The reference attack MLP: in -> 512 -> 256 -> 128 -> 2 with ReLU and dropout (no Dropout layers
+    at all when dropout == 0, e.g. ADV's inference model)."""
     layers: list[nn.Module] = []
     for width_in, width_out in ((in_features, 512), (512, 256), (256, 128)):
-        layers += [nn.Linear(width_in, width_out), nn.ReLU(), nn.Dropout(dropout)]
+        layers += [nn.Linear(width_in, width_out), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout else [])
     return nn.Sequential(*layers, nn.Linear(128, 2))
 
 
@@ -30,8 +31,8 @@ class MLPAttack(ClassifierAttack):
         super().__init__(epochs=epochs, batch_size=batch_size, seed=seed)
         self.lr = lr
 
-    def build(self, signals: Signals) -> nn.Module:
-        return attack_mlp(self.features(signals.subset([0])).shape[1])
+    def build(self, inputs: Tensor) -> nn.Module:
+        return attack_mlp(inputs.shape[1])
 
     def optimizer(self, model: nn.Module) -> tuple[torch.optim.Optimizer, None]:
         return torch.optim.Adam(model.parameters(), lr=self.lr), None

@@ -65,8 +65,8 @@ class SAMIAAttack(ClassifierAttack):
     def features(self, signals: Signals) -> Tensor:
         return samia_tokens(signals)
 
-    def build(self, signals: Signals) -> nn.Module:
-        return SAMIAModel(signals.num_classes)
+    def build(self, inputs: Tensor) -> nn.Module:
+        return SAMIAModel(num_classes=inputs.shape[1])  # tokens are (N, C, 3)
 
     def optimizer(self, model: nn.Module) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
         opt = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum,

@@ -142,7 +142,11 @@ class ConfAttack(ThresholdAttack):
 
 
 class XentAttack(ThresholdAttack):
-    """Xent: cross-entropy loss -log p_y (lower = member), per-class threshold on its negation."""
+    """Xent: cross-entropy loss -log p_y (lower = member), per-class threshold on its negation.
+
+    log p_y is strictly increasing in p_y, so Xent makes Conf's per-class threshold decisions (equal
+    attack_acc expected); its AUC may differ, as the margins are pooled across classes.
+    """
 
     name = "xent"
 

@@ -25,19 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from miaray.train import Defense
+from miaray.attacks.nn import attack_mlp
+from miaray.train import Defense, predict_logits
 
-HIDDEN = (512, 256, 128)
 MEMBER = 1  # class index of "member" in the inference model's output
 
 
 def inference_model(num_classes: int) -> nn.Sequential:
-    """The MLP h on [softmax, one-hot]; returns logits over (non-member, member)."""
-    sizes = (2 * num_classes, *HIDDEN)
-    layers: list[nn.Module] = []
-    for d_in, d_out in zip(sizes, sizes[1:]):
-        layers += [nn.Linear(d_in, d_out), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(sizes[-1], 2))
+    """The MLP h on [softmax, one-hot] (the attacks' MLP without dropout); logits over (non-member, member)."""
+    return attack_mlp(2 * num_classes, dropout=0.0)
 
 
 def attack_features(logits: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -76,16 +72,15 @@ class ADVDefense(Defense):
         idx = torch.randperm(len(self.y_ref), generator=self.generator)[:size].to(self.y_ref.device)
         return self.x_ref[idx], self.y_ref[idx]
 
-    def _posteriors(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            logits = model(x).float()
-        model.train(was_training)
-        return logits
+    @staticmethod
+    def _posteriors(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """f's fp32 logits on x as an attacker sees them: eval mode, no gradients, mode restored; one
+        forward over the whole batch (batch_size=len(x)), under fit's bf16 autocast on CUDA."""
+        return predict_logits(model, x, batch_size=max(1, len(x)))
 
     def _inference_steps(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-        # Both sets of posteriors come from the same (autocast) forward, so precision cannot tell them apart.
+        # Member and reference posteriors come from separate forwards run the same way (eval mode, same
+        # autocast precision, fp32 out), so h cannot tell them apart by precision or by train-mode layers.
         member = attack_features(self._posteriors(model, x), y, self.num_classes)
         for _ in range(self.k):
             x_ref, y_ref = self._reference_batch(len(y))
