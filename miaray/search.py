@@ -434,12 +434,10 @@ def baseline_point(rows: pd.DataFrame, *, cell: UnitConfig) -> pd.DataFrame:
     """The undefended unit's (test accuracy, max advantage) over the search's attacks, if it ran."""
     if rows.empty:
         return pd.DataFrame()
-    base = rows[(rows["unit_id"] == baseline_unit(cell).unit_id()) & (rows["target_model"] == "pruned")
-                & (rows["status"] == "ok")]
-    if base.empty:
+    point = objectives(rows[rows["unit_id"] == baseline_unit(cell).unit_id()].to_dict("records"))
+    if isinstance(point, str):  # it did not run, or failed
         return pd.DataFrame()
-    return pd.DataFrame([{"target_test_acc": base["target_test_acc"].iloc[0],
-                          "max_advantage": base["advantage"].max()}])
+    return pd.DataFrame([{"target_test_acc": point[0], "max_advantage": point[1]}])
 
 
 def write_outputs(search: Search, *, study: optuna.Study) -> pd.DataFrame:

@@ -498,16 +498,13 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         first = rows.iloc[0]
         line = {k: first[k] for k in ("dataset", "arch", "method", "sparsity", "shadow_method",
                                       "shadow_sparsity", "defense", "seed")}
-        pruned = rows[(rows["target_model"] == "pruned") & (rows["status"] == "ok")]
-        original = rows[(rows["target_model"] == "original") & (rows["status"] == "ok")]
-        if pruned.empty:
+        head = _headline(rows.to_dict("records"))  # what the cell's trial reported to Tune
+        if head["status"] != "ok":
             line.update(test_acc=math.nan, best_attack="FAILED", best_attack_acc=math.nan,
                         conf_org_acc=math.nan, error=str(first.get("error", "")))
         else:
-            best = pruned.loc[pruned["attack_acc"].idxmax()]
-            line.update(test_acc=best["target_test_acc"], best_attack=best["attack"],
-                        best_attack_acc=best["attack_acc"],
-                        conf_org_acc=original["attack_acc"].iloc[0] if len(original) else math.nan)
+            line.update(test_acc=head["target_test_acc"], best_attack=head["best_attack"],
+                        best_attack_acc=head["best_attack_acc"], conf_org_acc=head["conf_org_acc"])
         lines.append(line)
     table = pd.DataFrame(lines)
     if table.empty:
