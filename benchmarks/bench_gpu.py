@@ -1,11 +1,14 @@
 """Training throughput of the image models on one GPU, and the GPU-hours projection of the paper grid.
 
-    python benchmarks/bench_gpu.py                  # on a CUDA machine, < 8 min on an H200
+    python benchmarks/bench_gpu.py                  # CUDA; items left 20 s before --deadline (420 s) are skipped
     python benchmarks/bench_gpu.py --device cpu --images 256 --width 0.25 --tabular-rows 512   # smoke test
 
 Random CIFAR-shaped data (13,500 x 3x32x32, the CIFAR10 member-set size) lives on the device; batches
-are index slices, as in `miaray.train`. Items, most important first, each skipped cleanly once the
-global `--deadline` is near:
+are index slices, as in `miaray.train`. Items below, each skipped cleanly once the global `--deadline`
+is near. Run order (`plan()`): check; fit rows (image archs, then fc); fit eager rows; fp32 and bf16
+per arch; packed x1 and xN; then bf16_async, cudagraph, compile and compile_cg per arch. The current
+plan has not yet run to completion on a GPU (the 2026-11-28 H200 run, of an earlier plan without the
+check and fit eager rows, hit its 300 s deadline).
 
 0. `check`: `fit` with and without its CUDA graph on the same data, model, masks and seed; fails
    loudly if the weights differ beyond bf16 noise or a pruned weight is not zero.
@@ -14,12 +17,14 @@ global `--deadline` is near:
    densenet121 and the tabular fc net. The projection uses these. `fit eager` rows: the same with
    `cuda_graph=False` (per-step loss sync), what fit did before the graph.
 2. synthetic training loops per arch and mode (full batches only, 1 warm-up + `--epochs` timed):
-   fp32 (eager fp32), bf16 (bf16 autocast + channels_last, per-step loss sync: what fit does),
-   bf16_async (no per-step sync, cudnn.benchmark, fused Adam), cudagraph (the whole step - gather,
-   forward, backward, Adam - captured in one CUDA graph by hand), compile (torch.compile of
-   forward+loss, inductor), compile_cg (the same with mode="reduce-overhead": CUDA graphs of the
-   forward and backward graphs). Compile time is the warm-up epoch minus a steady epoch.
-3. packed: 1 and 4 processes training resnet18 bf16 at once, aggregate images/s.
+   fp32 (eager fp32), bf16 (bf16 autocast + channels_last, per-step loss sync: what fit does with
+   cuda_graph=False, and for PPB/DP/ADV), bf16_async (no per-step sync, cudnn.benchmark, fused
+   Adam), cudagraph (the whole step - gather, forward, backward, Adam - captured in one CUDA graph by
+   hand), compile (torch.compile of forward+loss, inductor), compile_cg (the same with
+   mode="reduce-overhead": CUDA graphs of the forward and backward graphs). Compile time is the
+   warm-up epoch minus a steady epoch.
+3. packed: 1 and 4 processes training resnet18 bf16 at once, aggregate images/s (run after the
+   fp32/bf16 loops, before bf16_async and the isolated modes).
 
 Isolated items (compiles, CUDA graphs, packed) run in their own process group, killed at the deadline.
 """
@@ -43,9 +48,9 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from _common import (NO_EARLY_STOP, REFERENCE_TRAIN_GFLOP, Rates, StopAssumption, default_out, format_projection,  # noqa: E402
-                     format_table, machine_description, paper_grid, peak_memory_mb, reset_peak_memory,
-                     write_json)
+from _common import (NO_EARLY_STOP, REFERENCE_TRAIN_GFLOP, Rates, StopAssumption, add_out_argument,  # noqa: E402
+                     format_projection, format_table, machine_description, paper_grid, peak_memory_mb,
+                     reset_peak_memory, write_json)
 from miaray.attacks.blindmi import reference_transform  # noqa: E402
 from miaray.attacks.signals import compute_signals  # noqa: E402
 from miaray.models import build_model  # noqa: E402
@@ -64,10 +69,10 @@ class Mode:
 
     bf16: bool            # bf16 autocast
     channels_last: bool   # NHWC activations and weights (tensor-core friendly)
-    sync_per_step: bool   # isfinite(loss) + loss.item() every step, as miaray.train.fit does
+    sync_per_step: bool   # isfinite(loss) + loss.item() every step, as fit's eager loop (PPB/DP/ADV, cuda_graph=False)
     tuned: bool           # cudnn.benchmark, fused (or capturable) Adam
     runner: str           # eager | cudagraph | compile | compile_cg
-    isolated: bool        # own process: compiles take minutes and must be killable
+    isolated: bool        # own process: compiles (compile_s 25.6-34.8 s on the H200) must be killable
 
 
 MODES = {
@@ -209,7 +214,7 @@ class TrainStep:
         if self.mode.runner == "compile_cg":
             torch.compiler.cudagraph_mark_step_begin()
         loss = self.loss(self.x[idx], self.y[idx])
-        if self.mode.sync_per_step and not torch.isfinite(loss):  # the host sync miaray.train pays
+        if self.mode.sync_per_step and not torch.isfinite(loss):  # the host sync fit's eager loop pays
             raise FloatingPointError(f"loss is {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -392,7 +397,8 @@ class Item:
 
 
 def plan(args: argparse.Namespace, deadline: float) -> list[Item]:
-    """All items, most important first (the deadline cuts from the end)."""
+    """All items in run order (the deadline cuts from the end): check, fit, fit eager, the cheap
+    train modes (fp32, bf16), packed, then bf16_async and the isolated modes."""
     base = Spec(arch="resnet18", device=args.device, images=args.images, batch=args.batch, width=args.width,
                 input_shape=(3, 32, 32), num_classes=10, warmup=1, epochs=args.epochs, deadline=deadline)
     archs = [a for a in IMAGE_ARCHS if a in args.archs]
@@ -468,7 +474,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--packed", type=int, default=4, help="processes of the packing test (<= 1: skip it)")
     p.add_argument("--deadline", type=float, default=420.0, help="seconds; later items are skipped")
     p.add_argument("--quick", action="store_true", help="1 timed epoch, 240 s deadline")
-    p.add_argument("--out", default=default_out("bench_gpu.json"), help="JSON output (default $OUT/bench_gpu.json)")
+    add_out_argument(p, "bench_gpu.json")
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.deadline = 1, min(args.deadline, 240.0)

@@ -28,9 +28,10 @@ import ray
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from _common import default_out, format_table, write_json  # noqa: E402
+from _common import add_out_argument, format_table, write_json  # noqa: E402
 from miaray import sweep  # noqa: E402
 from miaray.config import stable_hash  # noqa: E402
+from miaray.store import Store  # noqa: E402
 
 
 def store_builds(store: Path, kind: str) -> list[dict[str, Any]]:
@@ -47,9 +48,7 @@ def build_trial_work(store: Path) -> list[dict[str, Any]]:
 
 def build_spans_of(store: Path, builds: list[dict[str, Any]]) -> list[tuple[float, float]]:
     """(start, end) wall-clock times of `builds`: the store's event log has the end, meta the duration."""
-    log = store / "events.jsonl"
-    events = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-    ends = {e["hash"]: e["time"] for e in events}
+    ends = {e["hash"]: e["time"] for e in Store(store).events()}
     return [(ends[h] - m["build_seconds"], ends[h]) for m in builds if (h := stable_hash(m["key"])) in ends]
 
 
@@ -122,7 +121,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", default=None)
     p.add_argument("--keep", default=None, help="folder for storage and store (default: a temporary one, removed)")
     p.add_argument("--verbose", action="store_true", help="show the workers' logs")
-    p.add_argument("--out", default=default_out("bench_grid.json"), help="JSON output")
+    add_out_argument(p, "bench_grid.json")
     return p.parse_args(argv)
 
 

@@ -2,7 +2,7 @@
 """How long `miaray.results.load` takes on a big experiment (target: 100,000 rows in under 2 s).
 
     python benchmarks/bench_results_load.py                    # 100,000 rows = 10,000 unit files
-    python benchmarks/bench_results_load.py --rows 20000 --repeat 5 --keep /tmp/exp
+    python benchmarks/bench_results_load.py --rows 20000 --repeat 5 --keep /tmp/exp --out load.json
 
 Writes the rows in the real layout (`<experiment>/rows/<unit_id>.parquet`, one file per unit with
 one row per attack plus the Conf (Org.) row, every result column) through
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shutil
 import statistics
 import sys
@@ -23,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from miaray import results
-from miaray.config import ATTACKS, DEFENSE_PARAMS
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+
+from _common import add_out_argument, write_json  # noqa: E402
+from miaray import results  # noqa: E402
+from miaray.config import ATTACKS, DEFENSE_PARAMS  # noqa: E402
 
 TARGET_S = 2.0
 ROWS_PER_UNIT = len(ATTACKS) + 1   # every attack on the pruned target + the Conf (Org.) row
@@ -56,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=100_000, help="result rows in total")
     p.add_argument("--repeat", type=int, default=3, help="timed loads")
     p.add_argument("--keep", type=Path, help="write the experiment here and keep it (default: a temp folder)")
+    add_out_argument(p, "bench_results_load.json")
     args = p.parse_args(argv)
 
     units = math.ceil(args.rows / ROWS_PER_UNIT)
@@ -71,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     loose = results.load(experiment)
-    print(f"results.load before compaction (every unit file read): {time.perf_counter() - start:.2f}s")
+    loose_s = time.perf_counter() - start
+    print(f"results.load before compaction (every unit file read): {loose_s:.2f}s")
     start = time.perf_counter()
     results.compact(experiment)  # what run_sweep does when a sweep ends
-    print(f"results.compact (the end of a sweep): {time.perf_counter() - start:.2f}s")
+    compact_s = time.perf_counter() - start
+    print(f"results.compact (the end of a sweep): {compact_s:.2f}s")
     times = []
     for _ in range(args.repeat):
         start = time.perf_counter()
@@ -85,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"results.load after compaction: {len(df):,} rows x {df.shape[1]} columns from {units:,} files: "
           f"best {best:.2f}s, median {median:.2f}s over {args.repeat} (target < {TARGET_S:.0f}s: "
           f"{'met' if median < TARGET_S else 'NOT met'})")
+    write_json(args.out, {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                          "units": units, "rows": len(df), "columns": df.shape[1], "write_s": write_s,
+                          "load_before_compact_s": loose_s, "compact_s": compact_s, "load_after_compact_s": times,
+                          "load_best_s": best, "load_median_s": median, "target_s": TARGET_S})
     if args.keep is None:
         shutil.rmtree(root)
     return 0 if median < TARGET_S else 1

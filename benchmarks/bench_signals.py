@@ -1,6 +1,6 @@
 """Prediction sensitivity (eq. 2): batched (all directions stacked in one forward) vs loops.
 
-    python benchmarks/bench_signals.py [--device cuda] [--batch-size 16384]
+    python benchmarks/bench_signals.py [--device cuda] [--batch-size 16384] [--out FILE]
 
 Both loops use the same directions as compute_signals: "per sample" does one forward per sample
 and direction (the naive implementation); "per direction" does one forward per direction over all
@@ -14,12 +14,17 @@ between the results.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import torch
 from torch import nn
 
-from miaray.attacks.signals import compute_signals, sensitivity_loop_reference
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+
+from _common import add_out_argument, machine_description, write_json  # noqa: E402
+from miaray.attacks.signals import compute_signals, sensitivity_loop_reference  # noqa: E402
 
 PER_SAMPLE_CAP = 256
 
@@ -51,7 +56,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=1024, help="compute_signals batch_size")
+    add_out_argument(parser, "bench_signals.json")
     args = parser.parse_args()
+    rows = []
     device = torch.device(args.device)
     torch.manual_seed(0)
     cases = [("cnn 3x32x32", small_cnn(), lambda n: torch.randn(n, 3, 32, 32), (64, 256, 1024)),
@@ -77,6 +84,10 @@ def main() -> None:
             star = "*" if m < n else " "
             print(f"{label:<12} {n:>6} {t_batch:>10.3f} {t_dir:>10.3f} {t_one:>12.3f}{star} "
                   f"{t_dir / t_batch:>9.1f}x {t_one / t_batch:>12.1f}x {diff:>11.2e}")
+            rows.append({"model": label, "n": n, "batched_s": t_batch, "per_dir_s": t_dir, "per_sample_s": t_one,
+                         "per_sample_scaled": m < n, "x_per_dir": t_dir / t_batch, "x_per_sample": t_one / t_batch,
+                         "max_abs_diff": diff})
+    write_json(args.out, {"machine": machine_description(device), "args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Wall time and peak memory of every phase of one unit, from a fresh (empty) artifact store.
 
-    python benchmarks/bench_unit.py                                   # digits, resnet18, width 0.25, CPU
+    python benchmarks/bench_unit.py               # digits, resnet18, width 0.125; cuda when available, else CPU
     python benchmarks/bench_unit.py --dataset cifar10 --arch resnet18 --width 1 --device cuda --max-epochs 20
 
 The phases are the public steps `miaray.unit.run_unit` composes, called one by one on a context from
@@ -8,7 +8,10 @@ The phases are the public steps `miaray.unit.run_unit` composes, called one by o
 `run_unit` itself on the now warm store, which is what a sweep cell costs once its models exist.
 Peak memory: CUDA max_memory_allocated per phase on a GPU; on the CPU the peak resident set size
 sampled every 10 ms during the phase. The last section projects the quick preset (or `--grid`) from
-these measurements with the same function as bench_gpu.py's GPU projection.
+these measurements with the same function as bench_gpu.py's GPU projection. Defaults follow the
+quick preset and `python -m miaray.unit`: width 0.125 on the embedded datasets (1 otherwise), and the
+trained attacks at the `--grid` preset's `attack_epochs` (20 for quick; `--attack-epochs 0` runs each
+attack's reference schedule, as does `--grid ''`).
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from _common import (PairPlan, Rates, default_out, format_projection, format_table,  # noqa: E402
+from _common import (PairPlan, Rates, add_out_argument, format_projection, format_table,  # noqa: E402
                      machine_description, peak_memory_mb, reset_peak_memory, write_json)
 from miaray.config import ATTACKS, TrainConfig, UnitConfig  # noqa: E402
+from miaray.data.registry import EMBEDDED_DATASETS  # noqa: E402
 from miaray.prune import prune  # noqa: E402
 from miaray.store import Store  # noqa: E402
-from miaray.unit import (EMBEDDED_DATASETS, attack_rows, make_context, model_key, model_signals,  # noqa: E402
-                         original_model, pruned_model, run_unit)
+from miaray.unit import (attack_rows, make_context, model_signals, original_model, pruned_model,  # noqa: E402
+                         run_unit)
 
 T = TypeVar("T")
 
@@ -103,7 +107,7 @@ def measure(config: UnitConfig, *, store: Store, device: str | None, data_root: 
     finetune_epochs = sum(meta["epochs_run"] for _, meta in pruned.values())
     phases.rows[-1].update(epochs=finetune_epochs, fit_s=sum(meta["seconds"] for _, meta in pruned.values()))
     signals = phases.run(f"signals, pruned ({len(roles)} models)", lambda: {
-        role: model_signals(ctx, model, model_key(config, role), role) for role, (model, _) in pruned.items()})
+        role: model_signals(ctx, model, config.model_key(role), role) for role, (model, _) in pruned.items()})
     queried = sum(len(s.labels) for s in signals.values())
     signal_row = phases.rows[-1]
     signal_row.update(images=queried)
@@ -149,7 +153,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", default="digits")
     p.add_argument("--arch", default="resnet18")
-    p.add_argument("--width", type=float, default=None, help="default: 0.25 on embedded datasets, else 1")
+    p.add_argument("--width", type=float, default=None,
+                   help="default: 0.125 on embedded datasets (as the quick preset and python -m miaray.unit), else 1")
     p.add_argument("--method", default="l1_unstructured")
     p.add_argument("--sparsity", type=float, default=0.7)
     p.add_argument("--shadows", type=int, default=5)
@@ -159,17 +164,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-root", default=None)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--grid", default="quick", help="sweep preset to project from this unit ('' = none)")
-    p.add_argument("--out", default=default_out("bench_unit.json"), help="JSON output")
-    return p.parse_args(argv)
+    p.add_argument("--attack-epochs", type=int, default=None,
+                   help="epochs of the trained attacks (default: the --grid preset's attack_epochs, e.g. 20 "
+                        "for quick; 0 = each attack's reference schedule, also the default with --grid '')")
+    add_out_argument(p, "bench_unit.json")
+    args = p.parse_args(argv)
+    if args.attack_epochs is None and args.grid:
+        from miaray.sweep import PRESETS
+
+        args.attack_epochs = PRESETS[args.grid].attack_epochs
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    width = args.width if args.width is not None else (0.25 if args.dataset in EMBEDDED_DATASETS else 1.0)
+    width = args.width if args.width is not None else (0.125 if args.dataset in EMBEDDED_DATASETS else 1.0)
     config = UnitConfig(dataset=args.dataset, arch=args.arch, method=args.method, sparsity=args.sparsity,
                         width=width, num_shadows=args.shadows, attacks=tuple(args.attacks.split(",")),
+                        attack_epochs=args.attack_epochs or None,  # 0 / None: reference schedules
                         train=TrainConfig(max_epochs=args.max_epochs)).validate()
     with tempfile.TemporaryDirectory(prefix="miaray-bench-store-") as root:  # nothing cached
         start = time.perf_counter()
@@ -178,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     device = result["device"]
     print(f"# {machine_description(device)}; load average {os.getloadavg()[0]:.1f}")
     print(f"# {config.dataset}/{config.arch} width {width:g}, {config.method} {config.sparsity:g}, "
-          f"{config.num_shadows} shadows, {result['n_train']} training images per model, "
+          f"{config.num_shadows} shadows, attack epochs {config.attack_epochs or 'reference'}, "
+          f"{result['n_train']} training images per model, "
           f"mean epochs: originals {result['original_epochs']:.1f}, fine-tunes {result['finetune_epochs']:.1f}")
     print(format_table(result["phases"], [("phase", ""), ("seconds", ".2f"), ("peak_mb", ".0f"),
                                           ("epochs", "d"), ("fit_s", ".2f"), ("images", "d")]))

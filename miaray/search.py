@@ -65,7 +65,8 @@ OBJECTIVES = {"target_test_acc": "max", "max_advantage": "min"}
 STUDY_FILE = "study.db"
 SEARCH_PRESETS: dict[str, GridSpec] = {
     # Embedded data and a narrow net; the trained attacks (NN, SAMIA) run a fifth of their reference
-    # schedules, as in the grid's quick preset; `--attacks conf,mentr,top1_conf` makes a trial take seconds.
+    # schedules, as in the grid's quick preset; `--attacks conf,mentr,top1_conf` leaves out the trained
+    # attacks, which dominate a trial's time on a CPU (SAMIA: benchmarks/README.md, bench_unit.py).
     "quick": GridSpec(datasets=("synthetic_tabular",), archs=("fc",), methods=("l1_unstructured",),
                       sparsities=(0.7,), width=0.25, attacks=("conf", "mentr", "nn", "samia"), num_shadows=2,
                       adaptive=True, attack_epochs=20),
