@@ -7,8 +7,8 @@ The projection turns measured per-epoch times into the cost of a whole grid:
     signals   = (originals + cells x models_per_cell) x 2 n_train x (seconds per queried image)
 
 Epoch time is assumed to scale linearly with the number of training images (batches of 128 are
-index slices of a resident tensor, so there is no per-dataset loader cost). Attacks are not in it:
-`bench_unit.py` measures them per cell.
+index slices of a resident tensor, so there is no per-dataset loader cost). Attack training is
+projected by `bench_attacks.py` (per trained attack and number of classes) and added by hand.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ REFERENCE_TRAIN_GFLOP = {"resnet18": 3.33, "vgg16": 1.88, "densenet121": 5.33}
 # Training-set (member) sizes per model, REFERENCE section 1.
 PAPER_TRAIN_SIZES = {"cifar10": 13_500, "cifar100": 13_500, "svhn": 22_340, "chmnist": 1_125,
                      "purchase": 44_398, "texas": 15_148, "location": 1_126}
+# Classes per dataset (REFERENCE section 1; CHMNIST has 8): the trained attacks' input width.
+PAPER_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "chmnist": 8, "purchase": 100, "texas": 100,
+                 "location": 30}
 PAPER_IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist")
 PAPER_TABULAR_DATASETS = ("purchase", "texas", "location")
 PAPER_IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")

@@ -225,3 +225,36 @@ def test_blindmi_needs_reference_outputs():
     sig, _ = labelled(30, separable=True, seed=0)
     with pytest.raises(ValueError, match="ref_probs"):
         make_attack("blindmi").fit().predict(Signals(probs=sig.probs, labels=sig.labels))
+
+
+def without_dropout(cls: type[ClassifierAttack]) -> type[ClassifierAttack]:
+    """The attack `cls` with every dropout of its network off, so that two fits can match exactly."""
+    class Deterministic(cls):
+        def build(self, inputs):
+            model = super().build(inputs)
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = 0.0
+                if isinstance(module, torch.nn.MultiheadAttention):
+                    module.dropout = 0.0
+            return model
+    return Deterministic
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+@pytest.mark.parametrize("name", ["nn", "top3_nn", "nncls", "samia"])
+def test_graphed_attack_training_follows_the_eager_loop(name, separable):
+    (shadow, m_shadow), (target, m_target) = separable
+    shadow, target = shadow.to("cuda"), target.to("cuda")
+    assert len(shadow) % 128 != 0  # full batches replay the graphs, the last one runs eagerly
+    fitted = {}
+    for graph in (False, True):
+        attack = without_dropout(type(make_attack(name)))(seed=1, **FAST[name])
+        attack.cuda_graph = graph
+        fitted[graph] = attack.fit(shadow, m_shadow)
+        assert "forward" not in vars(attack.model_)  # the module's own forward is back
+    eager, graphed = (dict(fitted[g].model_.named_parameters()) for g in (False, True))
+    for key, value in eager.items():
+        assert torch.allclose(graphed[key], value, rtol=1e-4, atol=1e-5), key
+    with_dropout = make_attack(name, seed=1, **FAST[name]).fit(shadow, m_shadow)  # graphed, dropout on
+    assert with_dropout.score(target, m_target) > 0.8

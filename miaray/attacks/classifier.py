@@ -2,11 +2,20 @@
 
 Training runs on the device of the shadow signals, with index-sliced mini-batches of tensors already
 on that device. Initialisation, dropout and shuffling are seeded without touching the global RNG.
+
+On CUDA, the full batches run the network's forward and backward as two captured CUDA graphs
+(`torch.cuda.make_graphed_callables`): these networks are so small that an eager step is bound by
+kernel launches, and the paper grid fits them on 5 x 2 n_train pooled shadow rows for 30-100 epochs
+per cell (benchmarks/bench_attacks.py). The optimiser step stays eager because SAMIA's learning-rate
+schedule changes SGD's step size between epochs, which a captured step would freeze; the short last
+batch of an epoch runs eagerly. Dropout draws fresh masks on every replay, so the graphed fit follows
+the same recipe as the eager one but not its random stream.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -19,11 +28,26 @@ from miaray.attacks.signals import Signals
 _PREDICT_BATCH = 8192  # inference only: large batches, memory stays small for these models
 
 
+def graphed_forward(model: nn.Module, sample: Tensor) -> Callable[[Tensor], Tensor]:
+    """`model`'s forward (and its backward) on batches shaped like `sample`, replayed as CUDA graphs.
+
+    Gradients reach the model's parameters as in eager mode. The model itself stays eager: its own
+    forward runs the other batch shapes and eval mode.
+    """
+    torch.cuda.make_graphed_callables(model, (sample,))  # patches model.forward in place...
+    graphed = model.forward
+    del model.forward  # ...so take the graphed function and restore the module's own forward
+    return graphed
+
+
 class ClassifierAttack(Attack):
     """Base for NN, Top3-NN, NNCls and SAMIA; predict_proba is the softmax probability of "member".
 
-    The fitted network is model_ (in eval mode after fit).
+    The fitted network is model_ (in eval mode after fit). Set `cuda_graph = False` on an instance to
+    train eagerly on CUDA too.
     """
+
+    cuda_graph: bool = True
 
     def __init__(self, *, epochs: int, batch_size: int, seed: int) -> None:
         if epochs < 1 or batch_size < 1:
@@ -55,11 +79,14 @@ class ClassifierAttack(Attack):
             model = self.build(inputs).to(device)
             opt, scheduler = self.optimizer(model)
             model.train()
+            graphed = (graphed_forward(model, inputs[:self.batch_size])
+                       if self.cuda_graph and device.type == "cuda" and len(inputs) >= self.batch_size else None)
             for _ in range(self.epochs):
                 order = torch.randperm(len(inputs), generator=shuffle).to(device)
                 for start in range(0, len(order), self.batch_size):
                     idx = order[start:start + self.batch_size]
-                    loss = F.cross_entropy(model(inputs[idx]), targets[idx])
+                    forward = graphed if graphed is not None and len(idx) == self.batch_size else model
+                    loss = F.cross_entropy(forward(inputs[idx]), targets[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

@@ -1,0 +1,164 @@
+"""Training cost of the trained attacks (NN, Top3-NN, NNCls, SAMIA) and their share of the paper grid.
+
+    python benchmarks/bench_attacks.py                         # cuda if available, else the CPU
+    python benchmarks/bench_attacks.py --device cpu --threads 1 --rows 1024
+
+Each trained attack is fitted through the product path (`make_attack(name, epochs=E).fit`) on random
+shadow signals of `--rows` pooled rows, for every number of classes the paper's datasets have (8, 10,
+30, 100): one warm-up fit of one epoch, then a fit of `--epochs` epochs; seconds per step = that fit's
+time / its steps (batches of 128; building the network, its features and, on CUDA, capturing its
+graphs are inside). On CUDA each is timed twice: `graph` (the product path: full batches replay
+the network's forward and backward as CUDA graphs) and `eager` (`cuda_graph = False`), after a
+`check` that fits every attack both ways on learnable signals (members more confident) and fails
+loudly if the graphed fit's attack accuracy is below 0.8 or 0.03 from the eager one's.
+
+The projection multiplies by the paper grid's attack steps. Per cell and trained attack:
+reference epochs (SAMIA 100, the MLPs 30) x ceil(pooled rows / 128), where the pooled shadow rows are
+shadows x (members + non-members) = 5 x 2 n_train (45/45/10 split), e.g. 1,055 steps per epoch for
+CIFAR10. The threshold attacks and BlindMI train nothing and are left out (milliseconds per cell).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from typing import Any, Mapping, Sequence
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
+
+from _common import (PAPER_CLASSES, PairPlan, add_out_argument, format_table, machine_description,  # noqa: E402
+                     paper_grid, write_json)
+from miaray.attacks import make_attack  # noqa: E402
+from miaray.attacks.signals import Signals  # noqa: E402
+from miaray.config import TRAINED_ATTACKS  # noqa: E402
+
+BATCH = 128  # every trained attack's batch size (REFERENCE section 4)
+
+
+def random_signals(rows: int, classes: int, device: torch.device, seed: int = 0) -> tuple[Signals, Any]:
+    """Pooled shadow signals of the right shapes and a 0/1 membership vector (values do not matter)."""
+    gen = torch.Generator().manual_seed(seed)
+    probs = torch.softmax(torch.randn(rows, classes, generator=gen), dim=1)
+    signals = Signals(probs=probs, labels=torch.randint(0, classes, (rows,), generator=gen),
+                      sensitivity=torch.rand(rows, classes, generator=gen))
+    return signals.to(device), torch.randint(0, 2, (rows,), generator=gen).numpy()
+
+
+def learnable_signals(rows: int, classes: int, device: torch.device, seed: int) -> tuple[Signals, Any]:
+    """Half members (confident, insensitive), half non-members: an attack should reach ~100%."""
+    signals, _ = random_signals(rows, classes, torch.device("cpu"), seed)
+    member = torch.arange(rows) < rows // 2
+    logits = torch.randn(rows, classes, generator=torch.Generator().manual_seed(seed + 1))
+    logits += torch.where(member, 6.0, 1.0).unsqueeze(1) * torch.nn.functional.one_hot(signals.labels, classes)
+    sensitivity = signals.sensitivity * torch.where(member, 0.5, 2.0).unsqueeze(1)
+    learnable = Signals(probs=logits.softmax(1), labels=signals.labels, sensitivity=sensitivity)
+    return learnable.to(device), member.long().numpy()
+
+
+def fitted(name: str, *, epochs: int, graph: bool, signals: Signals, membership: Any) -> Any:
+    attack = make_attack(name, epochs=epochs)
+    attack.cuda_graph = graph
+    return attack.fit(signals, membership)
+
+
+def check_graph(name: str, device: torch.device) -> dict[str, Any]:
+    """Attack accuracy of the graphed and the eager fit on held-out learnable signals."""
+    shadow, shadow_membership = learnable_signals(2000, 10, device, seed=0)  # 2000 % 128 != 0: a short batch
+    target, target_membership = learnable_signals(2000, 10, device, seed=10)
+    acc = {graph: fitted(name, epochs=3, graph=graph, signals=shadow, membership=shadow_membership)
+           .score(target, target_membership) for graph in (True, False)}
+    ok = acc[True] > 0.8 and abs(acc[True] - acc[False]) <= 0.03
+    return {"attack": name, "graph_acc": acc[True], "eager_acc": acc[False], "status": "ok" if ok else "FAIL"}
+
+
+def seconds_per_step(name: str, *, rows: int, classes: int, epochs: int, graph: bool,
+                     device: torch.device) -> float:
+    signals, membership = random_signals(rows, classes, device)
+    fitted(name, epochs=1, graph=graph, signals=signals, membership=membership)  # warm-up: first calls
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fitted(name, epochs=epochs, graph=graph, signals=signals, membership=membership)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / (epochs * math.ceil(rows / BATCH))
+
+
+def reference_epochs(name: str) -> int:
+    return make_attack(name).epochs
+
+
+def attack_steps(plan: PairPlan, name: str, *, shadows: int = 5) -> int:
+    """Training steps of one attack in one cell of `plan`'s pair (reference schedule)."""
+    pooled = shadows * 2 * plan.n_train
+    return reference_epochs(name) * math.ceil(pooled / BATCH)
+
+
+def project_attacks(plans: Sequence[PairPlan], step_s: Mapping[tuple[str, int], float],
+                    attacks: Sequence[str]) -> tuple[list[dict[str, Any]], float]:
+    """Per-pair hours of attack training (cells x steps x measured seconds per step) and the total."""
+    rows = []
+    for plan in plans:
+        classes = PAPER_CLASSES[plan.dataset]
+        hours = {a: plan.cells * attack_steps(plan, a) * step_s[(a, classes)] / 3600 for a in attacks}
+        rows.append({"dataset": plan.dataset, "arch": plan.arch, "classes": classes, "cells": plan.cells,
+                     **{f"{a}_h": h for a, h in hours.items()}, "attacks_h": sum(hours.values())})
+    return rows, sum(row["attacks_h"] for row in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--rows", type=int, default=4096, help="pooled shadow rows per fit")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per fit (after a 1-epoch warm-up)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: torch's)")
+    parser.add_argument("--attacks", default=",".join(TRAINED_ATTACKS))
+    add_out_argument(parser, "bench_attacks.json")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    unknown = sorted(set(attacks) - set(TRAINED_ATTACKS))
+    if unknown:
+        parser.error(f"--attacks {','.join(unknown)}: not a trained attack; choose from {', '.join(TRAINED_ATTACKS)}")
+    print(f"{machine_description(device)}; {args.rows} rows, {args.epochs} timed epochs, batch {BATCH}")
+    checks = [check_graph(name, device) for name in attacks] if device.type == "cuda" else []
+    if checks:
+        print(format_table(checks, [("attack", ""), ("graph_acc", ".3f"), ("eager_acc", ".3f"), ("status", "")]))
+    modes = {"graph": True, "eager": False} if device.type == "cuda" else {"eager": False}
+    measured, step_s = [], {mode: {} for mode in modes}
+    for name in attacks:
+        for classes in sorted(set(PAPER_CLASSES.values())):
+            row = {"attack": name, "classes": classes, "reference_epochs": reference_epochs(name)}
+            for mode, graph in modes.items():
+                step_s[mode][(name, classes)] = seconds_per_step(name, rows=args.rows, classes=classes,
+                                                                 epochs=args.epochs, graph=graph, device=device)
+                row[f"{mode}_ms_per_step"] = step_s[mode][(name, classes)] * 1e3
+            measured.append(row)
+            print("  " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                  flush=True)
+    print("\n" + format_table(measured, [("attack", ""), ("classes", "d"), ("reference_epochs", "d"),
+                                         *[(f"{mode}_ms_per_step", ".3f") for mode in modes]]))
+    plans = paper_grid()
+    projections = {}
+    for mode in modes:
+        rows, total = project_attacks(plans, step_s[mode], attacks)
+        projections[mode] = {"rows": rows, "total_h": total}
+        columns = [("dataset", ""), ("arch", ""), ("classes", "d"), ("cells", "d"),
+                   *[(f"{a}_h", ".3f") for a in attacks], ("attacks_h", ".3f")]
+        print(f"\n== paper grid: attack training, {device.type} {mode} (reference schedules, 5 shadows) ==")
+        print(format_table(rows, columns))
+        print(f"TOTAL {total:.2f} h of attack training ({sum(p.cells for p in plans)} cells)")
+    write_json(args.out, {"machine": machine_description(device), "args": vars(args), "checks": checks,
+                          "steps": measured, "projection": projections})
+    return 1 if any(c["status"] != "ok" for c in checks) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
