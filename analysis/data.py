@@ -17,12 +17,13 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from miaray import results
+from miaray import results, unknown_pruning
+from miaray.config import PAPER_SPLIT, format_split
+from miaray.unknown_pruning import known_pruning
 
 SIGNALS_DIR = "signals"
 ROC_DIR = "roc"
 PAPER_SPARSITY = 0.7   # the paper's Fig. 1/4 example (DenseNet121, CIFAR10, L1 unstructured, 70%)
-HEADLINE_ATTACK = "samia"
 # Numeric columns the analysis reads; a frame holding only failed rows lacks them, so they are added.
 NUMERIC = ("sparsity", "shadow_sparsity", "seed", "width", "attack_acc", "attack_auc", "tpr_at_fpr_0.01",
            "tpr_at_fpr_0.001", "advantage", "target_train_acc", "target_test_acc", "original_test_acc",
@@ -30,6 +31,8 @@ NUMERIC = ("sparsity", "shadow_sparsity", "seed", "width", "attack_acc", "attack
 TEXT = ("unit_id", "dataset", "arch", "method", "shadow_method", "defense", "status", "error",
         "target_model", "attack")
 ROW_KEY = ["unit_id", "target_model", "attack"]
+# Rows written before units took a split ratio all used the paper's: they get it, not a gap.
+PAPER_SPLIT_RATIO = format_split(PAPER_SPLIT)
 
 
 class Skipped(Exception):
@@ -87,6 +90,7 @@ def normalise(rows: pd.DataFrame) -> pd.DataFrame:
     if "adaptive" not in rows:
         rows["adaptive"] = False
     rows["adaptive"] = rows["adaptive"].fillna(False).astype(bool)
+    rows["split_ratio"] = rows["split_ratio"].fillna(PAPER_SPLIT_RATIO) if "split_ratio" in rows else PAPER_SPLIT_RATIO
     # A unit rerun (or found in two directories) replaces its rows: keep the last copy.
     return rows.drop_duplicates(subset=ROW_KEY, keep="last").reset_index(drop=True)
 
@@ -113,11 +117,6 @@ def ok(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["status"] == "ok"]
 
 
-def known_pruning(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows whose shadows were pruned like the target (the paper's main setting)."""
-    return rows[(rows["shadow_method"] == rows["method"]) & (rows["shadow_sparsity"] == rows["sparsity"])]
-
-
 def main_grid(rows: pd.DataFrame) -> pd.DataFrame:
     """Successful known-pruning rows without a defense beyond Basic: the data of Fig. 6-11."""
     rows = known_pruning(ok(rows))
@@ -133,11 +132,12 @@ def original(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def headline_attack(rows: pd.DataFrame) -> str:
-    """SAMIA (the paper's attack) when it ran, else the attack with the highest mean accuracy."""
-    attacks = pruned(ok(rows)).groupby("attack")["attack_acc"].mean()
-    if attacks.empty:
+    """The attack the figures report (`miaray.unknown_pruning.headline_attack`: SAMIA, else the most
+    accurate); Skipped when no attack on a pruned target succeeded."""
+    attack = unknown_pruning.headline_attack(rows)
+    if attack is None:
         raise Skipped("no successful attack rows on pruned targets")
-    return HEADLINE_ATTACK if HEADLINE_ATTACK in attacks.index else str(attacks.idxmax())
+    return attack
 
 
 def baseline(rows: pd.DataFrame) -> pd.DataFrame:

@@ -32,6 +32,7 @@ from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, h
 from analysis.tables import (defense_fronts, defense_points, hyperparameters, split_ratio_table,  # noqa: E402
                              to_markdown, unknown_pruning_loss)
 from miaray.config import ATTACKS, DEFENSES, METHODS  # noqa: E402
+from miaray.unknown_pruning import MATRIX_CELL, differently_pruned, sparsity_matrix_table  # noqa: E402
 
 PAIR = ["dataset", "arch"]
 SIGNAL_NAMES = {"confidence": "prediction confidence", "sensitivity": "prediction sensitivity"}
@@ -245,53 +246,50 @@ def fig11_attacks_per_dataset(exp: Experiment, out: Path) -> list[Path]:
 
 # ---- Fig. 12/13 and Table 1: unknown pruning ----------------------------------------------------------
 def _sparsity_matrices(exp: Experiment) -> tuple[pd.DataFrame, str]:
+    """Fig. 12/13's data: `miaray.unknown_pruning.sparsity_matrix_table` of the Basic rows, for the
+    headline attack among the rows whose shadows were pruned at another sparsity."""
     rows = pruned(ok(exp.rows))
-    rows = rows[(rows["shadow_method"] == rows["method"]) & (rows["defense"] == "basic")]
-    off = rows[rows["shadow_sparsity"] != rows["sparsity"]]
+    rows = rows[rows["defense"] == "basic"]
+    off = differently_pruned(rows[rows["shadow_method"] == rows["method"]])
     if off.empty:
         raise Skipped("no rows with shadow_sparsity != sparsity (run sweeps/unknown_pruning.py --study sparsity)")
     attack = headline_attack(off)
-    # Only the (dataset, arch, method) that have an unknown-sparsity row; the diagonal comes from the grid.
-    cells = off[["dataset", "arch", "method"]].drop_duplicates()
-    rows = rows[rows["attack"] == attack].merge(cells, on=["dataset", "arch", "method"])
-    return rows, attack
+    return sparsity_matrix_table(rows, attack=attack), attack
 
 
-def _matrix(part: pd.DataFrame) -> pd.DataFrame:
-    return part.pivot_table(index="sparsity", columns="shadow_sparsity", values="attack_acc", aggfunc="mean")
-
-
-def _matrix_panels(rows: pd.DataFrame, keys: list[tuple], title_of: Callable[[tuple], str],
+def _matrix_panels(table: pd.DataFrame, keys: list[tuple], title_of: Callable[[tuple], str],
                    title: str, path: Path) -> Path:
     fig, axes = panels(len(keys), ncols=2, size=(4.8, 3.8), title=title)
-    vmin, vmax = rows["attack_acc"].min(), rows["attack_acc"].max()
+    values = table.drop(columns=[*MATRIX_CELL, "sparsity"])
+    vmin, vmax = np.nanmin(values.to_numpy(dtype=float)), np.nanmax(values.to_numpy(dtype=float))
     for ax, key in zip(axes, keys):
-        part = rows[(rows[["dataset", "arch", "method"]] == pd.Series(key, index=["dataset", "arch", "method"])).all(axis=1)]
-        image = heatmap(ax, _matrix(part), vmin=vmin, vmax=max(vmax, vmin + 1e-6))
+        part = table[np.logical_and.reduce([table[c] == v for c, v in zip(MATRIX_CELL, key)])]
+        matrix = part.set_index("sparsity")[values.columns].dropna(axis=1, how="all")
+        image = heatmap(ax, matrix, vmin=vmin, vmax=max(vmax, vmin + 1e-6))
         ax.set(title=title_of(key), xlabel="shadow sparsity", ylabel="target sparsity")
         fig.colorbar(image, ax=ax, label="attack accuracy")
     return save(fig, path)
 
 
 def fig12_unknown_sparsity(exp: Experiment, out: Path) -> list[Path]:
-    rows, attack = _sparsity_matrices(exp)
+    table, attack = _sparsity_matrices(exp)
     written = []
-    for dataset, arch in _pairs(rows):
+    for dataset, arch in _pairs(table):
         keys = [(dataset, arch, m) for m in METHODS
-                if ((rows["dataset"] == dataset) & (rows["arch"] == arch) & (rows["method"] == m)).any()]
-        written.append(_matrix_panels(rows, keys, lambda k: label(k[2]),
+                if ((table["dataset"] == dataset) & (table["arch"] == arch) & (table["method"] == m)).any()]
+        written.append(_matrix_panels(table, keys, lambda k: label(k[2]),
                                       f"Fig. 12: {label(attack)} accuracy, unknown sparsity ({pair_title(dataset, arch)})",
                                       out / f"fig12_unknown_sparsity_{dataset}_{arch}.png"))
     return written
 
 
 def fig13_unknown_sparsity_l1(exp: Experiment, out: Path) -> list[Path]:
-    rows, attack = _sparsity_matrices(exp)
-    rows = rows[rows["method"] == "l1_unstructured"]
-    if rows.empty:
+    table, attack = _sparsity_matrices(exp)
+    table = table[table["method"] == "l1_unstructured"]
+    if table.empty:
         raise Skipped("no L1 unstructured unknown-sparsity rows")
-    keys = [(d, a, "l1_unstructured") for d, a in _pairs(rows)]
-    return [_matrix_panels(rows, keys, lambda k: pair_title(k[0], k[1]),
+    keys = [(d, a, "l1_unstructured") for d, a in _pairs(table)]
+    return [_matrix_panels(table, keys, lambda k: pair_title(k[0], k[1]),
                            f"Fig. 13: {label(attack)} accuracy, unknown sparsity (L1 unstructured)",
                            out / "fig13_unknown_sparsity_l1_unstructured.png")]
 

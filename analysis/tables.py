@@ -1,7 +1,7 @@
 """The paper's tables and the report's headline tables, as DataFrames (and a markdown writer).
 
 - Table 1: attack accuracy loss when the shadows are pruned differently from the target.
-- Table 2: attack AUC per dataset split ratio (only when the rows carry a `split_ratio` column).
+- Table 2: attack AUC per dataset split ratio (`split_ratio`; a sweep with `--splits` or `--preset table2`).
 - cell_table: per cell, original vs pruned utility and attack success, and the best attack.
 - defense_points / defense_fronts: each defense's (test accuracy, attack accuracy) points and fronts.
 """
@@ -15,10 +15,9 @@ import pandas as pd
 
 from analysis.data import Skipped, baseline, headline_attack, known_pruning, main_grid, ok, pruned
 from miaray.pareto import pareto_front
+from miaray.unknown_pruning import accuracy_loss_table, differently_pruned
 
 CELL = ["dataset", "arch", "method", "sparsity"]
-# Everything that makes two units the same experiment apart from how the shadows were pruned.
-SAME_TARGET = ["dataset", "arch", "method", "sparsity", "seed", "width", "defense", "adaptive", "attack"]
 SPLIT_COLUMN = "split_ratio"
 DEFENSE_GROUP = ["dataset", "arch", "method", "sparsity", "adaptive"]
 DEFENSE_OBJECTIVES = {"target_test_acc": "max", "attack_acc": "min"}
@@ -27,43 +26,34 @@ PAPER_MIN_RELATIVE_ACC = 0.75
 
 
 def unknown_pruning_loss(rows: pd.DataFrame) -> pd.DataFrame:
-    """Table 1: mean (acc_known - acc_unknown) / acc_known per (dataset, arch, study), one column per
-    attack, plus the number of (target, shadow) pairs. Each row whose shadows were pruned differently
-    is matched to the known-pruning row of the same target; study 'sparsity' = same method, other
-    sparsity (Fig. 12/13's off-diagonal), 'method' = other method (the paper's Table 1)."""
-    rows = pruned(ok(rows))
-    unknown = rows[(rows["shadow_method"] != rows["method"]) | (rows["shadow_sparsity"] != rows["sparsity"])]
+    """Table 1 (`miaray.unknown_pruning.accuracy_loss_table`): mean (acc_known - acc_unknown) /
+    acc_known per (dataset, arch, study), one column per attack, plus the number of pairs; Skipped,
+    saying which rows are missing, when nothing matches."""
+    table = accuracy_loss_table(rows)
+    if not table.empty:
+        return table
+    unknown = differently_pruned(pruned(ok(rows)))
     if unknown.empty:
         raise Skipped("no rows whose shadows were pruned differently from the target "
                       "(run sweeps/unknown_pruning.py)")
-    key = [c for c in SAME_TARGET if c in rows] + sorted(c for c in rows if c.startswith("defense_"))
-    # NaN never equals NaN in a join key: fill the not-applicable hyperparameters with a sentinel.
-    known = known_pruning(rows)[key + ["attack_acc"]].fillna({c: -1.0 for c in key if c.startswith("defense_")})
-    unknown = unknown.fillna({c: -1.0 for c in key if c.startswith("defense_")})
-    matched = unknown.merge(known, on=key, suffixes=("_unknown", "_known"))
-    if matched.empty:
-        raise Skipped(f"{unknown['unit_id'].nunique()} units have differently pruned shadows but none has "
-                      "its known-pruning counterpart in these results (add the full-grid experiment)")
-    matched["study"] = np.where(matched["shadow_method"] != matched["method"], "method", "sparsity")
-    matched["loss"] = (matched["attack_acc_known"] - matched["attack_acc_unknown"]) / matched["attack_acc_known"]
-    table = matched.pivot_table(index=["dataset", "arch", "study"], columns="attack", values="loss",
-                                aggfunc="mean")
-    table.columns.name = None
-    table["pairs"] = matched.groupby(["dataset", "arch", "study"])["unit_id"].nunique()
-    return table.reset_index()
+    raise Skipped(f"{unknown['unit_id'].nunique()} units have differently pruned shadows but none has "
+                  "its known-pruning counterpart in these results (add the full-grid experiment)")
 
 
 def split_ratio_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Table 2: headline-attack AUC per split ratio (train/test/validation %) and cell."""
-    if SPLIT_COLUMN not in rows:
-        raise Skipped(f"the rows carry no '{SPLIT_COLUMN}' column: every unit used the paper's 45/45/10 "
-                      "split, so there is nothing to compare")
-    attack = headline_attack(rows)
-    selected = pruned(ok(rows))
-    selected = selected[(selected["attack"] == attack) & selected[SPLIT_COLUMN].notna()]
-    if selected[SPLIT_COLUMN].nunique() < 2:
-        raise Skipped(f"only one split ratio in the rows ({', '.join(map(str, selected[SPLIT_COLUMN].unique()))})")
-    return selected.pivot_table(index=CELL, columns=SPLIT_COLUMN, values="attack_auc").reset_index()
+    """Table 2: headline-attack AUC per cell of the main grid (known pruning, Basic; mean over seeds),
+    one column per split ratio (train/test/validation % of each half), by ascending train share."""
+    grid = pruned(main_grid(rows))
+    if grid.empty:
+        raise Skipped("no successful known-pruning rows with the Basic defense")
+    selected = grid[grid["attack"] == headline_attack(grid)]
+    ratios = sorted(selected[SPLIT_COLUMN].unique(), key=lambda ratio: [int(p) for p in ratio.split("/")])
+    if len(ratios) < 2:
+        raise Skipped(f"every unit used the same split ({SPLIT_COLUMN} {', '.join(ratios)}); Table 2 "
+                      "compares several: run `python sweeps/full_grid.py --preset table2` (the paper's four) "
+                      "or give a sweep --splits, e.g. --splits 45/45/10,60/30/10")
+    table = selected.pivot_table(index=CELL, columns=SPLIT_COLUMN, values="attack_auc")
+    return table[ratios].reset_index()
 
 
 def cell_table(rows: pd.DataFrame) -> pd.DataFrame:

@@ -30,6 +30,10 @@ DEFENSE_PARAMS: dict[str, dict[str, float]] = {
     "dp": {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5},
     "adv": {"alpha": 4.0, "k": 1.0},
 }
+# Train / test / validation percent of each half (members / non-members / early stopping): the paper's
+# split (REFERENCE section 1), and the four of its Table 2 (appendix A.5).
+PAPER_SPLIT = (45, 45, 10)
+TABLE2_SPLITS = (PAPER_SPLIT, (50, 40, 10), (60, 30, 10), (70, 20, 10))
 
 
 class ConfigError(ValueError):
@@ -54,6 +58,32 @@ def parse_name_values(items: Sequence[str], *, option: str) -> tuple[tuple[str, 
         if not sep or not name.strip():
             raise ConfigError(f"{option} {item!r}: expected NAME=VALUE with a number, e.g. lambda=4")
     return tuple(pairs)
+
+
+def format_split(split: Sequence[int]) -> str:
+    """A split as people and result rows write it: (45, 45, 10) -> '45/45/10'."""
+    return "/".join(map(str, split))
+
+
+def check_split(split: Any, *, name: str = "split") -> None:
+    """Raise ConfigError, naming `name`, unless `split` is three positive integers summing to 100."""
+    parts = tuple(split) if isinstance(split, (tuple, list)) else ()
+    if (len(parts) != 3 or not all(isinstance(p, int) and not isinstance(p, bool) and p > 0 for p in parts)
+            or sum(parts) != 100):
+        shown = format_split(parts) if parts else repr(split)
+        raise ConfigError(f"{name}={shown} is not valid: give train/test/validation as three positive "
+                          f"integer percentages of each half summing to 100, e.g. {format_split(PAPER_SPLIT)}")
+
+
+def parse_split(text: str, *, option: str) -> tuple[int, int, int]:
+    """A `TRAIN/TEST/VAL` command-line value (e.g. `50/40/10`) as a checked split; a malformed or
+    invalid one raises ConfigError naming the option."""
+    try:
+        split = tuple(int(part) for part in text.split("/"))
+    except ValueError:
+        split = text  # not integers: check_split names the option and the valid form
+    check_split(split, name=option)
+    return split
 
 
 def stable_hash(payload: Mapping[str, Any]) -> str:
@@ -111,6 +141,7 @@ class UnitConfig:
     defense: str = "basic"
     defense_params: tuple[tuple[str, float], ...] = ()  # overrides of DEFENSE_PARAMS[defense]
     adaptive: bool = False           # shadows fine-tuned with the target's defense too
+    split: tuple[int, int, int] = PAPER_SPLIT  # train / test / validation % of each half (Table 2)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     # ---- derived -------------------------------------------------------------------------
@@ -160,14 +191,17 @@ class UnitConfig:
         _choice("defense", self.defense, DEFENSES)
         for key, _ in self.defense_params:
             _choice(f"defense_params[{self.defense}]", key, tuple(DEFENSE_PARAMS[self.defense]))
+        check_split(self.split)
         self.train.validate()
         return self
 
     # ---- cache keys ----------------------------------------------------------------------
     def original_key(self, role: str) -> dict[str, Any]:
-        """What determines an original (unpruned) model: role is 'target' or 'shadow<i>'."""
+        """What determines an original (unpruned) model: role is 'target' or 'shadow<i>'. The split
+        decides its training data; the fine-tuning budget is left out (only pruned models use it)."""
+        train = {k: v for k, v in dataclasses.asdict(self.train).items() if k != "finetune_epochs"}
         return {"kind": "original", "dataset": self.dataset, "arch": self.arch, "width": self.width,
-                "seed": self.seed, "role": role, "train": dataclasses.asdict(self.train)}
+                "seed": self.seed, "role": role, "split": self.split, "train": train}
 
     def pruned_key(self, role: str) -> dict[str, Any]:
         """What determines a pruned + fine-tuned model. Shadows use the shadow method/sparsity and,
@@ -175,6 +209,8 @@ class UnitConfig:
         is_target = role == "target"
         defended = is_target or self.adaptive
         return {**self.original_key(role), "kind": "pruned",
+                # The epochs that run, default filled in: an explicit max_epochs // 2 is the same model.
+                "finetune_epochs": self.train.epochs(tabular=self.tabular)[1],
                 "method": self.method if is_target else self.resolved_shadow_method,
                 "sparsity": self.sparsity if is_target else self.resolved_shadow_sparsity,
                 "defense": self.defense if defended else "basic",
@@ -200,5 +236,6 @@ class UnitConfig:
         data = dict(data)
         data["train"] = TrainConfig(**data.get("train", {}))
         data["attacks"] = tuple(data.get("attacks", ATTACKS))
+        data["split"] = tuple(data.get("split", PAPER_SPLIT))  # JSON gives a list
         data["defense_params"] = tuple((k, float(v)) for k, v in dict(data.get("defense_params", ())).items())
         return cls(**data)

@@ -199,7 +199,8 @@ def open_study(search: Search, *, log: Callable[[str], None] = print) -> optuna.
     others = [n for n in optuna.get_all_study_names(storage=search.storage_url) if n != search.study_name]
     if others:  # one experiment, one search: its rows, front and plot would otherwise mix two searches
         old = json.loads(optuna.load_study(study_name=others[0], storage=search.storage_url).user_attrs.get("cell", "{}"))
-        changed = {k: (old.get(k), v) for k, v in search.cell.to_dict().items() if old.get(k) != v}
+        cell = json.loads(json.dumps(search.cell.to_dict()))  # as stored: tuples become lists
+        changed = {k: (old.get(k), v) for k, v in cell.items() if old.get(k) != v}
         raise ConfigError(f"{search.settings.experiment} holds another search (changed: {changed}); give this "
                           "one its own --name, or repeat the original options to resume it")
     study = optuna.create_study(study_name=search.study_name, storage=search.storage_url,

@@ -44,9 +44,10 @@ from ray import tune
 from miaray import results
 from miaray.config import (ARCHS, ATTACKS, DATASETS, DEFENSE_PARAMS, DEFENSES, IMAGE_ARCHS, IMAGE_DATASETS,
                            METHODS,
-                           STRUCTURED_METHODS, ConfigError, TrainConfig, UnitConfig, parse_name_values,
-                           stable_hash)
+                           PAPER_SPLIT, STRUCTURED_METHODS, TABLE2_SPLITS, ConfigError, TrainConfig, UnitConfig,
+                           format_split, parse_name_values, parse_split, stable_hash)
 from miaray.store import Store, default_root
+from miaray.unknown_pruning import accuracy_loss_table, headline_attack, sparsity_matrix_table
 
 PAPER_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location")
@@ -63,6 +64,7 @@ class GridSpec:
     methods: tuple[str, ...]
     sparsities: tuple[float, ...]
     seeds: tuple[int, ...] = (0,)
+    splits: tuple[tuple[int, int, int], ...] = (PAPER_SPLIT,)  # train/test/validation % of each half
     width: float = 1.0
     attacks: tuple[str, ...] = ATTACKS
     num_shadows: int = 5
@@ -73,7 +75,14 @@ class GridSpec:
     attack_epochs: int | None = None  # None: each trained attack's reference schedule
 
     def unit(self, **fields: Any) -> UnitConfig:
-        """A unit of this grid with the given cell fields (dataset, arch, method, sparsity, seed, ...)."""
+        """A unit of this grid with the given cell fields (dataset, arch, method, sparsity, seed, ...).
+        Without a `split` field it takes the grid's split, which must then be the only one: a study that
+        does not expand the split axis must not drop some of its values unnoticed."""
+        if "split" not in fields:
+            if len(self.splits) != 1:
+                raise ConfigError(f"splits={','.join(map(format_split, self.splits))}: this study runs one "
+                                  "split ratio; only the known-pruning grid (full_grid.py) expands several")
+            fields["split"] = self.splits[0]
         return UnitConfig(width=self.width, attacks=self.attacks, num_shadows=self.num_shadows,
                           defense=self.defense, defense_params=self.defense_params, adaptive=self.adaptive,
                           attack_epochs=self.attack_epochs, train=TrainConfig(max_epochs=self.max_epochs),
@@ -89,10 +98,10 @@ class GridSpec:
         return self.methods
 
     def cells(self) -> list[UnitConfig]:
-        """The known-pruning grid: every pair x method x sparsity x seed."""
-        return [self.unit(dataset=d, arch=a, method=m, sparsity=s, seed=seed)
+        """The known-pruning grid: every pair x method x sparsity x seed x split."""
+        return [self.unit(dataset=d, arch=a, method=m, sparsity=s, seed=seed, split=split)
                 for d, a in self.pairs() for m in self.methods_for(d) for s in self.sparsities
-                for seed in self.seeds]
+                for seed in self.seeds for split in self.splits]
 
     def validate(self) -> "GridSpec":
         """Reject a bad axis value (naming field and choices) or an empty grid, before Ray starts."""
@@ -126,11 +135,13 @@ def sparsity_matrix(spec: GridSpec) -> list[UnitConfig]:
 
 def method_pairs(spec: GridSpec, *, pairs: int, seed: int) -> list[tuple[UnitConfig, UnitConfig]]:
     """Unknown method and sparsity (paper Table 1): per (dataset, arch, seed), `pairs` distinct random
-    (target method/sparsity, shadow method/sparsity) draws, seeded; each as (known, unknown) cells."""
+    (target method/sparsity, shadow method/sparsity) draws whose shadow setting differs from the
+    target's (all of them when fewer exist), seeded; each as (known, unknown) cells."""
     out = []
     for (d, a), model_seed in itertools.product(spec.pairs(), spec.seeds):
         settings = list(itertools.product(spec.methods_for(d), spec.sparsities))
-        draws = list(itertools.product(settings, settings))
+        # A shadow pruned like its target is the known cell itself (zero loss by construction).
+        draws = [(t, s) for t, s in itertools.product(settings, settings) if t != s]
         rng = random.Random(stable_hash({"study": "method_pairs", "dataset": d, "arch": a,
                                          "seed": model_seed, "draw_seed": seed}))
         for (tm, ts), (sm, ss) in rng.sample(draws, min(pairs, len(draws))):
@@ -252,7 +263,8 @@ def _cell_label(config: UnitConfig) -> str:
     label = f"{config.dataset}/{config.arch}/{config.method}@{config.sparsity:g}"
     if config.shadow_method is not None or config.shadow_sparsity is not None:
         label += f" shadows {config.resolved_shadow_method}@{config.resolved_shadow_sparsity:g}"
-    return label + (f" seed {config.seed}" if config.seed else "")
+    label += f" seed {config.seed}" if config.seed else ""
+    return label + (f" split {format_split(config.split)}" if config.split != PAPER_SPLIT else "")
 
 
 # ---- models: built once, before the cells that use them -------------------------------------------
@@ -496,8 +508,8 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     lines = []
     for unit_id, rows in df.groupby("unit_id", sort=False):
         first = rows.iloc[0]
-        line = {k: first[k] for k in ("dataset", "arch", "method", "sparsity", "shadow_method",
-                                      "shadow_sparsity", "defense", "seed")}
+        line = {k: first.get(k) for k in ("dataset", "arch", "method", "sparsity", "split_ratio", "shadow_method",
+                                          "shadow_sparsity", "defense", "seed")}  # rows before split_ratio lack it
         head = _headline(rows.to_dict("records"))  # what the cell's trial reported to Tune
         if head["status"] != "ok":
             line.update(test_acc=math.nan, best_attack="FAILED", best_attack_acc=math.nan,
@@ -511,12 +523,12 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         return table
     # Keep the four keys of a cell, and the others only where they say something.
     known = (table["shadow_method"] == table["method"]) & (table["shadow_sparsity"] == table["sparsity"])
-    constant = [c for c in ("defense", "seed") if table[c].nunique() == 1]
+    constant = [c for c in ("split_ratio", "defense", "seed") if table[c].nunique(dropna=False) == 1]
     constant += ["shadow_method", "shadow_sparsity"] if known.all() else []
     if "error" in table:
         table["error"] = table["error"].fillna("")
-    return table.drop(columns=constant).sort_values(["dataset", "arch", "method", "sparsity"],
-                                                    ignore_index=True)
+    return table.sort_values(["dataset", "arch", "method", "sparsity", "split_ratio"],
+                             ignore_index=True).drop(columns=constant)
 
 
 def _format(table: pd.DataFrame) -> str:
@@ -559,38 +571,23 @@ def run_sweep(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: boo
 
 
 # ---- the unknown-pruning tables ------------------------------------------------------------------
-def headline_attack(df: pd.DataFrame) -> str:
-    """SAMIA, the paper's attack for the unknown-pruning study, when it ran; else the first attack."""
-    attacks = list(df["attack"].dropna().unique())
-    return "samia" if "samia" in attacks else attacks[0]
-
-
-def matrix_table(df: pd.DataFrame, *, attack: str) -> pd.DataFrame:
-    """Attack accuracy by target sparsity (rows) and shadow sparsity (columns) per dataset/arch/method."""
-    ok = df[(df["status"] == "ok") & (df["target_model"] == "pruned") & (df["attack"] == attack)
-            & (df["shadow_method"] == df["method"])]
-    return ok.pivot_table(index=["dataset", "arch", "method", "sparsity"], columns="shadow_sparsity",
-                          values="attack_acc")
-
-
-def accuracy_loss_table(df: pd.DataFrame, pairs: Sequence[tuple[UnitConfig, UnitConfig]]) -> pd.DataFrame:
-    """Paper Table 1: mean attack accuracy loss (acc_known - acc_unknown) / acc_known over the pairs,
-    per dataset and arch, one column per attack."""
-    ok = df[(df["status"] == "ok") & (df["target_model"] == "pruned")].set_index(["unit_id", "attack"])
-    acc = ok["attack_acc"]
-    losses = []
-    for index, (known, unknown) in enumerate(pairs):
-        for attack in known.attacks:
-            k, u = (known.unit_id(), attack), (unknown.unit_id(), attack)
-            if k in acc.index and u in acc.index:
-                losses.append({"dataset": known.dataset, "arch": known.arch, "attack": attack,
-                               "pair": index, "loss": (acc[k] - acc[u]) / acc[k]})
-    if not losses:
-        return pd.DataFrame()
-    losses = pd.DataFrame(losses)
-    table = losses.pivot_table(index=["dataset", "arch"], columns="attack", values="loss", aggfunc="mean")
-    table["pairs"] = losses.groupby(["dataset", "arch"])["pair"].nunique()
-    return table
+def unknown_pruning_summary(df: pd.DataFrame, *, matrix: bool) -> str:
+    """What `unknown_pruning_main` prints after the sweep, from its own rows: the sparsity matrix of the
+    headline attack (when the matrix study ran) and Table 1, both as `miaray.unknown_pruning` (and so
+    the analysis scripts) compute them."""
+    attack = headline_attack(df) if not df.empty else None
+    if attack is None:
+        return "no attack on a pruned target succeeded: no unknown-pruning tables"
+    lines = []
+    if matrix:
+        lines += [f"attack accuracy of {attack}, target sparsity (rows) x shadow sparsity (columns):",
+                  _format(sparsity_matrix_table(df, attack=attack)), ""]
+    table = accuracy_loss_table(df)
+    lines += ["attack accuracy loss (acc_known - acc_unknown) / acc_known, mean per study ('method': shadows "
+              "pruned by another method; 'sparsity': same method, another sparsity), one column per attack:",
+              _format(table) if not table.empty else
+              "(no successful unit with differently pruned shadows has its known-pruning unit in this sweep)"]
+    return "\n".join(lines)
 
 
 # ---- command line ----------------------------------------------------------------------------
@@ -602,6 +599,9 @@ PRESETS: dict[str, GridSpec] = {
     # at the full schedule SAMIA alone costs several CPU-minutes per cell.
     "quick": GridSpec(datasets=("digits",), archs=("resnet18",), methods=METHODS, sparsities=(0.5, 0.9),
                       width=0.125, attack_epochs=20),
+    # Paper Table 2 (appendix A.5): the paper's headline cell under its four train/test/validation splits.
+    "table2": GridSpec(datasets=("cifar10",), archs=("resnet18",), methods=("l1_unstructured",),
+                       sparsities=(0.7,), splits=TABLE2_SPLITS),
 }
 UNKNOWN_PRESETS: dict[str, GridSpec] = {
     # Paper Fig. 12/13 and A.6 (L1 unstructured on CIFAR10/100, Purchase, Texas) and Table 1's four
@@ -631,6 +631,9 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
     g.add_argument("--methods", type=_csv(str), help=f"comma list of {', '.join(METHODS)}")
     g.add_argument("--sparsities", type=_csv(float), help="comma list in (0, 1), e.g. 0.5,0.9")
     g.add_argument("--seeds", type=_csv(int), help="comma list of seeds (default 0)")
+    g.add_argument("--splits", type=_csv(str), metavar="TRAIN/TEST/VAL,...",
+                   help="comma list of train/test/validation percentages of each half, e.g. 45/45/10,60/30/10 "
+                        "(paper Table 2; default: the preset's)")
     g.add_argument("--width", type=float, help="channel multiplier (< 1: narrow models)")
     g.add_argument("--attacks", type=_csv(str), help=f"comma list of {', '.join(ATTACKS)} (default: the preset's)")
     g.add_argument("--shadows", type=int, help="shadow models per cell (default 5)")
@@ -669,6 +672,8 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
                   "max_epochs", "attack_epochs") if getattr(args, field) is not None}
     if args.shadows is not None:
         overrides["num_shadows"] = args.shadows
+    if args.splits is not None:
+        overrides["splits"] = tuple(parse_split(text, option="--splits") for text in args.splits)
     if args.defense_param:
         overrides["defense_params"] = parse_name_values(args.defense_param, option="--defense-param")
     if args.adaptive:
@@ -742,8 +747,11 @@ def unknown_pruning_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pair-seed", type=int, default=0, help="seed of the random pair draws")
     args, spec = parse_args(argv, parser, UNKNOWN_PRESETS)
     matrix_spec = spec if args.methods else dataclasses.replace(spec, methods=("l1_unstructured",))
-    matrix = sparsity_matrix(matrix_spec) if args.study in ("sparsity", "both") else []
-    pairs = method_pairs(spec, pairs=args.pairs, seed=args.pair_seed) if args.study in ("method", "both") else []
+    try:
+        matrix = sparsity_matrix(matrix_spec) if args.study in ("sparsity", "both") else []
+        pairs = method_pairs(spec, pairs=args.pairs, seed=args.pair_seed) if args.study in ("method", "both") else []
+    except ConfigError as error:  # e.g. several --splits: this study runs one
+        parser.error(str(error))
     cells = unique(matrix + [c for pair in pairs for c in pair])
     print(Plan.of(cells).describe(), flush=True)
     if args.dry_run:
@@ -751,12 +759,5 @@ def unknown_pruning_main(argv: list[str] | None = None) -> int:
     connect(address=args.address)
     settings = settings_from_args(args, name=f"unknown_pruning-{args.preset}")
     df = run_sweep(cells=cells, settings=settings, resume=args.resume, retries=args.retries)
-    if not df.empty and (df["status"] == "ok").any():
-        attack = headline_attack(df)
-        if matrix:
-            print(f"\nattack accuracy of {attack}, target sparsity (rows) x shadow sparsity (columns):")
-            print(_format(matrix_table(df, attack=attack).reset_index()))
-        if pairs:
-            print("\nattack accuracy loss (acc_known - acc_unknown) / acc_known, mean over the random pairs:")
-            print(_format(accuracy_loss_table(df, pairs).reset_index()))
+    print("\n" + unknown_pruning_summary(df, matrix=bool(matrix)))
     return 0 if _complete(df, cells) else 1

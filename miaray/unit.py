@@ -30,8 +30,8 @@ from miaray.attacks import make_attack
 from miaray.attacks.blindmi import reference_transform
 from miaray.attacks.metrics import evaluate_attack
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
-from miaray.config import (ATTACKS, DEFENSE_PARAMS, DEFENSES, METHODS, TRAINED_ATTACKS, ConfigError, TrainConfig,
-                           UnitConfig, parse_name_values)
+from miaray.config import (ATTACKS, DEFENSE_PARAMS, DEFENSES, METHODS, PAPER_SPLIT, TRAINED_ATTACKS, ConfigError,
+                           TrainConfig, UnitConfig, format_split, parse_name_values, parse_split)
 from miaray.data import Dataset, load_dataset
 from miaray.data.registry import EMBEDDED_DATASETS
 from miaray.data.splits import Split, Splits, make_splits
@@ -228,7 +228,7 @@ def config_columns(config: UnitConfig) -> dict[str, Any]:
             "method": config.method, "sparsity": config.sparsity, "seed": config.seed,
             "width": config.width, "shadow_method": config.resolved_shadow_method,
             "shadow_sparsity": config.resolved_shadow_sparsity, "defense": config.defense,
-            "adaptive": config.adaptive}
+            "adaptive": config.adaptive, "split_ratio": format_split(config.split)}
     for name in sorted({p for params in DEFENSE_PARAMS.values() for p in params}):
         cols[f"defense_{name}"] = config.resolved_defense_params.get(name, math.nan)
     return cols
@@ -249,7 +249,7 @@ def make_context(config: UnitConfig, *, store: Store | None = None, data_root: s
     x = data.x.to(device)
     if device.type == "cuda" and data.is_image:
         x = x.contiguous(memory_format=torch.channels_last)
-    splits = make_splits(len(data.y), seed=config.seed, num_shadows=config.num_shadows)
+    splits = make_splits(len(data.y), seed=config.seed, num_shadows=config.num_shadows, split=config.split)
     return UnitContext(config=config, data=data, x=x, y=data.y.to(device), splits=splits,
                        store=store or Store(), device=device, log=log or (lambda message: None))
 
@@ -323,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel multiplier (default: 0.125 on the embedded datasets digits and "
                         "synthetic_tabular, so the unit runs in minutes on a CPU; 1.0 otherwise)")
     p.add_argument("--shadows", type=int, default=5, help="number of shadow models")
+    p.add_argument("--split", default=format_split(PAPER_SPLIT), metavar="TRAIN/TEST/VAL",
+                   help="percent of each half for members / non-members / early stopping (paper Table 2)")
     p.add_argument("--shadow-method", default=None, help="default: the target's method")
     p.add_argument("--shadow-sparsity", type=float, default=None, help="default: the target's; 0 = unpruned")
     p.add_argument("--attacks", default="conf",
@@ -352,6 +354,7 @@ def config_from_args(args: argparse.Namespace) -> UnitConfig:
                       seed=args.seed, width=width, num_shadows=args.shadows, shadow_method=args.shadow_method,
                       shadow_sparsity=args.shadow_sparsity, attacks=attacks, attack_epochs=args.attack_epochs, defense=args.defense,
                       defense_params=parse_name_values(args.defense_param, option="--defense-param"), adaptive=args.adaptive,
+                      split=parse_split(args.split, option="--split"),
                       train=TrainConfig(max_epochs=args.max_epochs, patience=args.patience)).validate()
 
 

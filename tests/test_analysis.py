@@ -29,6 +29,7 @@ from analysis.report import main as report_main
 from analysis.tables import defense_fronts, defense_points, unknown_pruning_loss
 from miaray import results
 from miaray.config import ATTACKS
+from miaray.unknown_pruning import accuracy_loss_table, headline_attack, sparsity_matrix_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PARAMS = ("alpha", "delta", "k", "lambda", "max_grad_norm", "noise_multiplier")
@@ -89,7 +90,7 @@ def make_experiment(exp: Path, *, unknown: bool = True, defenses: bool = True, f
             cell = {"dataset": "digits", "arch": "resnet18", "method": method, "sparsity": sparsity}
             unit(cell, files=files)
             if unknown:
-                for shadow in (0.0, 1.4 - sparsity):
+                for shadow in (0.0, round(1.4 - sparsity, 1)):  # the other sparsity, exactly
                     unit({**cell, "shadow_sparsity": shadow}, files=False)
                 other = "slimming" if method == "l1_unstructured" else "l1_unstructured"
                 unit({**cell, "shadow_method": other}, files=False)
@@ -165,18 +166,55 @@ def test_partial_results_skip_with_reasons(tmp_path: Path, capsys: pytest.Captur
         assert printed.count("skipped") == len(FIGURES)
 
 
-def test_unknown_pruning_loss_matches_hand_computation(tmp_path: Path) -> None:
+def test_unknown_pruning_tables_match_hand_computation(tmp_path: Path) -> None:
     exp = tmp_path / "exp"
     rng = np.random.default_rng(0)
     cell = {"dataset": "digits", "arch": "resnet18", "method": "l1_unstructured", "sparsity": 0.5}
+    ppb = {**cell, "defense": "ppb", "defense_lambda": 4.0}
     _unit(exp, "known", cell, rng, files=False, acc=0.8)
     _unit(exp, "sparsity", {**cell, "shadow_sparsity": 0.9}, rng, files=False, acc=0.7)
     _unit(exp, "method", {**cell, "shadow_method": "slimming"}, rng, files=False, acc=0.6)
     _unit(exp, "orphan", {**cell, "sparsity": 0.9, "shadow_method": "slimming"}, rng, files=False, acc=0.1)
-    table = unknown_pruning_loss(load_experiments([exp]).rows).set_index("study")
-    assert table.loc["sparsity", "samia"] == pytest.approx((0.8 - 0.7) / 0.8)
-    assert table.loc["method", "conf"] == pytest.approx((0.8 - 0.6) / 0.8)
-    assert table["pairs"].to_dict() == {"method": 1, "sparsity": 1}  # the orphan has no known row
+    # The same target under PPB: its unknown unit is matched to the PPB known unit, never to Basic's.
+    _unit(exp, "ppb_known", ppb, rng, files=False, acc=0.5)
+    _unit(exp, "ppb_method", {**ppb, "shadow_method": "slimming"}, rng, files=False, acc=0.4)
+    _unit(exp, "failed", {**cell, "shadow_sparsity": 0.0}, rng, files=False, failed=True)
+    _unit(exp, "other_split", {**cell, "shadow_method": "slimming", "split_ratio": "60/30/10"}, rng, files=False,
+          acc=0.2)
+    rows = load_experiments([exp]).rows
+
+    table = accuracy_loss_table(rows)
+    pd.testing.assert_frame_equal(unknown_pruning_loss(rows), table)  # analysis's Table 1 is this one
+    assert list(table.columns) == ["dataset", "arch", "study", *sorted(ATTACKS), "pairs"]
+    table = table.set_index("study")
+    for attack in ATTACKS:  # _unit gives every attack of a unit the same accuracy
+        assert table.loc["sparsity", attack] == pytest.approx((0.8 - 0.7) / 0.8)
+        assert table.loc["method", attack] == pytest.approx(((0.8 - 0.6) / 0.8 + (0.5 - 0.4) / 0.5) / 2)
+    # The orphan (no known row of its target), the failed unit and the one of another split are in no pair.
+    assert table["pairs"].to_dict() == {"method": 2, "sparsity": 1}
+
+    assert headline_attack(rows) == "samia"
+    # Without SAMIA: the attack with the highest mean accuracy.
+    no_samia = rows[rows["attack"] != "samia"]
+    no_samia = no_samia.assign(attack_acc=no_samia["attack_acc"] + (no_samia["attack"] == "mentr"))
+    assert headline_attack(no_samia) == "mentr"
+    assert headline_attack(rows[rows["status"] == "failed"]) is None
+    matrix = sparsity_matrix_table(rows[rows["defense"] == "basic"], attack="samia")
+    assert matrix.to_dict("records") == [{"dataset": "digits", "arch": "resnet18", "method": "l1_unstructured",
+                                          "sparsity": 0.5, 0.5: pytest.approx(0.8), 0.9: pytest.approx(0.7)}]
+
+
+def test_the_sweep_prints_the_tables_analysis_makes(full: Path) -> None:
+    from miaray.sweep import _format, unknown_pruning_summary
+
+    raw = results.load(full)  # the rows as a sweep returns them, not normalised by analysis
+    rows = load_experiments([full]).rows
+    table = unknown_pruning_loss(rows)
+    assert set(table["study"]) == {"method", "sparsity"}
+    pd.testing.assert_frame_equal(accuracy_loss_table(raw), table)
+    printed = unknown_pruning_summary(raw, matrix=True)
+    assert _format(table) in printed
+    assert _format(sparsity_matrix_table(rows, attack=headline_attack(rows))) in printed
 
 
 def test_defense_points_apply_the_papers_filter_and_fronts(tmp_path: Path) -> None:

@@ -1,8 +1,10 @@
 """Bad configuration is rejected before training, naming the field and the valid values."""
 
+import json
+
 import pytest
 
-from miaray.config import ConfigError, UnitConfig
+from miaray.config import ConfigError, TrainConfig, UnitConfig
 
 
 @pytest.mark.parametrize("changes, words", [
@@ -15,6 +17,9 @@ from miaray.config import ConfigError, UnitConfig
     ({"defense": "ppb", "defense_params": (("alpha", 1.0),)}, ["defense_params[ppb]", "lambda"]),
     ({"arch": "fc"}, ["arch='fc'", "tabular"]),
     ({"shadow_method": "l2_structured", "dataset": "synthetic_tabular", "arch": "fc"}, ["shadow_method"]),
+    ({"split": (50, 50, 10)}, ["split=50/50/10", "three positive integer", "summing to 100", "45/45/10"]),
+    ({"split": (0, 90, 10)}, ["split=0/90/10", "positive"]),
+    ({"split": "45/45/10"}, ["split='45/45/10'", "three positive integer"]),
 ])
 def test_bad_field_is_named(changes, words):
     config = UnitConfig(**{"dataset": "digits", "arch": "resnet18", **changes})
@@ -37,8 +42,32 @@ def test_keys_share_originals_across_cells():
     assert adaptive.pruned_key("shadow0") == adaptive.pruned_key("target") | {"role": "shadow0"}
 
 
+def test_split_decides_the_data_so_every_key_and_the_unit_id():
+    paper = UnitConfig(dataset="digits", arch="resnet18")
+    other = UnitConfig(dataset="digits", arch="resnet18", split=(60, 30, 10))
+    assert paper.split == (45, 45, 10)
+    for role in ("target", "shadow0"):
+        assert paper.original_key(role) != other.original_key(role)
+        assert paper.pruned_key(role) != other.pruned_key(role)
+    assert paper.unit_id() != other.unit_id()
+
+
+def test_finetune_budget_retrains_no_original():
+    short = UnitConfig(dataset="digits", arch="resnet18", train=TrainConfig(max_epochs=10, finetune_epochs=2))
+    long = UnitConfig(dataset="digits", arch="resnet18", train=TrainConfig(max_epochs=10, finetune_epochs=4))
+    for role in ("target", "shadow1"):
+        assert short.original_key(role) == long.original_key(role)
+        assert short.pruned_key(role) != long.pruned_key(role)
+    # The key holds the fine-tuning epochs that run: the default (max_epochs // 2) names the same model.
+    default = UnitConfig(dataset="digits", arch="resnet18", train=TrainConfig(max_epochs=4))
+    assert default.pruned_key("target") == UnitConfig(
+        dataset="digits", arch="resnet18", train=TrainConfig(max_epochs=4, finetune_epochs=2)).pruned_key("target")
+
+
 def test_roundtrip_dict():
     config = UnitConfig(dataset="digits", arch="resnet18", defense="dp", defense_params=(("noise_multiplier", 2.0),))
     assert UnitConfig.from_dict(config.to_dict()) == config
+    other = UnitConfig(dataset="digits", arch="resnet18", split=(70, 20, 10))
+    assert UnitConfig.from_dict(json.loads(json.dumps(other.to_dict()))) == other  # a JSON list comes back a tuple
     assert config.resolved_defense_params["noise_multiplier"] == 2.0
     assert config.resolved_defense_params["delta"] == 1e-5

@@ -106,3 +106,46 @@ def test_bad_arguments_are_named():
         make_splits(7, seed=0)
     with pytest.raises(ValueError, match="num_shadows=0"):
         make_splits(100, seed=0, num_shadows=0)
+
+
+@pytest.mark.parametrize("split", [(50, 40, 10), (60, 30, 10), (70, 20, 10)])
+@pytest.mark.parametrize("n, seed", [(60_000, 0), (1_797, 5)])
+def test_other_splits_keep_members_and_non_members_apart_in_the_requested_proportions(split, n, seed):
+    splits = make_splits(n, seed=seed, num_shadows=3, split=split)
+    target_half = _set(splits.target.train, splits.target.val, splits.target.test)
+    for role in splits.roles():
+        s = splits.role(role)
+        parts = [set(part.tolist()) for part in (s.train, s.val, s.test)]
+        assert sum(map(len, parts)) == len(set.union(*parts))  # no index in two parts
+        assert set.union(*parts) == (target_half if role == "target" else set(range(n)) - target_half)
+        # sklearn's rounding: test and validation take their share of the half or one sample more
+        # (ceil), train the rest; `test_size = val / (train + val)` of what the test split leaves.
+        half = len(set.union(*parts))
+        train, test, val = (pct * half / 100 for pct in split)
+        assert test <= len(s.test) < test + 1 and val <= len(s.val) < val + 1
+        assert train - 2 < len(s.train) <= train
+
+
+def test_the_paper_split_is_the_default_and_other_splits_differ():
+    default = make_splits(5_010, seed=2, num_shadows=1)
+    paper = make_splits(5_010, seed=2, num_shadows=1, split=(45, 45, 10))
+    other = make_splits(5_010, seed=2, num_shadows=1, split=(60, 30, 10))
+    assert all(torch.equal(getattr(default.target, p), getattr(paper.target, p)) for p in ("train", "val", "test"))
+    assert _sizes(other.target) == (1_502, 251, 752)  # h = 2,505: test ceil(751.5), val ceil(1,753 / 7)
+    assert _set(*_parts(other.target)) == _set(*_parts(default.target))  # the same target half
+
+
+def _parts(split: Split) -> tuple[torch.Tensor, ...]:
+    return split.train, split.val, split.test
+
+
+@pytest.mark.parametrize("split", [(50, 50, 10), (0, 90, 10), (45.0, 45.0, 10.0), (90, 10)])
+def test_bad_split_is_named(split):
+    with pytest.raises(ValueError, match="split=.*three positive integer percentages"):
+        make_splits(1_000, seed=0, split=split)
+
+
+def test_too_small_for_a_split_names_n_and_the_split():
+    make_splits(8, seed=0)  # 4 per half: 1 train, 1 val, 2 test
+    with pytest.raises(ValueError, match="n=40 is too small for the 1/98/1 split"):
+        make_splits(40, seed=0, split=(1, 98, 1))

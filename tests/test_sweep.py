@@ -83,12 +83,38 @@ def test_unknown_pruning_plan_shares_shadows_and_draws_seeded_pairs():
     assert len(plan.shared_pruned()) == 2 * 2 * 5 + 2 * 2
 
     pairs = method_pairs(TINY, pairs=20, seed=0)
-    assert len(pairs) == 16  # only 4 x 4 (method, sparsity) draws exist in TINY: all of them, once
+    # TINY has 4 (method, sparsity) settings: 4 x 4 = 16 (target, shadow) draws, less the 4 that pair a
+    # setting with itself (the known cell, not an unknown one), which are no longer drawn: 12, all once.
+    assert len(pairs) == 12
     wide = dataclasses.replace(TINY, methods=METHODS, sparsities=(0.5, 0.6, 0.7, 0.8, 0.9))
     first, again = method_pairs(wide, pairs=20, seed=0), method_pairs(wide, pairs=20, seed=0)
     assert len(first) == 20 and [u.unit_id() for _, u in first] == [u.unit_id() for _, u in again]
     assert [u.unit_id() for _, u in first] != [u.unit_id() for _, u in method_pairs(wide, pairs=20, seed=1)]
     assert all(k.shadow_method is None and k.shadow_sparsity is None for k, _ in first)
+
+
+def test_method_pairs_never_pair_a_target_with_its_own_setting():
+    wide = dataclasses.replace(TINY, datasets=("digits", "purchase"), archs=("resnet18", "fc"), methods=METHODS,
+                               sparsities=(0.5, 0.6, 0.7, 0.8, 0.9), seeds=(0, 1))
+    for spec, pairs in ((wide, 20), (TINY, 1000)):
+        drawn = method_pairs(spec, pairs=pairs, seed=3)
+        assert drawn, spec
+        for known, unknown in drawn:
+            shadow = (unknown.resolved_shadow_method, unknown.resolved_shadow_sparsity)
+            assert shadow != (known.method, known.sparsity)
+            assert unknown.unit_id() != known.unit_id()
+        assert [(k.unit_id(), u.unit_id()) for k, u in drawn] == \
+            [(k.unit_id(), u.unit_id()) for k, u in method_pairs(spec, pairs=pairs, seed=3)]  # seeded
+    # Per (dataset, arch, seed): digits/resnet18 draws 20 of its 20 x 19 distinct pairs; purchase/fc has
+    # l1_unstructured only, so 5 x 4 = 20 exist and all are drawn.
+    per_model = Counter((k.dataset, k.seed) for k, _ in method_pairs(wide, pairs=20, seed=3))
+    assert per_model == {(d, s): 20 for d in ("digits", "purchase") for s in (0, 1)}
+    # More pairs asked than exist: capped at the 12 distinct non-self pairs of TINY, each drawn once.
+    capped = method_pairs(TINY, pairs=1000, seed=3)
+    assert len(capped) == 12 and len({u.unit_id() for _, u in capped}) == 12
+    assert {(k.method, k.sparsity, u.resolved_shadow_method, u.resolved_shadow_sparsity) for k, u in capped} == {
+        (tm, ts, sm, ss) for tm in TINY.methods for ts in TINY.sparsities for sm in TINY.methods
+        for ss in TINY.sparsities if (tm, ts) != (sm, ss)}
 
 
 @pytest.mark.parametrize("args, words", [

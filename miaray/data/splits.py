@@ -10,16 +10,26 @@ the same indices as the reference code (on the same dataset order):
   training indices (members). E.g. Texas, h = 33,665: test 15,150, r = 18,515, val 3,367, train 15,148.
 - the target half is split with ``seed``; shadow i re-splits the whole shadow half with ``seed + i``,
   so shadow training sets overlap (REFERENCE section 1).
+
+Other train/test/validation percentages of a half (the paper's Table 2) use the same two calls:
+``test_size = test / 100``, then ``test_size = val / (train + val)`` of the remainder. sklearn rounds
+the test and validation parts up (ceil) and gives the train part the rest: test and validation get
+their share of the half or up to one sample more, train its share or up to two samples less. The
+paper's 45/45/10 keeps the reference constants above (0.1818, not 10/55), so its indices stay the
+reference code's.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
+
+from miaray.config import PAPER_SPLIT, check_split, format_split
 
 TEST_FRACTION = 0.45   # of a half: non-members
 VAL_FRACTION = 0.1818  # of what the test split leaves: about 10% of the half, as in the reference code
@@ -74,18 +84,37 @@ class Splits:
                    shadows=[Split.from_dict(shadow) for shadow in data["shadows"]])
 
 
-def make_splits(n: int, *, seed: int, num_shadows: int = 5) -> Splits:
-    """Split ``n`` samples into target and shadow halves, then each model's train / val / test."""
-    if n < 8:
-        raise ValueError(f"make_splits: n={n!r} is too small; every part needs a sample (n >= 8)")
+def _fractions(split: tuple[int, int, int]) -> tuple[float, float]:
+    """The sklearn ``test_size`` of a half (test) and of its remainder (validation) for a
+    train/test/validation percentage split; the reference code's constants for the paper's."""
+    if tuple(split) == PAPER_SPLIT:
+        return TEST_FRACTION, VAL_FRACTION
+    train, test, val = split
+    return test / 100, val / (train + val)
+
+
+def make_splits(n: int, *, seed: int, num_shadows: int = 5,
+                split: tuple[int, int, int] = PAPER_SPLIT) -> Splits:
+    """Split ``n`` samples into target and shadow halves, then each model's train / val / test in the
+    ``split`` percentages (train / test / validation) of its half."""
+    check_split(split)
     if num_shadows < 1:
         raise ValueError(f"make_splits: num_shadows={num_shadows!r} must be at least 1")
+    fractions = _fractions(split)
+    # sklearn's sizes (ceil for test and validation, the rest for train) in the smaller half: a part
+    # that is not empty there is not empty in the larger one, so this check covers every model.
+    n_test = math.ceil(fractions[0] * (n // 2))
+    n_val = math.ceil(fractions[1] * (n // 2 - n_test))
+    if min(n_test, n_val, n // 2 - n_test - n_val) < 1:
+        raise ValueError(f"make_splits: n={n!r} is too small for the {format_split(split)} split; "
+                         "every part of each half needs a sample")
     target_half, shadow_half = train_test_split(np.arange(n), test_size=0.5, random_state=seed)
-    return Splits(n=n, seed=seed, target=_split_half(target_half, seed=seed),
-                  shadows=[_split_half(shadow_half, seed=seed + i) for i in range(num_shadows)])
+    return Splits(n=n, seed=seed, target=_split_half(target_half, seed=seed, fractions=fractions),
+                  shadows=[_split_half(shadow_half, seed=seed + i, fractions=fractions)
+                           for i in range(num_shadows)])
 
 
-def _split_half(half: np.ndarray, *, seed: int) -> Split:
-    rest, test = train_test_split(half, test_size=TEST_FRACTION, random_state=seed)
-    train, val = train_test_split(rest, test_size=VAL_FRACTION, random_state=seed)
+def _split_half(half: np.ndarray, *, seed: int, fractions: tuple[float, float]) -> Split:
+    rest, test = train_test_split(half, test_size=fractions[0], random_state=seed)
+    train, val = train_test_split(rest, test_size=fractions[1], random_state=seed)
     return Split(*(torch.from_numpy(part.astype(np.int64)) for part in (train, val, test)))
