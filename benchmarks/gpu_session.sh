@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every GPU check and timing in one call, for a session with a lent GPU (under 9 minutes on an H200):
+#   bash benchmarks/gpu_session.sh            # JSON and logs under $OUT (default: ./gpu_session_out)
+# 1. the CUDA-graph tests (fit's captured step, the attacks' graphed forward) where pytest is installed;
+# 2. bench_gpu.py: the check row, fit / fit eager, the training modes, packing, the projection (7 min cap);
+# 3. bench_attacks.py: graph vs eager check, seconds per attack step, the attack-training projection.
+# Each step runs even if an earlier one failed; the exit status is the first failure's.
+set -u
+cd "$(dirname "$0")/.."
+export OUT="${OUT:-$PWD/gpu_session_out}" PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+status=0
+run() {  # run NAME COMMAND...: output to $OUT/NAME.log and the terminal
+  echo "== $1: ${*:2}"
+  "${@:2}" 2>&1 | tee "$OUT/$1.log"
+  local rc=${PIPESTATUS[0]}
+  echo "== $1: exit $rc"
+  [ "$status" -ne 0 ] || status=$rc
+}
+if ! python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+  echo "no CUDA device: nothing to do (the CPU numbers come from each benchmark run alone)"; exit 0
+fi
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
+if python -c "import pytest" 2>/dev/null; then
+  run tests python -m pytest -q -rs tests/test_train.py tests/test_attacks.py -k "captured or graphed"
+else
+  echo "== tests: pytest not installed, skipped (bench_gpu's and bench_attacks' check rows cover the same)"
+fi
+run bench_gpu python benchmarks/bench_gpu.py --deadline 420
+run bench_attacks python benchmarks/bench_attacks.py
+exit "$status"
