@@ -44,9 +44,8 @@ from optuna.trial import FrozenTrial, TrialState
 from miaray import results
 from miaray.config import ATTACKS, DEFENSE_PARAMS, ConfigError, UnitConfig, parse_name_values
 from miaray.pareto import pareto_front
-from miaray.store import Store
-from miaray.sweep import (GridSpec, RunSettings, parse_args, prepare_worker, build_originals,
-                          build_parser, connect, settings_from_args)
+from miaray.sweep import (GridSpec, RunSettings, build_originals, build_parser, connect, parse_args,
+                          settings_from_args, worker_context)
 
 # Log-uniform ranges, each wider than the paper's grid on both sides so the search can leave it.
 SEARCH_SPACES: dict[str, dict[str, tuple[float, float]]] = {
@@ -266,9 +265,9 @@ def _run_trial_unit(config: dict, settings: RunSettings) -> list[dict[str, Any]]
     from miaray.unit import run_unit  # the science stack loads in the worker only
 
     unit = UnitConfig.from_dict(config)
-    label = f"{unit.defense} {dict(unit.defense_params)}"
-    return run_unit(unit, store=Store(settings.store), data_root=settings.data_root,
-                    device=prepare_worker(settings), log=lambda m: print(f"[{label}] {m}", flush=True))
+    # Like a sweep cell's: per-sample signals and ROC curves beside the rows, for analysis/figures.py.
+    return run_unit(unit, artifacts_dir=settings.experiment,
+                    **worker_context(settings, label=f"{unit.defense} {dict(unit.defense_params)}"))
 
 
 # What a unit itself can cause: an exception, running out of memory, crashing its worker process.

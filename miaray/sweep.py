@@ -259,6 +259,13 @@ def prepare_worker(settings: RunSettings) -> str:
     return "cpu"
 
 
+def worker_context(settings: RunSettings, *, label: str) -> dict[str, Any]:
+    """What `make_context` and `run_unit` take from the run's settings in a trial or task: the store,
+    the data root, this worker's device (`prepare_worker`) and a log whose lines start with `label`."""
+    return {"store": Store(settings.store), "data_root": settings.data_root, "device": prepare_worker(settings),
+            "log": lambda message: print(f"[{label}] {message}", flush=True)}
+
+
 def _cell_label(config: UnitConfig) -> str:
     label = f"{config.dataset}/{config.arch}/{config.method}@{config.sparsity:g}"
     if config.shadow_method is not None or config.shadow_sparsity is not None:
@@ -273,9 +280,7 @@ def build_model(cell: UnitConfig, role: str, pruned: bool, settings: RunSettings
     # The science stack is imported in the worker only: planning and --dry-run need no torch models.
     from miaray.unit import make_context, model_signals, original_model, pruned_model
 
-    label = _build_label(cell, role, pruned)
-    ctx = make_context(cell, store=Store(settings.store), data_root=settings.data_root,
-                       device=prepare_worker(settings), log=lambda m: print(f"[{label}] {m}", flush=True))
+    ctx = make_context(cell, **worker_context(settings, label=_build_label(cell, role, pruned)))
     model, _ = (pruned_model if pruned else original_model)(ctx, role)
     # Every cell that uses the model queries it: its signals are built here, in parallel, once, rather
     # than by the first cells, which would otherwise queue behind each other on the store's locks.
@@ -364,13 +369,11 @@ def run_job(trial_config: dict) -> None:
         return
     from miaray.unit import failed_rows, run_unit
 
-    label = _cell_label(config)
     timing = {"trial_id": tune.get_context().get_trial_id(), "trial_host": socket.gethostname(),
               "trial_pid": os.getpid(), "trial_start": start}
     try:
-        rows = run_unit(config, store=Store(settings.store), data_root=settings.data_root,
-                        device=prepare_worker(settings), log=lambda m: print(f"[{label}] {m}", flush=True),
-                        artifacts_dir=settings.experiment)
+        rows = run_unit(config, artifacts_dir=settings.experiment,
+                        **worker_context(settings, label=_cell_label(config)))
     except Exception as error:
         timing["trial_end"] = time.time()
         message = f"{type(error).__name__}: {error}"

@@ -64,6 +64,9 @@ def check_outputs(experiment: Path, study: optuna.Study) -> pd.DataFrame:
     rows = results.load(experiment)
     assert set(rows["search_trial"].dropna().astype(int)) >= set(points)
     assert (rows["search_origin"] == "baseline").any()  # the undefended reference unit
+    ok_units = set(rows.loc[rows["status"] == "ok", "unit_id"])
+    for kind in ("signals", "roc"):  # per-sample signals and ROC curves of every unit that ran, as a sweep's
+        assert {p.stem for p in (experiment / kind).glob("*.parquet")} >= ok_units
     assert (experiment / "pareto.png").stat().st_size > 10_000
     return front
 
