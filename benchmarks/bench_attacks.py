@@ -12,6 +12,10 @@ the network's forward and backward as CUDA graphs) and `eager` (`cuda_graph = Fa
 `check` that fits every attack both ways on learnable signals (members more confident) and fails
 loudly if the graphed fit's attack accuracy is below 0.8 or 0.03 from the eager one's.
 
+With `--gpu-json` (default: `$OUT/bench_gpu.json` when it exists, as `gpu_session.sh` leaves it) it
+also prints the paper grid's grand total: bench_gpu.py's training + signals (its `fit` rows, typical
+early stopping) + this attack training, each with the machine it was measured on.
+
 The projection multiplies by the paper grid's attack steps. Per cell and trained attack:
 reference epochs (SAMIA 100, the MLPs 30) x ceil(pooled rows / 128), where the pooled shadow rows are
 shadows x (members + non-members) = 5 x 2 n_train (45/45/10 split), e.g. 1,055 steps per epoch for
@@ -21,6 +25,7 @@ CIFAR10. The threshold attacks and BlindMI train nothing and are left out (milli
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -31,8 +36,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from _common import (PAPER_CLASSES, PairPlan, add_out_argument, format_table, machine_description,  # noqa: E402
-                     paper_grid, write_json)
+from _common import (PAPER_CLASSES, PairPlan, add_out_argument, default_out, format_table,  # noqa: E402
+                     machine_description, paper_grid, project, write_json)
+from bench_gpu import fit_rates  # noqa: E402
 from miaray.attacks import make_attack  # noqa: E402
 from miaray.attacks.signals import Signals  # noqa: E402
 from miaray.config import TRAINED_ATTACKS  # noqa: E402
@@ -111,6 +117,18 @@ def project_attacks(plans: Sequence[PairPlan], step_s: Mapping[tuple[str, int], 
     return rows, sum(row["attacks_h"] for row in rows)
 
 
+def grand_total(gpu_json: str, *, attacks_h: float, mode: str, machine: str) -> str:
+    """The paper grid's hours: training and signals from bench_gpu.py's fit rows plus attack training."""
+    with open(gpu_json) as handle:
+        run = json.load(handle)
+    rows, _ = project(paper_grid(), fit_rates(run["rows"]))
+    train_h, signals_h = (sum(row[k] for row in rows) for k in ("train_h", "signals_h"))
+    return (f"\n== paper grid, grand total (typical early stopping) ==\n"
+            f"training {train_h:.2f} h + signals {signals_h:.2f} h ({run['machine']}, {gpu_json})\n"
+            f"+ attack training {attacks_h:.2f} h ({machine}, {mode})\n"
+            f"= {train_h + signals_h + attacks_h:.2f} h")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -118,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs per fit (after a 1-epoch warm-up)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: torch's)")
     parser.add_argument("--attacks", default=",".join(TRAINED_ATTACKS))
+    parser.add_argument("--gpu-json", default=default_out("bench_gpu.json"),
+                        help="bench_gpu.py's JSON, for the grand total (default: $OUT/bench_gpu.json)")
     add_out_argument(parser, "bench_attacks.json")
     args = parser.parse_args(argv)
     if args.threads:
@@ -155,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== paper grid: attack training, {device.type} {mode} (reference schedules, 5 shadows) ==")
         print(format_table(rows, columns))
         print(f"TOTAL {total:.2f} h of attack training ({sum(p.cells for p in plans)} cells)")
+    if args.gpu_json and os.path.exists(args.gpu_json):
+        print(grand_total(args.gpu_json, attacks_h=projections[next(iter(modes))]["total_h"],
+                          mode=next(iter(modes)), machine=machine_description(device)))
     write_json(args.out, {"machine": machine_description(device), "args": vars(args), "checks": checks,
                           "steps": measured, "projection": projections})
     return 1 if any(c["status"] != "ok" for c in checks) else 0
