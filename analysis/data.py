@@ -19,7 +19,7 @@ import pandas as pd
 
 from miaray import results, unknown_pruning
 from miaray.config import PAPER_SPLIT, format_split
-from miaray.unknown_pruning import known_pruning
+from miaray.unknown_pruning import PAIRS_COLUMNS, PAIRS_FILE, known_pruning
 
 SIGNALS_DIR = "signals"
 ROC_DIR = "roc"
@@ -48,6 +48,8 @@ class Experiment:
     signal_files: dict[str, Path] = field(default_factory=dict)
     roc_files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)   # files that could not be read, for the user
+    # The unknown-pruning study's drawn (known, unknown) unit pairs (miaray.unknown_pruning.PAIRS_FILE).
+    pairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRS_COLUMNS))
     # (kind, unit_id) -> the frame read from that file: Fig. 1 and Fig. 4 (and the report) read the same
     # signal files, which are large. A failed read is not kept, so the next figure tries again.
     _unit_frames: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict, init=False, repr=False,
@@ -97,7 +99,7 @@ def normalise(rows: pd.DataFrame) -> pd.DataFrame:
 
 def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
     """Every result row under `paths` (experiment directories), normalised; signal/ROC files listed."""
-    frames, signal_files, roc_files, notes = [], {}, {}, []
+    frames, signal_files, roc_files, notes, pairs = [], {}, {}, [], []
     for path in paths:
         experiment = Path(path).expanduser()
         if not (experiment / results.ROWS_DIR).is_dir():
@@ -106,10 +108,13 @@ def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
         frames.append(results.load(experiment))
         signal_files.update(_unit_files(experiment, SIGNALS_DIR))
         roc_files.update(_unit_files(experiment, ROC_DIR))
+        pairs.append(results.read_parquet(experiment / PAIRS_FILE))
     frames = [f for f in frames if not f.empty]
     rows = normalise(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+    pairs = [p for p in pairs if p is not None]
     return Experiment(rows=rows, sources=[str(p) for p in paths], signal_files=signal_files,
-                      roc_files=roc_files, notes=notes)
+                      roc_files=roc_files, notes=notes,
+                      pairs=pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=PAIRS_COLUMNS))
 
 
 # ---- selections ----------------------------------------------------------------------------------
@@ -117,9 +122,16 @@ def ok(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows["status"] == "ok"]
 
 
-def main_grid(rows: pd.DataFrame) -> pd.DataFrame:
-    """Successful known-pruning rows without a defense beyond Basic: the data of Fig. 6-11."""
-    rows = known_pruning(ok(rows))
+def paper_split(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the paper's 45/45/10 split. Every figure and table but Table 2 reads only these: an
+    uneven split moves the attacks' chance level, so its numbers must not be averaged in."""
+    return rows[rows["split_ratio"] == PAPER_SPLIT_RATIO]
+
+
+def main_grid(rows: pd.DataFrame, *, all_splits: bool = False) -> pd.DataFrame:
+    """Successful known-pruning rows without a defense beyond Basic, of the paper's split (of every
+    split with `all_splits`, for Table 2): the data of Fig. 6-11."""
+    rows = known_pruning(ok(rows if all_splits else paper_split(rows)))
     return rows[rows["defense"] == "basic"]
 
 
@@ -143,7 +155,7 @@ def headline_attack(rows: pd.DataFrame) -> str:
 def baseline(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch): the original target's test accuracy and its Conf attack accuracy (Org.),
     averaged over the seeds (every cell of a seed shares the same original models)."""
-    org = original(ok(rows))
+    org = original(ok(paper_split(rows)))
     org = org[org["attack"] == "conf"].drop_duplicates(["dataset", "arch", "seed", "width"])
     return org.groupby(["dataset", "arch"], as_index=False)[["target_test_acc", "attack_acc"]].mean()
 

@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.data import (ROC_DIR, SIGNALS_DIR, Experiment, Skipped, baseline, headline_attack,  # noqa: E402
-                           label, load_experiments, main_grid, ok, original, pruned, representative_units)
+                           label, load_experiments, main_grid, ok, original, paper_split, pruned,
+                           representative_units)
 from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, heatmap, pair_title,  # noqa: E402
                             panels, reference_line, save)
 from analysis.tables import (defense_fronts, defense_points, hyperparameters, split_ratio_table,  # noqa: E402
@@ -190,7 +191,7 @@ def fig08_attack_vs_sparsity(exp: Experiment, out: Path) -> list[Path]:
 
 def fig09_gaps(exp: Experiment, out: Path) -> list[Path]:
     rows, attack = _attack_rows(exp)
-    originals = original(ok(exp.rows))
+    originals = original(ok(paper_split(exp.rows)))
     gaps = {"confidence_gap": "confidence gap", "sensitivity_gap": "sensitivity gap",
             "generalization_gap": "generalization gap"}
     written = []
@@ -248,12 +249,12 @@ def fig11_attacks_per_dataset(exp: Experiment, out: Path) -> list[Path]:
 def _sparsity_matrices(exp: Experiment) -> tuple[pd.DataFrame, str]:
     """Fig. 12/13's data: `miaray.unknown_pruning.sparsity_matrix_table` of the Basic rows, for the
     headline attack among the rows whose shadows were pruned at another sparsity."""
-    rows = pruned(ok(exp.rows))
+    rows = pruned(ok(paper_split(exp.rows)))
     rows = rows[rows["defense"] == "basic"]
     off = differently_pruned(rows[rows["shadow_method"] == rows["method"]])
     if off.empty:
         raise Skipped("no rows with shadow_sparsity != sparsity (run sweeps/unknown_pruning.py --study sparsity)")
-    attack = headline_attack(off)
+    attack = headline_attack(rows)  # the rule and rows the sweep's printout uses
     return sparsity_matrix_table(rows, attack=attack), attack
 
 
@@ -301,7 +302,7 @@ def _write_table(table: pd.DataFrame, path: Path, heading: str) -> list[Path]:
 
 
 def table1_unknown_pruning(exp: Experiment, out: Path) -> list[Path]:
-    return _write_table(unknown_pruning_loss(exp.rows), out / "table1_unknown_pruning",
+    return _write_table(unknown_pruning_loss(exp.rows, pairs=exp.pairs), out / "table1_unknown_pruning",
                         "Table 1: attack accuracy loss (acc_known - acc_unknown) / acc_known, mean over pairs")
 
 

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.data import Skipped, baseline, headline_attack, known_pruning, main_grid, ok, pruned
+from analysis.data import Skipped, baseline, headline_attack, known_pruning, main_grid, ok, paper_split, pruned
 from miaray.pareto import pareto_front
 from miaray.unknown_pruning import accuracy_loss_table, differently_pruned
 
@@ -25,11 +25,12 @@ DEFENSE_OBJECTIVES = {"target_test_acc": "max", "attack_acc": "min"}
 PAPER_MIN_RELATIVE_ACC = 0.75
 
 
-def unknown_pruning_loss(rows: pd.DataFrame) -> pd.DataFrame:
+def unknown_pruning_loss(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 1 (`miaray.unknown_pruning.accuracy_loss_table`): mean (acc_known - acc_unknown) /
-    acc_known per (dataset, arch, study), one column per attack, plus the number of pairs; Skipped,
-    saying which rows are missing, when nothing matches."""
-    table = accuracy_loss_table(rows)
+    acc_known per (dataset, arch, study), one column per attack, plus the number of pairs; the study
+    'random pairs' averages the drawn `pairs` (the paper's statistic). Skipped, saying which rows are
+    missing, when nothing matches."""
+    table = accuracy_loss_table(rows, pairs=pairs)
     if not table.empty:
         return table
     unknown = differently_pruned(pruned(ok(rows)))
@@ -43,7 +44,7 @@ def unknown_pruning_loss(rows: pd.DataFrame) -> pd.DataFrame:
 def split_ratio_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Table 2: headline-attack AUC per cell of the main grid (known pruning, Basic; mean over seeds),
     one column per split ratio (train/test/validation % of each half), by ascending train share."""
-    grid = pruned(main_grid(rows))
+    grid = pruned(main_grid(rows, all_splits=True))
     if grid.empty:
         raise Skipped("no successful known-pruning rows with the Basic defense")
     selected = grid[grid["attack"] == headline_attack(grid)]
@@ -84,7 +85,7 @@ def defense_points(rows: pd.DataFrame, *, adaptive: bool) -> pd.DataFrame:
     cell; adaptive selects the attacks whose shadows used the same defense. Basic has no adaptive
     variant, so its point serves both. Column `paper_dropped` marks the points the paper leaves out
     (below 75% of Basic's test accuracy, or a higher attack accuracy than Basic's)."""
-    points = known_pruning(pruned(ok(rows)))
+    points = known_pruning(pruned(ok(paper_split(rows))))
     defended = points[(points["defense"] != "basic") & (points["adaptive"] == adaptive)]
     if defended.empty:
         kind = "adaptive" if adaptive else "non-adaptive"

@@ -5,12 +5,13 @@
 
 Each trained attack is fitted through the product path (`make_attack(name, epochs=E).fit`) on random
 shadow signals of `--rows` pooled rows, for every number of classes the paper's datasets have (8, 10,
-30, 100): one warm-up fit of one epoch, then a fit of `--epochs` epochs; seconds per step = that fit's
-time / its steps (batches of 128; building the network, its features and, on CUDA, capturing its
-graphs are inside). On CUDA each is timed twice: `graph` (the product path: full batches replay
+30, 100): after a warm-up fit, seconds per step = (time of a 1 + `--epochs` epoch fit - time of a
+1-epoch fit) / the extra steps (batches of 128), so that building the network and capturing its
+graphs, once per fit, cancel out. On CUDA each is timed twice: `graph` (the product path: full batches replay
 the network's forward and backward as CUDA graphs) and `eager` (`cuda_graph = False`), after a
 `check` that fits every attack both ways on learnable signals (members more confident) and fails
-loudly if the graphed fit's attack accuracy is below 0.8 or 0.03 from the eager one's.
+loudly if the graphed fit's attack accuracy is below 0.8 or 0.03 from the eager one's, or if it
+changed its input signals.
 
 With `--gpu-json` (default: `$OUT/bench_gpu.json` when it exists, as `gpu_session.sh` leaves it) it
 also prints the paper grid's grand total: bench_gpu.py's training + signals (its `fit` rows, typical
@@ -73,26 +74,39 @@ def fitted(name: str, *, epochs: int, graph: bool, signals: Signals, membership:
 
 
 def check_graph(name: str, device: torch.device) -> dict[str, Any]:
-    """Attack accuracy of the graphed and the eager fit on held-out learnable signals."""
+    """Attack accuracy of the graphed and the eager fit on held-out learnable signals, and whether the
+    graphed fit left its input signals untouched."""
     shadow, shadow_membership = learnable_signals(2000, 10, device, seed=0)  # 2000 % 128 != 0: a short batch
     target, target_membership = learnable_signals(2000, 10, device, seed=10)
-    acc = {graph: fitted(name, epochs=3, graph=graph, signals=shadow, membership=shadow_membership)
-           .score(target, target_membership) for graph in (True, False)}
-    ok = acc[True] > 0.8 and abs(acc[True] - acc[False]) <= 0.03
-    return {"attack": name, "graph_acc": acc[True], "eager_acc": acc[False], "status": "ok" if ok else "FAIL"}
+    probs = shadow.probs.clone()
+    try:
+        acc = {graph: fitted(name, epochs=3, graph=graph, signals=shadow, membership=shadow_membership)
+               .score(target, target_membership) for graph in (True, False)}
+    except Exception as error:  # noqa: BLE001 - one attack's failure must not lose the others' numbers
+        return {"attack": name, "status": f"FAIL {type(error).__name__}: {error}"[:200]}
+    untouched = torch.equal(shadow.probs, probs)
+    ok = acc[True] > 0.8 and abs(acc[True] - acc[False]) <= 0.03 and untouched
+    return {"attack": name, "graph_acc": acc[True], "eager_acc": acc[False], "inputs_untouched": untouched,
+            "status": "ok" if ok else "FAIL"}
 
 
 def seconds_per_step(name: str, *, rows: int, classes: int, epochs: int, graph: bool,
                      device: torch.device) -> float:
+    """(time of a (1 + epochs)-epoch fit - time of a 1-epoch fit) / the extra steps: building the network
+    and capturing its graphs happen once per fit and cancel out."""
     signals, membership = random_signals(rows, classes, device)
-    fitted(name, epochs=1, graph=graph, signals=signals, membership=membership)  # warm-up: first calls
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fitted(name, epochs=epochs, graph=graph, signals=signals, membership=membership)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / (epochs * math.ceil(rows / BATCH))
+
+    def seconds(fit_epochs: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fitted(name, epochs=fit_epochs, graph=graph, signals=signals, membership=membership)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    seconds(1)  # warm-up: the kernels' first calls
+    return (seconds(1 + epochs) - seconds(1)) / (epochs * math.ceil(rows / BATCH))
 
 
 def reference_epochs(name: str) -> int:
@@ -150,15 +164,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{machine_description(device)}; {args.rows} rows, {args.epochs} timed epochs, batch {BATCH}")
     checks = [check_graph(name, device) for name in attacks] if device.type == "cuda" else []
     if checks:
-        print(format_table(checks, [("attack", ""), ("graph_acc", ".3f"), ("eager_acc", ".3f"), ("status", "")]))
+        print(format_table(checks, [("attack", ""), ("graph_acc", ".3f"), ("eager_acc", ".3f"),
+                                    ("inputs_untouched", ""), ("status", "")]))
     modes = {"graph": True, "eager": False} if device.type == "cuda" else {"eager": False}
     measured, step_s = [], {mode: {} for mode in modes}
     for name in attacks:
         for classes in sorted(set(PAPER_CLASSES.values())):
             row = {"attack": name, "classes": classes, "reference_epochs": reference_epochs(name)}
             for mode, graph in modes.items():
-                step_s[mode][(name, classes)] = seconds_per_step(name, rows=args.rows, classes=classes,
-                                                                 epochs=args.epochs, graph=graph, device=device)
+                try:
+                    step_s[mode][(name, classes)] = seconds_per_step(name, rows=args.rows, classes=classes,
+                                                                     epochs=args.epochs, graph=graph, device=device)
+                except Exception as error:  # noqa: BLE001 - recorded; the projection of this mode becomes NaN
+                    step_s[mode][(name, classes)] = math.nan
+                    row[f"{mode}_error"] = f"{type(error).__name__}: {error}"[:200]
                 row[f"{mode}_ms_per_step"] = step_s[mode][(name, classes)] * 1e3
             measured.append(row)
             print("  " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),

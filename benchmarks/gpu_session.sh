@@ -16,6 +16,7 @@ run() {  # run NAME COMMAND...: output to $OUT/NAME.log and the terminal
   echo "== $1: exit $rc"
   [ "$status" -ne 0 ] || status=$rc
 }
+python -c "import torch" || { echo "torch does not import: fix the environment first"; exit 1; }
 if ! python -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
   echo "no CUDA device: nothing to do (the CPU numbers come from each benchmark run alone)"; exit 0
 fi
@@ -24,7 +25,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 if python -c "import pytest" 2>/dev/null; then
   run tests python -m pytest -q -rs tests/test_train.py tests/test_attacks.py -k "captured or graphed"
 else
-  echo "== tests: pytest not installed, skipped (bench_gpu's and bench_attacks' check rows cover the same)"
+  echo "== tests: pytest not installed, skipped (bench_gpu's check row compares fit with and without its graph;"
+  echo "   bench_attacks' check compares accuracies and input integrity, not weights like the test)"
 fi
 run bench_gpu python benchmarks/bench_gpu.py --deadline 420
 run bench_attacks python benchmarks/bench_attacks.py

@@ -200,6 +200,7 @@ class UnitConfig:
         """What determines an original (unpruned) model: role is 'target' or 'shadow<i>'. The split
         decides its training data; the fine-tuning budget is left out (only pruned models use it)."""
         train = {k: v for k, v in dataclasses.asdict(self.train).items() if k != "finetune_epochs"}
+        train["max_epochs"] = self.train.epochs(tabular=self.tabular)[0]  # the default filled in: same model
         return {"kind": "original", "dataset": self.dataset, "arch": self.arch, "width": self.width,
                 "seed": self.seed, "role": role, "split": self.split, "train": train}
 

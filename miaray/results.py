@@ -57,6 +57,14 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> str:
     return final
 
 
+def read_parquet(path: str | os.PathLike) -> pd.DataFrame | None:
+    """A parquet file at a local path or URI as a DataFrame; None when there is no such file."""
+    fs, final = _filesystem(path)
+    if fs.get_file_info(final).type != pafs.FileType.File:
+        return None
+    return pq.read_table(final, filesystem=fs).to_pandas()
+
+
 def write_unit_rows(*, experiment: str | os.PathLike, unit_id: str, rows: Iterable[Mapping[str, Any]]) -> str:
     """Write (or replace) the rows of one unit; returns the file's path."""
     return write_parquet(pd.DataFrame(list(rows)), f"{rows_dir(experiment)}/{unit_id}{SUFFIX}")

@@ -496,7 +496,7 @@ def defense_search_main(argv: list[str] | None = None) -> int:
     cells = dataclasses.replace(spec, adaptive=True).cells()
     if len(cells) != 1:
         parser.error(f"the grid filters leave {len(cells)} cells; a search takes exactly one (pass one "
-                     "value each to --datasets, --archs, --methods, --sparsities, --seeds)")
+                     "value each to --datasets, --archs, --methods, --sparsities, --seeds, --splits)")
     cell = cells[0]
     try:
         points = _points(args.point)

@@ -47,7 +47,8 @@ from miaray.config import (ARCHS, ATTACKS, DATASETS, DEFENSE_PARAMS, DEFENSES, I
                            PAPER_SPLIT, STRUCTURED_METHODS, TABLE2_SPLITS, ConfigError, TrainConfig, UnitConfig,
                            format_split, parse_name_values, parse_split, stable_hash)
 from miaray.store import Store, default_root
-from miaray.unknown_pruning import accuracy_loss_table, headline_attack, sparsity_matrix_table
+from miaray.unknown_pruning import (PAIRS_COLUMNS, PAIRS_FILE, RANDOM_PAIRS, accuracy_loss_table, headline_attack,
+                                   sparsity_matrix_table)
 
 PAPER_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location")
@@ -574,10 +575,20 @@ def run_sweep(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: boo
 
 
 # ---- the unknown-pruning tables ------------------------------------------------------------------
-def unknown_pruning_summary(df: pd.DataFrame, *, matrix: bool) -> str:
+def record_pairs(experiment: str, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Add the drawn (known, unknown) unit-id pairs to the experiment's PAIRS_FILE (earlier draws kept:
+    a rerun with another --pair-seed adds to the study); returns all the pairs recorded there."""
+    path = f"{experiment.rstrip('/')}/{PAIRS_FILE}"
+    drawn = pd.DataFrame(list(pairs), columns=PAIRS_COLUMNS)
+    recorded = pd.concat([results.read_parquet(path), drawn], ignore_index=True).drop_duplicates(ignore_index=True)
+    results.write_parquet(recorded, path)
+    return recorded
+
+
+def unknown_pruning_summary(df: pd.DataFrame, *, matrix: bool, pairs: pd.DataFrame | None = None) -> str:
     """What `unknown_pruning_main` prints after the sweep, from its own rows: the sparsity matrix of the
-    headline attack (when the matrix study ran) and Table 1, both as `miaray.unknown_pruning` (and so
-    the analysis scripts) compute them."""
+    headline attack (when the matrix study ran) and Table 1 over the drawn `pairs` and per study,
+    both as `miaray.unknown_pruning` (and so the analysis scripts) compute them."""
     attack = headline_attack(df) if not df.empty else None
     if attack is None:
         return "no attack on a pruned target succeeded: no unknown-pruning tables"
@@ -585,9 +596,10 @@ def unknown_pruning_summary(df: pd.DataFrame, *, matrix: bool) -> str:
     if matrix:
         lines += [f"attack accuracy of {attack}, target sparsity (rows) x shadow sparsity (columns):",
                   _format(sparsity_matrix_table(df, attack=attack)), ""]
-    table = accuracy_loss_table(df)
-    lines += ["attack accuracy loss (acc_known - acc_unknown) / acc_known, mean per study ('method': shadows "
-              "pruned by another method; 'sparsity': same method, another sparsity), one column per attack:",
+    table = accuracy_loss_table(df, pairs=pairs)
+    lines += ["attack accuracy loss (acc_known - acc_unknown) / acc_known, one column per attack, mean per study: "
+              f"'{RANDOM_PAIRS}' over the drawn pairs (the paper's Table 1), 'method' over every unit whose shadows "
+              "used another method, 'sparsity' over same method, another sparsity:",
               _format(table) if not table.empty else
               "(no successful unit with differently pruned shadows has its known-pruning unit in this sweep)"]
     return "\n".join(lines)
@@ -761,6 +773,8 @@ def unknown_pruning_main(argv: list[str] | None = None) -> int:
         return 0
     connect(address=args.address)
     settings = settings_from_args(args, name=f"unknown_pruning-{args.preset}")
+    # Recorded before the sweep, so that a killed and resumed study keeps them.
+    recorded = record_pairs(settings.experiment, [(k.unit_id(), u.unit_id()) for k, u in pairs]) if pairs else None
     df = run_sweep(cells=cells, settings=settings, resume=args.resume, retries=args.retries)
-    print("\n" + unknown_pruning_summary(df, matrix=bool(matrix)))
+    print("\n" + unknown_pruning_summary(df, matrix=bool(matrix), pairs=recorded))
     return 0 if _complete(df, cells) else 1

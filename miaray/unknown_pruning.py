@@ -7,7 +7,8 @@ the same thing about the same rows:
 - `known_pruning` / `differently_pruned`: rows whose shadows were pruned like the target, or not;
 - `headline_attack`: the one attack the sparsity matrix (and the analysis figures) report;
 - `sparsity_matrix_table`: attack accuracy by target sparsity x shadow sparsity (Fig. 12/13);
-- `accuracy_loss_table`: the attack accuracy loss when the shadows are pruned differently (Table 1).
+- `accuracy_loss_table`: the attack accuracy loss when the shadows are pruned differently (Table 1),
+  over the drawn pairs (`PAIRS_FILE`, written by the sweep) and per study.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ HEADLINE_ATTACK = "samia"  # the paper's attack for the pruning studies
 SAME_TARGET = ["dataset", "arch", "method", "sparsity", "seed", "width", "split_ratio", "defense", "adaptive",
                "attack"]
 MATRIX_CELL = ["dataset", "arch", "method"]
-# NaN (a hyperparameter the defense does not take) in a join key: filled so that such rows match.
+# The drawn (known, unknown) unit pairs of the method study, as `sweeps/unknown_pruning.py` records them
+# beside the rows (PAIRS_FILE): only the draws themselves give the paper's Table 1 mean.
+PAIRS_COLUMNS = ["unit_id_known", "unit_id_unknown"]
+PAIRS_FILE = "unknown_pairs.parquet"
+RANDOM_PAIRS = "random pairs"
+# NaN (a hyperparameter the defense does not take) in a join key: filled with a sentinel, so that the
+# join does not depend on how pandas treats NaN keys.
 NOT_APPLICABLE = -1.0
 
 
@@ -72,27 +79,35 @@ def sparsity_matrix_table(rows: pd.DataFrame, *, attack: str) -> pd.DataFrame:
     return table.reset_index()
 
 
-def accuracy_loss_table(rows: pd.DataFrame) -> pd.DataFrame:
+def accuracy_loss_table(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 1: mean (acc_known - acc_unknown) / acc_known per (dataset, arch, study), one column per
-    attack, plus `pairs`, the number of differently pruned units. Each successful pruned row whose
-    shadows were pruned differently is matched to the known-pruning row of the same target
-    (SAME_TARGET and the defense hyperparameters); study 'sparsity' = same method, other sparsity
-    (Fig. 12/13's off-diagonal), 'method' = other method (the paper's Table 1). Empty when no row
-    matches."""
+    attack, plus `pairs`, the number of differently pruned units averaged. Each successful pruned row
+    whose shadows were pruned differently is matched to the known-pruning row of the same target
+    (SAME_TARGET and the defense hyperparameters). Studies:
+
+    - 'random pairs' (only with `pairs`, the `PAIRS_COLUMNS` frame `unknown_pruning.py` records): the
+      drawn (known, unknown) units themselves, whatever their methods: the paper's Table 1 statistic;
+    - 'method': every unit whose shadows used another method than the target;
+    - 'sparsity': same method, another sparsity (Fig. 12/13's off-diagonal).
+
+    Empty when no row matches."""
     rows = _successful_pruned(rows)
     unknown = differently_pruned(rows)
     if unknown.empty:
         return pd.DataFrame()
     key = [c for c in SAME_TARGET if c in rows] + sorted(c for c in rows if c.startswith("defense_"))
     fill = {c: NOT_APPLICABLE for c in key if c.startswith("defense_")}
-    known = known_pruning(rows)[key + ["attack_acc"]].fillna(fill)
+    known = known_pruning(rows)[key + ["unit_id", "attack_acc"]].fillna(fill)
     matched = unknown.fillna(fill).merge(known, on=key, suffixes=("_unknown", "_known"))
     if matched.empty:
         return pd.DataFrame()
     matched["study"] = np.where(matched["shadow_method"] != matched["method"], "method", "sparsity")
     matched["loss"] = (matched["attack_acc_known"] - matched["attack_acc_unknown"]) / matched["attack_acc_known"]
+    if pairs is not None and not pairs.empty:
+        drawn = matched.merge(pairs[PAIRS_COLUMNS].drop_duplicates(), on=PAIRS_COLUMNS)
+        matched = pd.concat([drawn.assign(study=RANDOM_PAIRS), matched], ignore_index=True)
     group = ["dataset", "arch", "study"]
     table = matched.pivot_table(index=group, columns="attack", values="loss", aggfunc="mean")
     table.columns.name = None
-    table["pairs"] = matched.groupby(group)["unit_id"].nunique()
+    table["pairs"] = matched.groupby(group)["unit_id_unknown"].nunique()
     return table.reset_index()

@@ -29,6 +29,7 @@ from analysis.report import main as report_main
 from analysis.tables import defense_fronts, defense_points, unknown_pruning_loss
 from miaray import results
 from miaray.config import ATTACKS
+from miaray.sweep import record_pairs
 from miaray.unknown_pruning import accuracy_loss_table, headline_attack, sparsity_matrix_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -192,6 +193,18 @@ def test_unknown_pruning_tables_match_hand_computation(tmp_path: Path) -> None:
         assert table.loc["method", attack] == pytest.approx(((0.8 - 0.6) / 0.8 + (0.5 - 0.4) / 0.5) / 2)
     # The orphan (no known row of its target), the failed unit and the one of another split are in no pair.
     assert table["pairs"].to_dict() == {"method": 2, "sparsity": 1}
+
+    # The paper's statistic: the mean over exactly the drawn (known, unknown) pairs the sweep recorded.
+    known_pairs = [("known", "sparsity"), ("known", "method")]
+    record_pairs(str(exp), known_pairs[:1])
+    record_pairs(str(exp), known_pairs)  # a rerun adds its new draws
+    loaded = load_experiments([exp])
+    assert list(map(tuple, loaded.pairs.to_numpy())) == known_pairs  # recorded once each, in order
+    with_pairs = unknown_pruning_loss(loaded.rows, pairs=loaded.pairs).set_index("study")
+    for attack in ATTACKS:
+        assert with_pairs.loc["random pairs", attack] == pytest.approx(((0.8 - 0.7) + (0.8 - 0.6)) / 0.8 / 2)
+        assert with_pairs.loc["method", attack] == table.loc["method", attack]  # the studies stay as they were
+    assert with_pairs["pairs"].to_dict() == {"method": 2, "random pairs": 2, "sparsity": 1}
 
     assert headline_attack(rows) == "samia"
     # Without SAMIA: the attack with the highest mean accuracy.

@@ -247,6 +247,7 @@ def test_graphed_attack_training_follows_the_eager_loop(name, separable):
     (shadow, m_shadow), (target, m_target) = separable
     shadow, target = shadow.to("cuda"), target.to("cuda")
     assert len(shadow) % 128 != 0  # full batches replay the graphs, the last one runs eagerly
+    before = {name: value.clone() for name, value in vars(shadow).items() if value is not None}
     fitted = {}
     for graph in (False, True):
         attack = without_dropout(type(make_attack(name)))(seed=1, **FAST[name])
@@ -258,3 +259,5 @@ def test_graphed_attack_training_follows_the_eager_loop(name, separable):
         assert torch.allclose(graphed[key], value, rtol=1e-4, atol=1e-5), key
     with_dropout = make_attack(name, seed=1, **FAST[name]).fit(shadow, m_shadow)  # graphed, dropout on
     assert with_dropout.score(target, m_target) > 0.8
+    for key, value in before.items():  # the graphs' input buffer must not alias the caller's signals
+        assert torch.equal(getattr(shadow, key), value), key

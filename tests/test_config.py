@@ -71,3 +71,12 @@ def test_roundtrip_dict():
     assert UnitConfig.from_dict(json.loads(json.dumps(other.to_dict()))) == other  # a JSON list comes back a tuple
     assert config.resolved_defense_params["noise_multiplier"] == 2.0
     assert config.resolved_defense_params["delta"] == 1e-5
+
+
+def test_the_default_epoch_cap_and_the_same_explicit_cap_are_one_model():
+    default = UnitConfig(dataset="cifar10", arch="resnet18")
+    explicit = UnitConfig(dataset="cifar10", arch="resnet18", train=TrainConfig(max_epochs=100, finetune_epochs=50))
+    assert default.original_key("target") == explicit.original_key("target")
+    assert default.pruned_key("shadow0") == explicit.pruned_key("shadow0")
+    assert default.original_key("target") != UnitConfig(dataset="cifar10", arch="resnet18",
+                                                          train=TrainConfig(max_epochs=99)).original_key("target")

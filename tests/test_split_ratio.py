@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `analysis/` is a folder of scripts at the root, not an installed package
 
 from analysis.data import Skipped, normalise
-from analysis.tables import split_ratio_table
+from analysis.tables import cell_table, split_ratio_table
 from miaray.config import TABLE2_SPLITS, ConfigError, TrainConfig, UnitConfig, parse_split
 from miaray.store import Store
 from miaray.sweep import PRESETS, Plan, build_parser, spec_from_args
@@ -89,3 +89,9 @@ def test_units_of_two_splits_fill_table2(tmp_path):
     table = split_ratio_table(frame)
     assert list(table.columns) == ["dataset", "arch", "method", "sparsity", "45/45/10", "60/30/10"]
     assert len(table) == 1 and table[["45/45/10", "60/30/10"]].notna().all(axis=None)
+    # Every other table reads the paper's split only: the uneven unit's numbers are not averaged in.
+    paper_rows = frame[(frame["split_ratio"] == "45/45/10") & (frame["target_model"] == "pruned")]
+    cells = cell_table(frame)
+    assert len(cells) == 1
+    assert cells["pruned_test_acc"].item() == pytest.approx(paper_rows["target_test_acc"].iloc[0])
+    assert cells["conf_acc"].item() == pytest.approx(paper_rows.loc[paper_rows["attack"] == "conf", "attack_acc"].item())

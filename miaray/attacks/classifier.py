@@ -14,8 +14,9 @@ the same recipe as the eager one but not its random stream.
 
 from __future__ import annotations
 
+import gc
+import warnings
 from abc import abstractmethod
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -28,16 +29,26 @@ from miaray.attacks.signals import Signals
 _PREDICT_BATCH = 8192  # inference only: large batches, memory stays small for these models
 
 
-def graphed_forward(model: nn.Module, sample: Tensor) -> Callable[[Tensor], Tensor]:
-    """`model`'s forward (and its backward) on batches shaped like `sample`, replayed as CUDA graphs.
+class GraphedForward:
+    """`model`'s forward and backward on full batches of rows of `inputs`, replayed as CUDA graphs.
 
-    Gradients reach the model's parameters as in eager mode. The model itself stays eager: its own
-    forward runs the other batch shapes and eval mode.
+    `graphed(idx)` returns the logits of inputs[idx]; gradients reach the parameters as in eager mode.
+    The graphs read their batch from a private buffer that each call fills: the captured input must
+    never alias `inputs` (a slice would), because a replay copies its batch into that tensor. The
+    module itself stays eager: its own forward runs the other batch shapes and eval mode.
     """
-    torch.cuda.make_graphed_callables(model, (sample,))  # patches model.forward in place...
-    graphed = model.forward
-    del model.forward  # ...so take the graphed function and restore the module's own forward
-    return graphed
+
+    def __init__(self, model: nn.Module, inputs: Tensor, *, batch_size: int) -> None:
+        self.inputs = inputs
+        self.batch = inputs[:batch_size].clone()
+        with torch.cuda.device(inputs.device):  # the capture stream lives on the data's GPU
+            torch.cuda.make_graphed_callables(model, (self.batch,))  # patches model.forward in place...
+        self.forward = model.forward
+        del model.forward  # ...so keep the graphed function and restore the module's own forward
+
+    def __call__(self, idx: Tensor) -> Tensor:
+        torch.index_select(self.inputs, 0, idx, out=self.batch)
+        return self.forward(self.batch)
 
 
 class ClassifierAttack(Attack):
@@ -79,21 +90,39 @@ class ClassifierAttack(Attack):
             model = self.build(inputs).to(device)
             opt, scheduler = self.optimizer(model)
             model.train()
-            graphed = (graphed_forward(model, inputs[:self.batch_size])
-                       if self.cuda_graph and device.type == "cuda" and len(inputs) >= self.batch_size else None)
+            graphed = self._graphed(model, inputs)
             for _ in range(self.epochs):
                 order = torch.randperm(len(inputs), generator=shuffle).to(device)
                 for start in range(0, len(order), self.batch_size):
                     idx = order[start:start + self.batch_size]
-                    forward = graphed if graphed is not None and len(idx) == self.batch_size else model
-                    loss = F.cross_entropy(forward(inputs[idx]), targets[idx])
+                    full = graphed is not None and len(idx) == self.batch_size
+                    loss = F.cross_entropy(graphed(idx) if full else model(inputs[idx]), targets[idx])
+                    # set_to_none matters with graphs: .grad may be the graph's own gradient buffer,
+                    # which the next replay overwrites; accumulating into it would double-count.
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                 if scheduler is not None:
                     scheduler.step()
+        if graphed is not None:
+            # The graphs and their memory pool sit in a reference cycle (an autograd class made inside
+            # make_graphed_callables): release them now rather than at some later collection.
+            opt.zero_grad(set_to_none=True)
+            del graphed
+            gc.collect()
         self.model_ = model.eval()
         return self
+
+    def _graphed(self, model: nn.Module, inputs: Tensor) -> GraphedForward | None:
+        """The graphed forward for full batches on CUDA; None (eager) on the CPU, when there is no full
+        batch, or when capture fails (with a warning: slower, same recipe)."""
+        if not (self.cuda_graph and inputs.device.type == "cuda" and len(inputs) >= self.batch_size):
+            return None
+        try:
+            return GraphedForward(model, inputs, batch_size=self.batch_size)
+        except RuntimeError as error:
+            warnings.warn(f"{self.name}: CUDA graph capture failed, training eagerly: {error}", RuntimeWarning)
+            return None
 
     def predict_proba(self, target_signals: Signals) -> np.ndarray:
         self._check_fitted()

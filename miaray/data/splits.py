@@ -14,7 +14,8 @@ the same indices as the reference code (on the same dataset order):
 Other train/test/validation percentages of a half (the paper's Table 2) use the same two calls:
 ``test_size = test / 100``, then ``test_size = val / (train + val)`` of the remainder. sklearn rounds
 the test and validation parts up (ceil) and gives the train part the rest: test and validation get
-their share of the half or up to one sample more, train its share or up to two samples less. The
+their share of the half or up to one sample more (validation, taken from a remainder already
+rounded down, can fall up to one sample short), train the rest. The
 paper's 45/45/10 keeps the reference constants above (0.1818, not 10/55), so its indices stay the
 reference code's.
 """
