@@ -254,8 +254,11 @@ def _sparsity_matrices(exp: Experiment) -> tuple[pd.DataFrame, str]:
     off = differently_pruned(rows[rows["shadow_method"] == rows["method"]])
     if off.empty:
         raise Skipped("no rows with shadow_sparsity != sparsity (run sweeps/unknown_pruning.py --study sparsity)")
-    attack = headline_attack(rows)  # the rule and rows the sweep's printout uses
-    return sparsity_matrix_table(rows, attack=attack), attack
+    attack = headline_attack(off)  # an attack the unknown-sparsity study ran (a grid may run more)
+    table = sparsity_matrix_table(rows, attack=attack)
+    if table.empty:
+        raise Skipped(f"no {attack} rows with shadow_sparsity != sparsity on a pruned target")
+    return table, attack
 
 
 def _matrix_panels(table: pd.DataFrame, keys: list[tuple], title_of: Callable[[tuple], str],

@@ -29,7 +29,8 @@ def unknown_pruning_loss(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = Non
     """Table 1 (`miaray.unknown_pruning.accuracy_loss_table`): mean (acc_known - acc_unknown) /
     acc_known per (dataset, arch, study), one column per attack, plus the number of pairs; the study
     'random pairs' averages the drawn `pairs` (the paper's statistic). Skipped, saying which rows are
-    missing, when nothing matches."""
+    missing, when nothing matches. Rows of the paper's split only, as every table but Table 2."""
+    rows = paper_split(rows)
     table = accuracy_loss_table(rows, pairs=pairs)
     if not table.empty:
         return table

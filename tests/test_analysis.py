@@ -336,3 +336,19 @@ def test_report_from_a_real_sweep(real_results: list[Path], tmp_path: Path) -> N
     assert _check_report(page) >= 11  # Fig. 6-13 and 16-19 at least
     text = page.read_text(encoding="utf-8")
     assert "lambda=4" in text and "best_attack" in text
+
+
+def test_unknown_sparsity_figures_use_an_attack_the_study_ran(tmp_path: Path) -> None:
+    """A full grid (all nine attacks) with an unknown-sparsity study run on fewer attacks: Fig. 12/13
+    draw the study's headline attack (here Mentr or Conf), not SAMIA, which has no off-diagonal row."""
+    rng = np.random.default_rng(0)
+    cell = {"dataset": "digits", "arch": "resnet18", "method": "l1_unstructured"}
+    for sparsity in (0.5, 0.9):
+        _unit(tmp_path / "grid", f"g{sparsity}", {**cell, "sparsity": sparsity}, rng, files=False)
+        _unit(tmp_path / "unknown", f"u{sparsity}", {**cell, "sparsity": sparsity,
+                                                      "shadow_sparsity": round(1.4 - sparsity, 1)},
+              rng, files=False, attacks=("conf", "mentr"))
+    outcomes = write_figures(load_experiments([tmp_path / "grid", tmp_path / "unknown"]), tmp_path / "out")
+    drawn = {o.name.split(" (")[0]: o for o in outcomes}
+    for name in ("Fig. 12", "Fig. 13"):
+        assert drawn[name].error is None and drawn[name].files, drawn[name]
