@@ -4,11 +4,13 @@ The projection turns measured per-epoch times into the cost of a whole grid:
 
     training  = (originals x original_epochs + cells x models_per_cell x finetune_epochs)
                 x n_train x (seconds per epoch per training image)
+                + (originals + cells x models_per_cell) x (seconds per fit call: its graph capture)
     signals   = (originals + cells x models_per_cell) x 2 n_train x (seconds per queried image)
 
 Epoch time is assumed to scale linearly with the number of training images (batches of 128 are
 index slices of a resident tensor, so there is no per-dataset loader cost). Attack training is
-projected by `bench_attacks.py` (per trained attack and number of classes) and added by hand.
+projected by `bench_attacks.py` (per trained attack and number of classes), whose `--gpu-json`
+adds this projection to it for the grand total.
 """
 
 from __future__ import annotations
@@ -160,6 +162,7 @@ class Rates:
 
     epoch_s_per_image: float    # one training epoch (with its validation pass) / training images
     signal_s_per_image: float   # softmax + sensitivity + reference query of one image
+    fit_s: float = 0.0          # once per fit call: the CUDA-graph capture (fit's `capture_seconds`)
 
 
 def project(plans: Iterable[PairPlan], rates: Mapping[str, Rates]) -> tuple[list[dict[str, Any]], float]:
@@ -170,7 +173,8 @@ def project(plans: Iterable[PairPlan], rates: Mapping[str, Rates]) -> tuple[list
         rate = rates.get(plan.arch, Rates(math.nan, math.nan))
         epochs = plan.originals * plan.original_epochs + plan.cells * plan.models_per_cell * plan.finetune_epochs
         queried = (plan.originals + plan.cells * plan.models_per_cell) * 2 * plan.n_train
-        train_h = epochs * plan.n_train * rate.epoch_s_per_image / 3600
+        fits = plan.originals + plan.cells * plan.models_per_cell
+        train_h = (epochs * plan.n_train * rate.epoch_s_per_image + fits * rate.fit_s) / 3600
         signal_h = queried * rate.signal_s_per_image / 3600
         rows.append({**asdict(plan), "model_epochs": epochs, "train_h": train_h, "signals_h": signal_h,
                      "total_h": train_h + signal_h})

@@ -15,12 +15,11 @@ check and fit eager rows, hit its 300 s deadline).
 1. `fit`: the product path, `miaray.train.fit` (Basic training on CUDA replays a captured CUDA graph
    per full batch; with its validation pass) plus `compute_signals` throughput, for resnet18, vgg16,
    densenet121 and the tabular fc net. The projection uses these. `fit eager` rows: the same with
-   `cuda_graph=False` (per-step loss sync), what fit did before the graph.
+   `cuda_graph=False` (one host sync per step): fit's eager loop, which PPB/DP/ADV always use.
 2. synthetic training loops per arch and mode (full batches only, 1 warm-up + `--epochs` timed):
-   fp32 (eager fp32), bf16 (bf16 autocast + channels_last, per-step loss sync: what fit does with
-   cuda_graph=False, and for PPB/DP/ADV), bf16_async (no per-step sync, cudnn.benchmark, fused
-   Adam), cudagraph (the whole step - gather, forward, backward, Adam - captured in one CUDA graph by
-   hand), compile (torch.compile of forward+loss, inductor), compile_cg (the same with
+   fp32 (eager fp32), bf16 (bf16 autocast + channels_last, one loss sync per step: fit's eager step),
+   bf16_async (no per-step sync, cudnn.benchmark, fused Adam), cudagraph (the whole step - gather,
+   forward, backward, Adam - captured in one CUDA graph by `miaray.train.CapturedStep`), compile (torch.compile of forward+loss, inductor), compile_cg (the same with
    mode="reduce-overhead": CUDA graphs of the forward and backward graphs). Compile time is the
    warm-up epoch minus a steady epoch.
 3. packed: 1 and 4 processes training resnet18 bf16 at once, aggregate images/s (run after the
@@ -55,7 +54,7 @@ from miaray.attacks.blindmi import reference_transform  # noqa: E402
 from miaray.attacks.signals import compute_signals  # noqa: E402
 from miaray.models import build_model  # noqa: E402
 from miaray.prune import prune  # noqa: E402
-from miaray.train import TensorSplit, fit  # noqa: E402
+from miaray.train import CapturedStep, Defense, TensorSplit, fit  # noqa: E402
 
 IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
 VAL_PER_TRAIN = 10 / 45  # REFERENCE section 1: 45% train, 10% validation
@@ -69,7 +68,7 @@ class Mode:
 
     bf16: bool            # bf16 autocast
     channels_last: bool   # NHWC activations and weights (tensor-core friendly)
-    sync_per_step: bool   # isfinite(loss) + loss.item() every step, as fit's eager loop (PPB/DP/ADV, cuda_graph=False)
+    sync_per_step: bool   # loss.item() every step, as fit's eager loop (PPB/DP/ADV, cuda_graph=False)
     tuned: bool           # cudnn.benchmark, fused (or capturable) Adam
     runner: str           # eager | cudagraph | compile | compile_cg
     isolated: bool        # own process: compiles (compile_s 25.6-34.8 s on the H200) must be killable
@@ -151,9 +150,7 @@ def make_optimizer(model: nn.Module, mode: Mode, device: torch.device) -> torch.
 def make_loss(model: nn.Module, mode: Mode, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """Forward + cross-entropy under the mode's precision, compiled for the compile runners."""
     def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        # A CUDA-graph capture must not reuse autocast's cast-weight cache across replays.
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.bf16,
-                            cache_enabled=mode.runner != "cudagraph"):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mode.bf16):
             return F.cross_entropy(model(x), y)
 
     if mode.runner == "compile":
@@ -164,7 +161,9 @@ def make_loss(model: nn.Module, mode: Mode, device: torch.device) -> Callable[[t
 
 
 class TrainStep:
-    """One optimiser step on the batch at `idx`; sums the loss on the device unless the mode syncs."""
+    """One optimiser step on the batch at `idx`; sums the loss on the device unless the mode syncs.
+    The `cudagraph` mode on CUDA is the product's captured step (`miaray.train.CapturedStep`, without
+    masks or defense); on the CPU it runs eagerly like the other modes."""
 
     def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, mode: Mode, batch: int) -> None:
         self.device = x.device
@@ -172,57 +171,26 @@ class TrainStep:
         self.optimizer = make_optimizer(model, mode, self.device)
         self.loss = make_loss(model, mode, self.device)
         self.total = torch.zeros((), device=self.device)
-        self.replay: Callable[[], None] | None = None
-        if mode.runner == "cudagraph":
-            self.static_idx = torch.arange(batch, device=self.device)
-            self.replay = self._capture()
-
-    def _body(self) -> None:
-        """The whole step on the static index buffer: gather, forward, backward, Adam, loss sum."""
-        # Advanced indexing, as in miaray.train: unlike index_select it keeps channels_last.
-        loss = self.loss(self.x[self.static_idx], self.y[self.static_idx])
-        loss.backward()
-        self.optimizer.step()
-        self.total.add_(loss.detach())
-
-    def _capture(self) -> Callable[[], None]:
-        """A CUDA graph of `_body` (PyTorch's whole-network capture recipe); on the CPU the same
-        body runs eagerly, so everything but the capture itself is exercised there."""
-        def eager() -> None:
-            self.optimizer.zero_grad(set_to_none=True)
-            self._body()
-
-        if self.device.type != "cuda":
-            return eager
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up iterations allocate grads and Adam state off-graph
-            for _ in range(3):
-                eager()
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        self.optimizer.zero_grad(set_to_none=True)  # backward inside the graph writes fresh grads
-        with torch.cuda.graph(graph):
-            self._body()
-        return graph.replay
+        self.captured: CapturedStep | None = None
+        if mode.runner == "cudagraph" and self.device.type == "cuda":
+            self.captured = CapturedStep(model, self.optimizer, TensorSplit(x, y, x[:0], y[:0]), batch_size=batch,
+                                         defense=Defense(), masks=None, bn_l1=0.0)
 
     def __call__(self, idx: torch.Tensor) -> None:
-        if self.replay is not None:
-            self.static_idx.copy_(idx, non_blocking=True)
-            self.replay()
+        if self.captured is not None:
+            self.captured(idx)
             return
         if self.mode.runner == "compile_cg":
             torch.compiler.cudagraph_mark_step_begin()
         loss = self.loss(self.x[idx], self.y[idx])
-        if self.mode.sync_per_step and not torch.isfinite(loss):  # the host sync fit's eager loop pays
-            raise FloatingPointError(f"loss is {loss.item()}")
+        if self.mode.sync_per_step:  # the one host sync per step of fit's eager loop
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(f"loss is {value}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        if self.mode.sync_per_step:
-            self.total += loss.item()
-        else:
-            self.total += loss.detach()
+        self.total += value if self.mode.sync_per_step else loss.detach()
 
     def epoch(self, n: int, batch: int, generator: torch.Generator) -> float:
         """One epoch over full batches; returns the wall seconds (device synchronised)."""
@@ -233,7 +201,8 @@ class TrainStep:
                 self(idx.to(self.device, non_blocking=True))
         synchronize(self.device)
         seconds = time.perf_counter() - start
-        if not math.isfinite(float(self.total)):
+        total = self.captured.take_total() if self.captured is not None else float(self.total)
+        if not math.isfinite(total):
             raise FloatingPointError("non-finite loss in the epoch")
         self.total.zero_()
         return seconds
@@ -446,7 +415,7 @@ COLUMNS = [("item", ""), ("arch", ""), ("mode", ""), ("max_rel_diff", ".1e"), ("
 
 def fit_rates(rows: list[dict[str, Any]]) -> dict[str, Rates]:
     """Projection rates from the fit rows: seconds per training image per epoch, per queried image."""
-    return {r["arch"]: Rates(r["epoch_s"] / r["images"], 1 / r["signal_img_s"])
+    return {r["arch"]: Rates(r["epoch_s"] / r["images"], 1 / r["signal_img_s"], r.get("compile_s") or 0.0)
             for r in rows if r["item"] == "fit" and r["mode"] == "fit" and r["status"] == "ok"}
 
 

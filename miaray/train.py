@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -146,22 +147,25 @@ class CapturedStep:
         self.idx = torch.arange(batch_size, device=device)  # the batch a replay trains on
         self.total = torch.zeros((), device=device)         # summed loss of the replays
         initial = copy.deepcopy(model.state_dict())
-        side = torch.cuda.Stream(device)
-        side.wait_stream(torch.cuda.current_stream(device))
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                optimizer.zero_grad(set_to_none=True)
-                self._step()
-        torch.cuda.current_stream(device).wait_stream(side)
-        optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the static gradients
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._step()
-        model.load_state_dict(initial)  # in place: the graph keeps the parameters' addresses
-        for state in optimizer.state.values():  # a fresh Adam: zero moments, step 0
-            for value in state.values():
-                if torch.is_tensor(value):
-                    value.zero_()
+        try:
+            with torch.cuda.device(device):  # the capture stream lives on the data's GPU
+                side = torch.cuda.Stream(device)
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        optimizer.zero_grad(set_to_none=True)
+                        self._step()
+                torch.cuda.current_stream(device).wait_stream(side)
+                optimizer.zero_grad(set_to_none=True)  # the captured backward allocates the static gradients
+                self.graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(self.graph):
+                    self._step()
+        finally:  # also when capture fails: the caller then trains eagerly from the initial state
+            model.load_state_dict(initial)  # in place: the graph keeps the parameters' addresses
+            for state in optimizer.state.values():  # a fresh Adam: zero moments, step 0
+                for value in state.values():
+                    if torch.is_tensor(value):
+                        value.zero_()
         self.total.zero_()
 
     def _step(self) -> None:
@@ -205,8 +209,13 @@ def fit(model: nn.Module, data: TensorSplit, *, epochs: int, lr: float, weight_d
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, capturable=capture)
     trained, optimizer = defense.prepare(model, optimizer, n_train=n, batch_size=batch_size, epochs=epochs)
     start = time.perf_counter()
-    captured = CapturedStep(model, optimizer, data, batch_size=batch_size, defense=defense, masks=masks,
-                            bn_l1=bn_l1) if capture else None
+    captured = None
+    if capture:
+        try:
+            captured = CapturedStep(model, optimizer, data, batch_size=batch_size, defense=defense, masks=masks,
+                                    bn_l1=bn_l1)
+        except RuntimeError as error:  # slower, same recipe: the step runs eagerly
+            warnings.warn(f"CUDA graph capture failed, training eagerly: {error}", RuntimeWarning)
     capture_seconds = time.perf_counter() - start
     # Score improvements as "lower is better" for both monitors.
     score_of = (lambda loss, acc: loss) if monitor == "val_loss" else (lambda loss, acc: -acc)

@@ -4,9 +4,10 @@ Training runs on the device of the shadow signals, with index-sliced mini-batche
 on that device. Initialisation, dropout and shuffling are seeded without touching the global RNG.
 
 On CUDA, the full batches run the network's forward and backward as two captured CUDA graphs
-(`torch.cuda.make_graphed_callables`): these networks are so small that an eager step is bound by
-kernel launches, and the paper grid fits them on 5 x 2 n_train pooled shadow rows for 30-100 epochs
-per cell (benchmarks/bench_attacks.py). The optimiser step stays eager because SAMIA's learning-rate
+(`torch.cuda.make_graphed_callables`): the paper grid fits these small networks on 5 x 2 n_train
+pooled shadow rows for 30-100 epochs per cell, where an eager step of a small network is expected to
+be bound by kernel launches. Not yet measured on a GPU: `python benchmarks/bench_attacks.py` times
+both paths (`graph`, `eager`) and checks them against each other. The optimiser step stays eager because SAMIA's learning-rate
 schedule changes SGD's step size between epochs, which a captured step would freeze; the short last
 batch of an epoch runs eagerly. Dropout draws fresh masks on every replay, so the graphed fit follows
 the same recipe as the eager one but not its random stream.
@@ -34,17 +35,17 @@ class GraphedForward:
 
     `graphed(idx)` returns the logits of inputs[idx]; gradients reach the parameters as in eager mode.
     The graphs read their batch from a private buffer that each call fills: the captured input must
-    never alias `inputs` (a slice would), because a replay copies its batch into that tensor. The
-    module itself stays eager: its own forward runs the other batch shapes and eval mode.
+    never alias `inputs` (a slice would), because a replay copies its batch into that tensor. What is
+    graphed is a wrapper sharing the model's parameters, so the model itself stays eager: its own
+    forward runs the other batch shapes and eval mode.
     """
 
     def __init__(self, model: nn.Module, inputs: Tensor, *, batch_size: int) -> None:
         self.inputs = inputs
         self.batch = inputs[:batch_size].clone()
+        self.forward = nn.Sequential(model)
         with torch.cuda.device(inputs.device):  # the capture stream lives on the data's GPU
-            torch.cuda.make_graphed_callables(model, (self.batch,))  # patches model.forward in place...
-        self.forward = model.forward
-        del model.forward  # ...so keep the graphed function and restore the module's own forward
+            torch.cuda.make_graphed_callables(self.forward, (self.batch,))
 
     def __call__(self, idx: Tensor) -> Tensor:
         torch.index_select(self.inputs, 0, idx, out=self.batch)
