@@ -50,27 +50,18 @@ class Experiment:
     notes: list[str] = field(default_factory=list)   # files that could not be read, for the user
     # The unknown-pruning study's drawn (known, unknown) unit pairs (miaray.unknown_pruning.PAIRS_FILE).
     pairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRS_COLUMNS))
-    # (kind, unit_id) -> the frame read from that file: Fig. 1 and Fig. 4 (and the report) read the same
-    # signal files, which are large. A failed read is not kept, so the next figure tries again.
-    _unit_frames: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict, init=False, repr=False,
-                                                              compare=False)
 
     def read_unit_files(self, kind: str, unit_ids: Sequence[str]) -> pd.DataFrame:
-        """The `signals` or `roc` rows of the given units (those that have a readable file), each file
-        read once per Experiment; the frame returned is a new one (callers may change it freely)."""
+        """The `signals` or `roc` rows of the given units (those that have a readable file)."""
         files = self.signal_files if kind == SIGNALS_DIR else self.roc_files
         frames = []
         for unit_id in unit_ids:
             if unit_id not in files:
                 continue
-            if (kind, unit_id) not in self._unit_frames:
-                try:
-                    self._unit_frames[kind, unit_id] = pd.read_parquet(files[unit_id])
-                except (OSError, ValueError) as error:  # a file being written right now, or damaged
-                    self.notes.append(f"could not read {files[unit_id]}: {error}")
-                    continue
-            frames.append(self._unit_frames[kind, unit_id])
-        # concat builds a new frame, so the cached ones are never handed out (nor changed) directly.
+            try:
+                frames.append(pd.read_parquet(files[unit_id]))
+            except (OSError, ValueError) as error:  # a file being written right now, or damaged
+                self.notes.append(f"could not read {files[unit_id]}: {error}")
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -34,9 +34,6 @@ REFERENCE_TRAIN_GFLOP = {"resnet18": 3.33, "vgg16": 1.88, "densenet121": 5.33}
 # Training-set (member) sizes per model, REFERENCE section 1.
 PAPER_TRAIN_SIZES = {"cifar10": 13_500, "cifar100": 13_500, "svhn": 22_340, "chmnist": 1_125,
                      "purchase": 44_398, "texas": 15_148, "location": 1_126}
-# Classes per dataset (REFERENCE section 1; CHMNIST has 8): the trained attacks' input width.
-PAPER_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn": 10, "chmnist": 8, "purchase": 100, "texas": 100,
-                 "location": 30}
 PAPER_IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist")
 PAPER_TABULAR_DATASETS = ("purchase", "texas", "location")
 PAPER_IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
@@ -97,6 +94,13 @@ def machine_description(device: torch.device) -> str:
 
 
 # ---- peak memory --------------------------------------------------------------------------------
+def paper_classes() -> dict[str, int]:
+    """Classes of each paper dataset (the trained attacks' input width), from miaray's loaders."""
+    from miaray.data.registry import real_datasets
+
+    return {name: dataset.num_classes for name, dataset in real_datasets().items()}
+
+
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

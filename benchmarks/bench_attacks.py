@@ -37,8 +37,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from _common import (PAPER_CLASSES, PairPlan, add_out_argument, default_out, format_table,  # noqa: E402
-                     machine_description, paper_grid, project, write_json)
+from _common import (PairPlan, add_out_argument, default_out, format_table,  # noqa: E402
+                     machine_description, paper_classes, paper_grid, project, write_json)
 from bench_gpu import fit_rates  # noqa: E402
 from miaray.attacks import make_attack  # noqa: E402
 from miaray.attacks.signals import Signals  # noqa: E402
@@ -122,9 +122,9 @@ def attack_steps(plan: PairPlan, name: str, *, shadows: int = 5) -> int:
 def project_attacks(plans: Sequence[PairPlan], step_s: Mapping[tuple[str, int], float],
                     attacks: Sequence[str]) -> tuple[list[dict[str, Any]], float]:
     """Per-pair hours of attack training (cells x steps x measured seconds per step) and the total."""
-    rows = []
+    rows, classes_of = [], paper_classes()
     for plan in plans:
-        classes = PAPER_CLASSES[plan.dataset]
+        classes = classes_of[plan.dataset]
         hours = {a: plan.cells * attack_steps(plan, a) * step_s[(a, classes)] / 3600 for a in attacks}
         rows.append({"dataset": plan.dataset, "arch": plan.arch, "classes": classes, "cells": plan.cells,
                      **{f"{a}_h": h for a, h in hours.items()}, "attacks_h": sum(hours.values())})
@@ -137,7 +137,7 @@ def grand_total(gpu_json: str, *, attacks_h: float, mode: str, machine: str) -> 
         run = json.load(handle)
     rows, _ = project(paper_grid(), fit_rates(run["rows"]))
     train_h, signals_h = (sum(row[k] for row in rows) for k in ("train_h", "signals_h"))
-    return (f"\n== paper grid, grand total (typical early stopping) ==\n"
+    return (f"\n== paper grid, grand total (assumed early stopping) ==\n"
             f"training {train_h:.2f} h + signals {signals_h:.2f} h ({run['machine']}, {gpu_json})\n"
             f"+ attack training {attacks_h:.2f} h ({machine}, {mode})\n"
             f"= {train_h + signals_h + attacks_h:.2f} h")
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = {"graph": True, "eager": False} if device.type == "cuda" else {"eager": False}
     measured, step_s = [], {mode: {} for mode in modes}
     for name in attacks:
-        for classes in sorted(set(PAPER_CLASSES.values())):
+        for classes in sorted(set(paper_classes().values())):
             row = {"attack": name, "classes": classes, "reference_epochs": reference_epochs(name)}
             for mode, graph in modes.items():
                 try:

@@ -421,7 +421,7 @@ def fit_rates(rows: list[dict[str, Any]]) -> dict[str, Rates]:
 
 def print_projections(rates: dict[str, Rates], header: str) -> str:
     """The paper-grid projection under the typical-stopping assumption and without early stopping."""
-    text = "\n\n".join([format_projection(f"{header}: paper grid, typical early stopping",
+    text = "\n\n".join([format_projection(f"{header}: paper grid, assumed early stopping",
                                           paper_grid(StopAssumption()), rates),
                         format_projection(f"{header}: paper grid, no early stopping (upper bound)",
                                           paper_grid(NO_EARLY_STOP), rates)])

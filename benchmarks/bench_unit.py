@@ -8,10 +8,10 @@ The phases are the public steps `miaray.unit.run_unit` composes, called one by o
 `run_unit` itself on the now warm store, which is what a sweep cell costs once its models exist.
 Peak memory: CUDA max_memory_allocated per phase on a GPU; on the CPU the peak resident set size
 sampled every 10 ms during the phase. The last section projects the quick preset (or `--grid`) from
-these measurements with the same function as bench_gpu.py's GPU projection. Defaults follow the
-quick preset and `python -m miaray.unit`: width 0.125 on the embedded datasets (1 otherwise), and the
-trained attacks at the `--grid` preset's `attack_epochs` (20 for quick; `--attack-epochs 0` runs each
-attack's reference schedule, as does `--grid ''`).
+these measurements with the same function as bench_gpu.py's GPU projection. The width follows
+the quick preset and `python -m miaray.unit` (0.125 on the embedded datasets, 1 otherwise); the
+trained attacks follow the `--grid` preset's `attack_epochs` (20 for quick), unlike `python -m
+miaray.unit` (`--attack-epochs 0` runs each attack's reference schedule, as does `--grid ''`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU check and timing in one call, for a session with a lent GPU (about 8 minutes on an H200):
+# Every GPU check and timing in one call, for a session with a lent GPU (estimated 7-8 minutes on an H200, not yet run):
 #   bash benchmarks/gpu_session.sh            # JSON and logs under $OUT (default: ./gpu_session_out)
 # 1. the CUDA-graph tests (fit's captured step, the attacks' graphed forward) where pytest is installed;
 # 2. bench_gpu.py: the check row, fit / fit eager, the training modes, packing, the projection (6 min cap);

@@ -48,7 +48,7 @@ from miaray.config import (ARCHS, ATTACKS, DATASETS, DEFENSE_PARAMS, DEFENSES, I
                            format_split, parse_name_values, parse_split, stable_hash)
 from miaray.store import Store, default_root
 from miaray.unknown_pruning import (PAIRS_COLUMNS, PAIRS_FILE, RANDOM_PAIRS, accuracy_loss_table, headline_attack,
-                                   sparsity_matrix_table)
+                                   known_pruning, sparsity_matrix_table)
 
 PAPER_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location")
@@ -462,8 +462,9 @@ def sweep_jobs(plan: Plan, store: Store) -> list[str]:
     builds = [_job(cell, {"role": role, "pruned": pruned})
               for jobs, pruned in ((plan.originals, False), (plan.shared_pruned(), True))
               for cell, role in missing_builds(jobs, pruned=pruned, store=store).values()]
-    # Sparsest first: heavier pruning needs more fine-tuning epochs (quick-preset cells at 0.9 ran
-    # 5-15% longer than at 0.5), so the shorter cells fill the last free slots (longest job first).
+    # Sparsest first: heavier pruning needs more fine-tuning epochs (a quick-preset cell at 0.9 took
+    # 7-10 % longer than at 0.5 on average: benchmarks/README.md, bench_grid.py section), so the
+    # shorter cells fill the last free slots (longest job first).
     return builds + [_job(cell) for cell in sorted(plan.cells, key=lambda c: -c.sparsity)]
 
 
@@ -484,7 +485,8 @@ def run_trials(*, plan: Plan, settings: RunSettings, resume: bool, retries: int)
         tuner = tune.Tuner(
             trainable, param_space=space,
             # Reused actors keep one process per slot for the whole sweep: torch and miaray are
-            # imported once per slot instead of once per trial (seconds each on a small machine).
+            # imported once per slot instead of once per trial (`import miaray.unit` took 3.8-4.5 s on
+            # the 2-core CI-like machine: benchmarks/README.md, bench_grid.py section).
             tune_config=tune.TuneConfig(trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname,
                                         reuse_actors=True),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[Progress()],
@@ -512,12 +514,12 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     lines = []
     for unit_id, rows in df.groupby("unit_id", sort=False):
         first = rows.iloc[0]
-        line = {k: first.get(k) for k in ("dataset", "arch", "method", "sparsity", "split_ratio", "shadow_method",
-                                          "shadow_sparsity", "defense", "seed")}  # rows before split_ratio lack it
+        line = {k: first[k] for k in ("dataset", "arch", "method", "sparsity", "split_ratio", "shadow_method",
+                                      "shadow_sparsity", "defense", "seed")}
         head = _headline(rows.to_dict("records"))  # what the cell's trial reported to Tune
         if head["status"] != "ok":
             line.update(test_acc=math.nan, best_attack="FAILED", best_attack_acc=math.nan,
-                        conf_org_acc=math.nan, error=str(first.get("error", "")))
+                        conf_org_acc=math.nan, error=str(head["error"]))
         else:
             line.update(test_acc=head["target_test_acc"], best_attack=head["best_attack"],
                         best_attack_acc=head["best_attack_acc"], conf_org_acc=head["conf_org_acc"])
@@ -526,9 +528,8 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
     # Keep the four keys of a cell, and the others only where they say something.
-    known = (table["shadow_method"] == table["method"]) & (table["shadow_sparsity"] == table["sparsity"])
-    constant = [c for c in ("split_ratio", "defense", "seed") if table[c].nunique(dropna=False) == 1]
-    constant += ["shadow_method", "shadow_sparsity"] if known.all() else []
+    constant = [c for c in ("split_ratio", "defense", "seed") if table[c].nunique() == 1]
+    constant += ["shadow_method", "shadow_sparsity"] if len(known_pruning(table)) == len(table) else []
     if "error" in table:
         table["error"] = table["error"].fillna("")
     return table.sort_values(["dataset", "arch", "method", "sparsity", "split_ratio"],
