@@ -28,7 +28,7 @@ from sklearn.metrics import roc_curve
 
 from miaray.attacks import make_attack
 from miaray.attacks.blindmi import reference_transform
-from miaray.attacks.metrics import evaluate_attack
+from miaray.attacks.metrics import evaluate_scores
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
 from miaray.config import (ATTACKS, DEFENSE_PARAMS, DEFENSES, METHODS, PAPER_SPLIT, TRAINED_ATTACKS, ConfigError,
                            TrainConfig, UnitConfig, format_split, parse_name_values, parse_split)
@@ -197,7 +197,7 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
         params = {"epochs": ctx.config.attack_epochs} if ctx.config.attack_epochs and name in TRAINED_ATTACKS else {}
         attack = make_attack(name, seed=ctx.config.seed, **params).fit(pooled, pooled_membership)
         scores = attack.predict_proba(target)
-        metrics = evaluate_attack(attack, target, truth, scores=scores)  # scores reused for the ROC below
+        metrics = evaluate_scores(attack, scores, truth)  # the scores also draw the ROC below
         rows.append({"attack": name, **metrics, "time_attack_s": time.perf_counter() - start})
         fpr, tpr, _ = roc_curve(truth, scores)
         roc += [{"attack": name, "fpr": f, "tpr": t} for f, t in zip(fpr, tpr)]

@@ -46,12 +46,12 @@ def attack_metrics(membership: np.ndarray, *, scores: np.ndarray | None = None, 
     return result
 
 
-def evaluate_attack(attack: Attack, target_signals: Signals, membership: np.ndarray, *,
-                    scores: np.ndarray | None = None) -> dict[str, float]:
-    """attack_metrics of a fitted attack on target signals with known membership.
+def evaluate_attack(attack: Attack, target_signals: Signals, membership: np.ndarray) -> dict[str, float]:
+    """attack_metrics of a fitted attack on target signals with known membership."""
+    return evaluate_scores(attack, attack.predict_proba(target_signals), membership)
 
-    Pass `scores` (the attack's predict_proba on target_signals) when the caller already has them."""
-    if scores is None:
-        scores = attack.predict_proba(target_signals)
+
+def evaluate_scores(attack: Attack, scores: np.ndarray, membership: np.ndarray) -> dict[str, float]:
+    """attack_metrics of a fitted attack's scores (its predict_proba) on targets of known membership."""
     return attack_metrics(membership, scores=None if attack.label_only else scores,
                           predictions=attack.predict_from_scores(scores), label_only=attack.label_only)
