@@ -204,7 +204,8 @@ def test_references_leave_target_and_shadows_unchanged_and_do_not_depend_on_thei
     fewer = make_splits(2_500, seed=7, num_shadows=3, num_references=3)
     assert with_refs.roles() == plain.roles() + [f"reference{i}" for i in range(6)]
     for role in plain.roles():
-        assert all(torch.equal(getattr(plain.role(role), p), getattr(with_refs.role(role), p)) for p in ("train", "val", "test"))
+        assert all(torch.equal(getattr(plain.role(role), part), getattr(with_refs.role(role), part))
+                   for part in ("train", "val", "test"))
     for i in range(3):  # reference i is the same model whether 3 or 6 were asked for
         assert torch.equal(fewer.role(f"reference{i}").train, with_refs.role(f"reference{i}").train)
     again, other = (make_splits(2_500, seed=s, num_shadows=3, num_references=6) for s in (7, 8))

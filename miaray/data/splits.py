@@ -152,5 +152,6 @@ def _reference_splits(target: Split, *, seed: int, count: int) -> list[Split]:
     for pair in range((count + 1) // 2):
         order = torch.from_numpy(np.random.default_rng([seed, REFERENCE_STREAM, pair]).permutation(len(pool)))
         half, rest = pool[order[:len(pool) // 2]], pool[order[len(pool) // 2:]]
-        references += [Split(train=half, val=target.val, test=rest), Split(train=rest, val=target.val, test=half)]
+        references += [Split(train=half, val=target.val, test=rest),
+                       Split(train=rest, val=target.val, test=half)]
     return references[:count]
