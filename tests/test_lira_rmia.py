@@ -122,7 +122,7 @@ def test_online_lira_needs_in_and_out_models_of_every_sample():
     inside[1] = False  # sample 1 has no IN model
     with pytest.raises(ValueError, match="1 sample.* no IN reference model"):
         LiRAOnline().fit(HAND_REFERENCE, inside)
-    with pytest.raises(ValueError, match="2 rows, but the attack was fitted on 2|has 3 rows"):
+    with pytest.raises(ValueError, match="target_phi has 3 rows; expected 2"):
         LiRAOnline().fit(HAND_REFERENCE, HAND_INSIDE).predict_proba(np.zeros(3))
     with pytest.raises(ValueError, match="finite"):
         LiRAOffline().fit(np.array([[np.inf, 1.0]]))
@@ -278,3 +278,9 @@ def test_registry_names_the_reference_attacks_apart_from_the_paper_ones():
         make_reference_attack("lira_online")
     with pytest.raises(ValueError, match="gamma=0"):
         RMIAOnline(gamma=0)
+    with pytest.raises(ValueError, match="a=1.5 must lie in"):
+        RMIAOffline(a=1.5)
+    with pytest.raises(ValueError, match="plain query only"):
+        RMIAOnline().fit(np.zeros((3, 2, 4)), np.zeros((5, 2)), np.zeros(5))
+    with pytest.raises(ValueError, match="population_reference has 3 models, reference 2"):
+        RMIAOnline().fit(np.zeros((3, 2)), np.zeros((5, 3)), np.zeros(5))

@@ -191,6 +191,9 @@ def test_an_odd_number_of_references_gives_each_sample_half_rounded_either_way()
 def test_reference_splits_stay_in_the_pool_and_validate_outside_it():
     splits = make_splits(3_000, seed=4, num_shadows=2, num_references=4)
     pool = _set(splits.target.train, splits.target.test)
+    assert splits.target_pool().tolist() == splits.target.train.tolist() + splits.target.test.tolist()
+    assert set(splits.shadow_half().tolist()) == set(range(3_000)) - _set(*_parts(splits.target))
+    assert torch.equal(splits.shadow_half(), splits.shadow_half().sort().values)
     for i in range(4):
         reference = splits.role(f"reference{i}")
         train, test, val = (set(part.tolist()) for part in (reference.train, reference.test, reference.val))

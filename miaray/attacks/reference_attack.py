@@ -56,7 +56,7 @@ def target_phi(values: ArrayLike, *, name: str = "target_phi", n: int | None = N
     phi = as_array(values, name=name, ndim=(1, 2))
     phi = phi[:, None] if phi.ndim == 1 else phi
     if n is not None and len(phi) != n:
-        raise ValueError(f"{name} has {len(phi)} rows, but the attack was fitted on {n} samples")
+        raise ValueError(f"{name} has {len(phi)} rows; expected {n}, one per sample (row-aligned)")
     if queries is not None and phi.shape[1] != queries:
         raise ValueError(f"{name} has {phi.shape[1]} queries per sample, the references {queries}")
     if not np.isfinite(phi).all():

@@ -90,6 +90,15 @@ class Splits:
                 return splits[int(index)]
         raise ValueError(f"unknown role {name!r}; valid roles: {', '.join(self.roles())}")
 
+    def target_pool(self) -> torch.Tensor:
+        """The target's members then non-members (train, then test): the samples every attack scores and
+        the pool the reference models train on."""
+        return torch.cat([self.target.train, self.target.test])
+
+    def shadow_half(self) -> torch.Tensor:
+        """The shadow half, sorted: the attacker's own data, where RMIA's population samples z come from."""
+        return torch.cat([self.shadows[0].train, self.shadows[0].val, self.shadows[0].test]).sort().values
+
     def to_dict(self) -> dict[str, Any]:
         """Plain ints and lists (JSON-able), saved with the models trained on these splits."""
         return {"n": self.n, "seed": self.seed, "target": self.target.to_dict(),
@@ -147,7 +156,7 @@ def _split_half(half: np.ndarray, *, seed: int, fractions: tuple[float, float]) 
 def _reference_splits(target: Split, *, seed: int, count: int) -> list[Split]:
     """``count`` reference splits in complementary pairs over the target's pool (train + test); pair j
     is drawn from ``(seed, j)`` alone, so reference i is the same whatever ``count`` is."""
-    pool = torch.cat([target.train, target.test])
+    pool = torch.cat([target.train, target.test])  # Splits.target_pool
     references = []
     for pair in range((count + 1) // 2):
         order = torch.from_numpy(np.random.default_rng([seed, REFERENCE_STREAM, pair]).permutation(len(pool)))
