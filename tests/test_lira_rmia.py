@@ -68,6 +68,11 @@ def test_model_phi_queries_each_version_and_does_not_depend_on_the_batch_size():
             expected = scaled_confidence(model(apply_query(x, query_set(mirror=True, shift=1)[column])), y)
             assert torch.allclose(phi[:, column], expected, atol=1e-5)
     assert torch.allclose(model_phi(model, x, y, mirror=True, shift=1, batch_size=10_000), phi, atol=1e-5)
+    tabular = build_model("fc", num_classes=3, input_shape=(6,), width=0.125)
+    rows, labels = torch.randn(5, 6), torch.tensor([0, 1, 2, 0, 1])
+    assert model_phi(tabular, rows, labels).shape == (5, 1)
+    with pytest.raises(ValueError, match="need images"):
+        model_phi(tabular, rows, labels, mirror=True)
 
 
 # ---- LiRA by hand ----------------------------------------------------------------------------------------
