@@ -14,13 +14,16 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location",
-            "digits", "synthetic_tabular")
-IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "digits")
+            "digits", "mnist5k", "synthetic_tabular")
+IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "digits", "mnist5k")
 ARCHS = ("resnet18", "vgg16", "densenet121", "fc")
 IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
 METHODS = ("l1_unstructured", "l1_structured", "l2_structured", "slimming")
 STRUCTURED_METHODS = ("l1_structured", "l2_structured", "slimming")
 ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "top3_nn", "nncls", "blindmi", "samia")
+# Beyond the paper: attacks that read reference models (LiRA, RMIA; REFERENCE section 4). Offline ones use
+# OUT models only (the shadows); online ones need reference models trained on halves of the target's pool.
+REFERENCE_ATTACKS = ("lira_offline", "rmia_offline", "lira", "rmia")
 TRAINED_ATTACKS = ("nn", "top3_nn", "nncls", "samia")  # attack models with a training schedule
 DEFENSES = ("basic", "ppb", "dp", "adv")
 # Hyperparameters each defense takes, with the reference defaults (REFERENCE section 5).

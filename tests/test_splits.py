@@ -149,3 +149,80 @@ def test_too_small_for_a_split_names_n_and_the_split():
     make_splits(8, seed=0)  # 4 per half: 1 train, 1 val, 2 test
     with pytest.raises(ValueError, match="n=40 is too small for the 1/98/1 split"):
         make_splits(40, seed=0, split=(1, 98, 1))
+
+
+# ---- reference models (online LiRA / RMIA) ----------------------------------------------------------
+def _in_counts(splits: Splits, n: int) -> torch.Tensor:
+    """For every dataset index: how many reference models train on it."""
+    counts = torch.zeros(n, dtype=torch.int64)
+    for reference in splits.references:
+        counts[reference.train] += 1
+    return counts
+
+
+@pytest.mark.parametrize("n, seed", [(5_000, 0), (1_001, 3)])
+def test_each_pool_sample_is_in_for_half_of_the_references(n, seed):
+    splits = make_splits(n, seed=seed, num_shadows=2, num_references=8)
+    pool = torch.cat([splits.target.train, splits.target.test])
+    counts = _in_counts(splits, n)
+    # Complementary pairs: every pool sample is IN for exactly k of the first 2k reference models.
+    for k in (1, 2, 4):
+        prefix = Splits(n=n, seed=seed, target=splits.target, shadows=splits.shadows,
+                        references=splits.references[:2 * k])
+        assert torch.equal(_in_counts(prefix, n)[pool], torch.full((len(pool),), k))
+    outside = torch.ones(n, dtype=torch.bool)
+    outside[pool] = False
+    assert counts[outside].sum() == 0  # no reference model trains outside the target's pool
+    # Each reference trains on half of the pool, and its halves differ from pair to pair.
+    trains = [set(r.train.tolist()) for r in splits.references]
+    assert all(len(t) in (len(pool) // 2, (len(pool) + 1) // 2) for t in trains)
+    assert trains[0] != trains[2] and trains[0] & trains[2]
+
+
+def test_an_odd_number_of_references_gives_each_sample_half_rounded_either_way():
+    splits = make_splits(2_000, seed=1, num_shadows=1, num_references=3)
+    pool = torch.cat([splits.target.train, splits.target.test])
+    counts = _in_counts(splits, 2_000)[pool]
+    assert set(counts.tolist()) == {1, 2}
+    # the lone third model takes a random half of the pool
+    assert (counts == 2).sum() == len(pool) // 2
+
+
+def test_reference_splits_stay_in_the_pool_and_validate_outside_it():
+    splits = make_splits(3_000, seed=4, num_shadows=2, num_references=4)
+    pool = _set(splits.target.train, splits.target.test)
+    assert splits.target_pool().tolist() == splits.target.train.tolist() + splits.target.test.tolist()
+    assert set(splits.shadow_half().tolist()) == set(range(3_000)) - _set(*_parts(splits.target))
+    assert torch.equal(splits.shadow_half(), splits.shadow_half().sort().values)
+    for i in range(4):
+        reference = splits.role(f"reference{i}")
+        train, test, val = (set(part.tolist()) for part in (reference.train, reference.test, reference.val))
+        assert train | test == pool and not train & test  # members and non-members split the pool
+        assert torch.equal(reference.val, splits.target.val) and not val & pool
+
+
+def test_references_leave_target_and_shadows_unchanged_and_do_not_depend_on_their_number():
+    plain = make_splits(2_500, seed=7, num_shadows=3)
+    with_refs = make_splits(2_500, seed=7, num_shadows=3, num_references=6)
+    fewer = make_splits(2_500, seed=7, num_shadows=3, num_references=3)
+    assert with_refs.roles() == plain.roles() + [f"reference{i}" for i in range(6)]
+    for role in plain.roles():
+        assert all(torch.equal(getattr(plain.role(role), part), getattr(with_refs.role(role), part))
+                   for part in ("train", "val", "test"))
+    for i in range(3):  # reference i is the same model whether 3 or 6 were asked for
+        assert torch.equal(fewer.role(f"reference{i}").train, with_refs.role(f"reference{i}").train)
+    again, other = (make_splits(2_500, seed=s, num_shadows=3, num_references=6) for s in (7, 8))
+    assert torch.equal(again.role("reference5").train, with_refs.role("reference5").train)
+    assert not torch.equal(other.role("reference0").train, with_refs.role("reference0").train)
+
+
+def test_reference_roles_round_trip_and_bad_names():
+    splits = make_splits(300, seed=2, num_shadows=1, num_references=2)
+    restored = Splits.from_dict(json.loads(json.dumps(splits.to_dict())))
+    assert restored.roles() == ["target", "shadow0", "reference0", "reference1"]
+    assert torch.equal(restored.role("reference1").test, splits.role("reference1").test)
+    for bad in ("reference2", "reference", "reference-1"):
+        with pytest.raises(ValueError, match="valid roles: target, shadow0, reference0, reference1"):
+            splits.role(bad)
+    with pytest.raises(ValueError, match="num_references=-1"):
+        make_splits(300, seed=0, num_references=-1)

@@ -10,6 +10,7 @@ from typing import Any, Callable
 from miaray.config import DATASETS
 from miaray.data.dataset import Dataset
 from miaray.data.embedded import load_digits, load_synthetic_tabular
+from miaray.data.mnist5k import load_mnist5k
 from miaray.data.real import RealDataset
 from miaray.data.sources import resolve_root
 
@@ -27,6 +28,7 @@ def real_datasets() -> dict[str, RealDataset]:
 
 EMBEDDED_DATASETS: dict[str, Callable[..., Dataset]] = {
     "digits": load_digits,
+    "mnist5k": load_mnist5k,
     "synthetic_tabular": load_synthetic_tabular,
 }
 
@@ -37,7 +39,8 @@ def load_dataset(name: str, *, root: str | Path | None = None, **options: Any) -
     Real datasets are read from ``root`` (else $MIARAY_DATA, else ~/.cache/miaray/data), downloaded
     there when missing unless ``download=False`` or $MIARAY_OFFLINE=1, and cached parsed under
     ``<root>/.miaray_cache/``. Options: real datasets take ``download``; ``synthetic_tabular`` takes
-    ``n_samples``, ``n_features``, ``n_classes``, ``flip_prob``, ``seed``; ``digits`` takes none.
+    ``n_samples``, ``n_features``, ``n_classes``, ``flip_prob``, ``seed``; ``digits`` and ``mnist5k``
+    take none.
     """
     if name in EMBEDDED_DATASETS:
         loader: Callable[..., Dataset] = EMBEDDED_DATASETS[name]
