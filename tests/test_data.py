@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import http.server
 import io
-import multiprocessing as mp
+import json
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -558,12 +560,19 @@ class _SlowArchive(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _download_when_both_are_ready(url: str, checksum: tuple[str, str], root: str, ready, out) -> None:
-    ready.wait(60)  # both processes are started (imports done): they ask at the same moment
-    try:
-        out.put(locate(_location_source(url, checksum), Path(root), download=True))
-    except Exception as error:  # noqa: BLE001  reported to the test, which fails with it
-        out.put(repr(error))
+# A process that downloads the archive once `go` exists (so both ask at the same moment, imports done).
+FETCH = """
+import json, sys, time
+from pathlib import Path
+from miaray.data.sources import Remote, Source, locate
+url, digest, root, ready, go = sys.argv[1:]
+source = Source(name="location", layouts=(("dataset_location.tgz",),), origin="a local mirror",
+                remotes=(Remote("dataset_location.tgz", (url,)),), checksums={"dataset_location.tgz": ("sha256", digest)})
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.01)
+print(json.dumps(locate(source, Path(root), download=True)))
+"""
 
 
 def test_two_processes_downloading_one_archive_fetch_it_once(tmp_path):
@@ -575,19 +584,23 @@ def test_two_processes_downloading_one_archive_fetch_it_once(tmp_path):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/dataset_location.tgz"
     checksum = ("sha256", file_digest(mirror / "dataset_location.tgz", "sha256"))
-    ctx = mp.get_context("spawn")
-    ready, out = ctx.Barrier(2), ctx.Queue()
-    procs = [ctx.Process(target=_download_when_both_are_ready, args=(url, checksum, str(root), ready, out))
-             for _ in range(2)]
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     try:
-        for p in procs:
-            p.start()
-        answers = [out.get(timeout=120) for _ in procs]
-        for p in procs:
-            p.join(30)
+        procs = [subprocess.Popen([sys.executable, "-c", FETCH, url, checksum[1], str(root), str(flag), str(go)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for flag in ready]
+        deadline = time.monotonic() + 120
+        while not all(flag.exists() for flag in ready):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.01)
+        go.touch()
+        outputs = [p.communicate(timeout=120) for p in procs]
     finally:
         server.shutdown()
-    assert answers == [("dataset_location.tgz",)] * 2 and [p.exitcode for p in procs] == [0, 0]
+    answers = [tuple(json.loads(out)) if p.returncode == 0 else err for p, (out, err) in zip(procs, outputs)]
+    assert answers == [("dataset_location.tgz",)] * 2
     assert _SlowArchive.requests == ["/dataset_location.tgz"]  # fetched once; the other process waited
     assert (root / "dataset_location.tgz").read_bytes() == _SlowArchive.body
-    assert sorted(p.name for p in root.iterdir()) == ["dataset_location.tgz"]  # no lock or partial file left
+    assert sorted(path.name for path in root.iterdir()) == ["dataset_location.tgz"]  # no lock or partial file left

@@ -119,7 +119,8 @@ def test_a_damaged_snapshot_falls_back_to_the_unit_files(tmp_path, how):
     with pytest.warns(results.UnreadableResultFile, match=f"{exp / results.SNAPSHOT}: unreadable .*unit files instead"):
         df = load(exp)
     assert sorted(df["unit_id"]) == ["u0", "u0", "u1", "u1", "u2", "u2"]
-    compact(exp)  # the next compaction writes a good snapshot again
+    with pytest.warns(results.UnreadableResultFile):  # compaction reads the snapshot too, then rewrites it
+        compact(exp)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(load(exp)) == 6
