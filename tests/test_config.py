@@ -19,7 +19,7 @@ from miaray.unit import main as unit_main
     ({"sparsity": 1.2}, ["sparsity=1.2"]),
     ({"attacks": ("conf", "lira")}, ["attacks='lira'", "samia"]),
     ({"defense": "dropout"}, ["defense='dropout'", "ppb"]),
-    ({"defense": "ppb", "defense_params": (("alpha", 1.0),)}, ["defense_params[ppb]", "lambda"]),
+    (_defense("ppb", "alpha", 1.0), ["defense_params[ppb]", "lambda"]),
     ({"arch": "fc"}, ["arch='fc'", "tabular"]),
     ({"shadow_method": "l2_structured", "dataset": "synthetic_tabular", "arch": "fc"}, ["shadow_method"]),
     ({"split": (50, 50, 10)}, ["split=50/50/10", "three positive integer", "summing to 100", "45/45/10"]),
@@ -89,20 +89,26 @@ def test_the_default_epoch_cap_and_the_same_explicit_cap_are_one_model():
 
 # ---- every value a unit takes, checked before any training -----------------------------------------------
 NAN, INF = float("nan"), float("inf")
+
+
+def _defense(defense: str, name: str, value: float) -> dict:
+    return {"defense": defense, "defense_params": ((name, value),)}
+
+
 BAD_VALUES = [  # (UnitConfig fields, the words the message must hold)
-    ({"defense": "ppb", "defense_params": (("lambda", -1.0),)}, "defense_params[ppb].lambda=-1.0 is not valid: give a finite number >= 0"),
-    ({"defense": "ppb", "defense_params": (("lambda", NAN),)}, "defense_params[ppb].lambda=nan"),
-    ({"defense": "ppb", "defense_params": (("lambda", INF),)}, "defense_params[ppb].lambda=inf"),
-    ({"defense": "dp", "defense_params": (("noise_multiplier", -0.5),)}, "noise_multiplier=-0.5 is not valid: give a finite number >= 0"),
-    ({"defense": "dp", "defense_params": (("noise_multiplier", NAN),)}, "noise_multiplier=nan"),
-    ({"defense": "dp", "defense_params": (("max_grad_norm", 0.0),)}, "max_grad_norm=0.0 is not valid: give a finite number > 0"),
-    ({"defense": "dp", "defense_params": (("delta", 0.0),)}, "delta=0.0 is not valid: give a finite number in (0, 1)"),
-    ({"defense": "dp", "defense_params": (("delta", 1.0),)}, "delta=1.0 is not valid: give a finite number in (0, 1)"),
-    ({"defense": "dp", "defense_params": (("delta", NAN),)}, "delta=nan"),
-    ({"defense": "adv", "defense_params": (("k", 0.0),)}, "defense_params[adv].k=0 is not valid: give an integer >= 1"),
-    ({"defense": "adv", "defense_params": (("k", 1.5),)}, "defense_params[adv].k=1.5 is not valid: give an integer >= 1"),
-    ({"defense": "adv", "defense_params": (("alpha", -2.0),)}, "defense_params[adv].alpha=-2.0"),
-    ({"defense": "adv", "defense_params": (("alpha", NAN),)}, "defense_params[adv].alpha=nan"),
+    (_defense("ppb", "lambda", -1.0), "defense_params[ppb].lambda=-1.0 is not valid: give a finite number >= 0"),
+    (_defense("ppb", "lambda", NAN), "defense_params[ppb].lambda=nan"),
+    (_defense("ppb", "lambda", INF), "defense_params[ppb].lambda=inf"),
+    (_defense("dp", "noise_multiplier", -0.5), "noise_multiplier=-0.5 is not valid: give a finite number >= 0"),
+    (_defense("dp", "noise_multiplier", NAN), "noise_multiplier=nan"),
+    (_defense("dp", "max_grad_norm", 0.0), "max_grad_norm=0.0 is not valid: give a finite number > 0"),
+    (_defense("dp", "delta", 0.0), "delta=0.0 is not valid: give a finite number in (0, 1)"),
+    (_defense("dp", "delta", 1.0), "delta=1.0 is not valid: give a finite number in (0, 1)"),
+    (_defense("dp", "delta", NAN), "delta=nan"),
+    (_defense("adv", "k", 0.0), "defense_params[adv].k=0 is not valid: give an integer >= 1"),
+    (_defense("adv", "k", 1.5), "defense_params[adv].k=1.5 is not valid: give an integer >= 1"),
+    (_defense("adv", "alpha", -2.0), "defense_params[adv].alpha=-2.0"),
+    (_defense("adv", "alpha", NAN), "defense_params[adv].alpha=nan"),
     ({"width": NAN}, "width=nan is not valid: give a finite number > 0"),
     ({"width": INF}, "width=inf"),
     ({"width": 0.0}, "width=0.0"),
@@ -135,9 +141,9 @@ def test_each_invalid_value_is_rejected_naming_the_field_and_the_range(changes, 
 
 
 @pytest.mark.parametrize("changes", [
-    {"defense": "dp", "defense_params": (("noise_multiplier", 0.0),)},  # clipping only: epsilon is infinite
-    {"defense": "adv", "defense_params": (("k", 2.0),)},                # the command line gives floats
-    {"defense": "ppb", "defense_params": (("lambda", 0.0),)},
+    _defense("dp", "noise_multiplier", 0.0),  # clipping only: epsilon is infinite
+    _defense("adv", "k", 2.0),                # the command line gives floats
+    _defense("ppb", "lambda", 0.0),
     {"seed": 2**32 - 5, "num_shadows": 5},                              # the largest seed with 5 shadows
     {"shadow_sparsity": 0.0},
 ], ids=["dp_noise_0", "adv_k_2.0", "ppb_lambda_0", "largest_seed", "unpruned_shadows"])

@@ -63,7 +63,8 @@ def _cifar(name: str, spec: type[CIFAR10], *, label_key: str, num_classes: int) 
                     raise TypeError(f"it holds a {type(batch).__name__}, not a dict")
                 data, batch_labels = np.asarray(batch["data"], dtype=np.uint8), batch[label_key]
             except (KeyError, TypeError, ValueError) as error:
-                raise DatasetFileError(f"{name}: {where} is not a CIFAR batch ({error!r}); expected {expected}") from None
+                raise DatasetFileError(f"{name}: {where} is not a CIFAR batch ({error!r}); "
+                                       f"expected {expected}") from None
             if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
                 raise DatasetFileError(f"{name}: {where} 'data' must be N x 3072 uint8, got {data.shape}")
             images.append(data.reshape(-1, 3, 32, 32))
