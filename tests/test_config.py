@@ -19,7 +19,7 @@ from miaray.unit import main as unit_main
     ({"sparsity": 1.2}, ["sparsity=1.2"]),
     ({"attacks": ("conf", "lira")}, ["attacks='lira'", "samia"]),
     ({"defense": "dropout"}, ["defense='dropout'", "ppb"]),
-    (_defense("ppb", "alpha", 1.0), ["defense_params[ppb]", "lambda"]),
+    ({"defense": "ppb", "defense_params": (("alpha", 1.0),)}, ["defense_params[ppb]", "lambda"]),
     ({"arch": "fc"}, ["arch='fc'", "tabular"]),
     ({"shadow_method": "l2_structured", "dataset": "synthetic_tabular", "arch": "fc"}, ["shadow_method"]),
     ({"split": (50, 50, 10)}, ["split=50/50/10", "three positive integer", "summing to 100", "45/45/10"]),
@@ -144,7 +144,7 @@ def test_each_invalid_value_is_rejected_naming_the_field_and_the_range(changes, 
     _defense("dp", "noise_multiplier", 0.0),  # clipping only: epsilon is infinite
     _defense("adv", "k", 2.0),                # the command line gives floats
     _defense("ppb", "lambda", 0.0),
-    {"seed": 2**32 - 5, "num_shadows": 5},                              # the largest seed with 5 shadows
+    {"seed": 2**32 - 5, "num_shadows": 5},    # the largest seed with 5 shadows
     {"shadow_sparsity": 0.0},
 ], ids=["dp_noise_0", "adv_k_2.0", "ppb_lambda_0", "largest_seed", "unpruned_shadows"])
 def test_boundary_values_that_run_are_accepted(changes):
