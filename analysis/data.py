@@ -4,12 +4,15 @@ An experiment directory holds `rows/<unit_id>.parquet` (read by `miaray.results.
 unit wrote them, `signals/<unit_id>.parquet` (per-sample confidence and sensitivity) and
 `roc/<unit_id>.parquet` (ROC curves). Signal and ROC files are large, so they are listed here and read
 only for the units a figure needs. Several directories can be combined (a grid, the unknown-pruning
-study and a defense search); a unit present in more than one counts once.
+study and a defense search); a unit present in more than one counts once. A file that cannot be
+read is skipped with a warning naming it (also kept in `Experiment.notes` for the report), and the
+rest is loaded; a directory that does not exist is an error.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -52,17 +55,34 @@ class Experiment:
     pairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRS_COLUMNS))
 
     def read_unit_files(self, kind: str, unit_ids: Sequence[str]) -> pd.DataFrame:
-        """The `signals` or `roc` rows of the given units (those that have a readable file)."""
-        files = self.signal_files if kind == SIGNALS_DIR else self.roc_files
+        """The `signals` or `roc` rows of the given units (those that have a readable file; an
+        unreadable one is skipped with a warning and a note)."""
         frames = []
         for unit_id in unit_ids:
-            if unit_id not in files:
-                continue
             try:
-                frames.append(pd.read_parquet(files[unit_id]))
-            except (OSError, ValueError) as error:  # a file being written right now, or damaged
-                self.notes.append(f"could not read {files[unit_id]}: {error}")
+                frames.append(self.read_unit_file(kind, unit_id))
+            except Skipped:
+                continue
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def read_unit_file(self, kind: str, unit_id: str) -> pd.DataFrame:
+        """The `signals` or `roc` rows of one unit; Skipped, saying why, when it has no file or its
+        file cannot be read (then also a warning and a note)."""
+        files = self.signal_files if kind == SIGNALS_DIR else self.roc_files
+        if unit_id not in files:
+            raise Skipped(f"unit {unit_id} has no {kind}/ file")
+        try:
+            return pd.read_parquet(files[unit_id])
+        except results.UNREADABLE_ERRORS as error:  # damaged, or not Parquet
+            problem = f"{files[unit_id]} is unreadable ({type(error).__name__}: {' '.join(str(error).split())})"
+            self.note(problem)
+            raise Skipped(problem) from None
+
+    def note(self, problem: str) -> None:
+        """Tell the user about a file that was skipped: a warning now, and a line in the report."""
+        if problem not in self.notes:
+            self.notes.append(problem)
+            warnings.warn(problem, results.UnreadableResultFile, stacklevel=3)
 
 
 def _unit_files(experiment: Path, kind: str) -> dict[str, Path]:
@@ -89,17 +109,29 @@ def normalise(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
-    """Every result row under `paths` (experiment directories), normalised; signal/ROC files listed."""
+    """Every result row under `paths` (experiment directories), normalised; signal/ROC files listed.
+    FileNotFoundError names a directory that does not exist; unreadable files are skipped, each
+    with a warning and a note."""
     frames, signal_files, roc_files, notes, pairs = [], {}, {}, [], []
     for path in paths:
         experiment = Path(path).expanduser()
-        if not (experiment / results.ROWS_DIR).is_dir():
+        if experiment.is_dir() and not (experiment / results.ROWS_DIR).is_dir():
             notes.append(f"{experiment}: no '{results.ROWS_DIR}/' folder (not an experiment directory, "
                          "or no unit has finished yet)")
-        frames.append(results.load(experiment))
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always", results.UnreadableResultFile)
+            frames.append(results.load(experiment))
+        for warning in skipped:  # to the notes (shown in the report), and passed on to the user
+            if issubclass(warning.category, results.UnreadableResultFile):
+                notes.append(str(warning.message))
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         signal_files.update(_unit_files(experiment, SIGNALS_DIR))
         roc_files.update(_unit_files(experiment, ROC_DIR))
-        pairs.append(results.read_parquet(experiment / PAIRS_FILE))
+        try:
+            pairs.append(results.read_parquet(experiment / PAIRS_FILE))
+        except ValueError as error:  # names the file
+            notes.append(f"{error}; the unknown-pruning pairs drawn there are left out")
+            warnings.warn(notes[-1], results.UnreadableResultFile, stacklevel=2)
     frames = [f for f in frames if not f.empty]
     rows = normalise(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
     pairs = [p for p in pairs if p is not None]

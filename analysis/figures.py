@@ -64,7 +64,7 @@ def _signal_units(exp: Experiment) -> pd.DataFrame:
 
 
 def _signals(exp: Experiment, unit_id: str) -> pd.DataFrame:
-    signals = exp.read_unit_files(SIGNALS_DIR, [unit_id])
+    signals = exp.read_unit_file(SIGNALS_DIR, unit_id)  # Skipped, saying so, when the file is unreadable
     if signals.empty or not {"original", "pruned"} <= set(signals["target_model"]):
         raise Skipped(f"{SIGNALS_DIR}/{unit_id}.parquet lacks the original or the pruned target's signals")
     return signals
@@ -399,7 +399,10 @@ def roc_curves(exp: Experiment, out: Path) -> list[Path]:
         fig, axes = panels(len(units), ncols=2, size=(4.6, 4.0),
                            title=f"ROC curves, log scale ({pair_title(dataset, arch)})")
         for ax, (method, unit) in zip(axes, units.iterrows()):
-            curves = exp.read_unit_files(ROC_DIR, [unit["unit_id"]])
+            curves = exp.read_unit_files(ROC_DIR, [unit["unit_id"]])  # empty when unreadable (warned)
+            if curves.empty:
+                ax.set(title=f"{label(method)}: ROC file unreadable")
+                continue
             for (model, attack), curve in curves.groupby(["target_model", "attack"], sort=False):
                 style = dict(color=ORIGINAL, linestyle="--", label="Conf (Org.)") if model == "original" \
                     else dict(color=color(attack), label=label(attack))
@@ -483,8 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    exp = load_experiments(args.results)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        exp = load_experiments(args.results)
+    except FileNotFoundError as error:  # a results argument that names no folder: one line, exit 2
+        parser.error(str(error))
     outcomes = write_figures(exp, args.out)
     for note in exp.notes:
         print(f"note: {note}")

@@ -100,21 +100,21 @@ def figures_section(exp: Experiment) -> str:
 def render(exp: Experiment) -> str:
     """The whole page as a string."""
     rows = exp.rows
+    sections = [_section("Original vs pruned: attack success per cell", lambda: headline(exp)),
+                _section("Defenses: Pareto fronts (non-adaptive attacks)", lambda: fronts(exp, adaptive=False)),
+                _section("Defenses: Pareto fronts (adaptive attacks)", lambda: fronts(exp, adaptive=True)),
+                _section("Figures and tables", lambda: figures_section(exp))]
     failed = int((rows["status"] == "failed").sum()) if len(rows) else 0
     units = rows["unit_id"].nunique() if len(rows) else 0
     intro = (f"<p>{len(rows)} rows from {units} units ({failed} failed rows) in: "
              + ", ".join(f"<code>{html.escape(s)}</code>" for s in exp.sources) + "</p>")
+    # After the sections: drawing the figures reads the signal and ROC files, which may add notes.
     intro += "".join(f'<p class="skip">{html.escape(note)}</p>' for note in exp.notes)
     if failed:
         errors = rows.loc[rows["status"] == "failed", ["unit_id", "error"]].drop_duplicates("unit_id")
         intro += "<details><summary>failed units</summary>" + _table(errors) + "</details>"
-    body = [intro,
-            _section("Original vs pruned: attack success per cell", lambda: headline(exp)),
-            _section("Defenses: Pareto fronts (non-adaptive attacks)", lambda: fronts(exp, adaptive=False)),
-            _section("Defenses: Pareto fronts (adaptive attacks)", lambda: fronts(exp, adaptive=True)),
-            _section("Figures and tables", lambda: figures_section(exp))]
     return ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>miaray report</title>"
-            f"<style>{STYLE}</style></head><body>\n<h1>miaray report</h1>\n" + "\n".join(body)
+            f"<style>{STYLE}</style></head><body>\n<h1>miaray report</h1>\n" + "\n".join([intro, *sections])
             + "\n</body></html>\n")
 
 
@@ -123,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
     p.add_argument("--out", required=True, type=Path, help="the HTML file to write")
     args = p.parse_args(argv)
-    exp = load_experiments(args.results)
+    try:
+        exp = load_experiments(args.results)
+    except FileNotFoundError as error:  # a results argument that names no folder: one line, exit 2
+        p.error(str(error))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(exp), encoding="utf-8")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -33,6 +35,16 @@ DEFENSE_PARAMS: dict[str, dict[str, float]] = {
     "dp": {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5},
     "adv": {"alpha": 4.0, "k": 1.0},
 }
+# The valid values of each defense hyperparameter: (lowest, lowest included, integer). All must be
+# finite. DP's noise_multiplier may be 0: DP-SGD with clipping and no noise (epsilon is then infinite),
+# the ablation that separates clipping from noise; delta must also lie below 1.
+DEFENSE_PARAM_RANGES: dict[str, tuple[float, bool, bool]] = {
+    "lambda": (0.0, True, False), "alpha": (0.0, True, False), "k": (1.0, True, True),
+    "noise_multiplier": (0.0, True, False), "max_grad_norm": (0.0, False, False), "delta": (0.0, False, False),
+}
+# Seeds go to sklearn's train_test_split (the shadow i split uses seed + i), whose random_state must lie
+# in [0, 2**32 - 1]; the role seeds seed * 1000 + index (+ 500) go to torch, which takes up to 2**64 - 1.
+MAX_SEED = 2**32 - 1
 # Train / test / validation percent of each half (members / non-members / early stopping): the paper's
 # split (REFERENCE section 1), and the four of its Table 2 (appendix A.5).
 PAPER_SPLIT = (45, 45, 10)
@@ -46,6 +58,31 @@ class ConfigError(ValueError):
 def _choice(field_name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{field_name}={value!r} is not valid; choose one of: {', '.join(choices)}")
+
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def check_number(field_name: str, value: Any, *, low: float | None = None, low_inclusive: bool = True,
+                 high: float | None = None, high_inclusive: bool = True, integer: bool = False,
+                 why: str = "") -> None:
+    """Raise ConfigError naming `field_name` and the valid range (and `why`, when given) unless
+    `value` is a finite real number (a Python or numpy integer with `integer`) within the bounds
+    given (included or not). NaN, infinities, booleans and strings are never valid."""
+    if low is not None and high is not None:
+        where = f" in {'[' if low_inclusive else '('}{_bound(low)}, {_bound(high)}{']' if high_inclusive else ')'}"
+    elif low is not None:
+        where = f" {'>=' if low_inclusive else '>'} {_bound(low)}"
+    else:
+        where = f" {'<=' if high_inclusive else '<'} {_bound(high)}" if high is not None else ""
+    kind = (numbers.Integral if integer else numbers.Real)
+    valid = (isinstance(value, kind) and not isinstance(value, bool) and math.isfinite(value)
+             and (low is None or (value >= low if low_inclusive else value > low))
+             and (high is None or (value <= high if high_inclusive else value < high)))
+    if not valid:
+        raise ConfigError(f"{field_name}={value!r} is not valid: give {'an integer' if integer else 'a finite number'}"
+                          f"{where}{f' ({why})' if why else ''}")
 
 
 def parse_name_values(items: Sequence[str], *, option: str) -> tuple[tuple[str, float], ...]:
@@ -110,15 +147,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         _choice("train.monitor", self.monitor, ("val_loss", "val_acc"))
-        for name in ("lr", "batch_size", "patience"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"train.{name}={getattr(self, name)!r} must be positive")
+        check_number("train.lr", self.lr, low=0.0, low_inclusive=False)
+        for name in ("batch_size", "patience"):
+            check_number(f"train.{name}", getattr(self, name), low=1, integer=True)
         for name in ("max_epochs", "finetune_epochs"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ConfigError(f"train.{name}={value!r} must be at least 1 (or None for the default)")
-        if self.weight_decay < 0 or self.slimming_l1 < 0:
-            raise ConfigError("train.weight_decay and train.slimming_l1 must be >= 0")
+            if getattr(self, name) is not None:  # None: the default
+                check_number(f"train.{name}", getattr(self, name), low=1, integer=True)
+        for name in ("weight_decay", "slimming_l1"):
+            check_number(f"train.{name}", getattr(self, name), low=0.0)
 
     def epochs(self, *, tabular: bool) -> tuple[int, int]:
         """(original training epochs, fine-tuning epochs) after defaults are filled in."""
@@ -179,21 +215,29 @@ class UnitConfig:
             if method in STRUCTURED_METHODS and not image:
                 raise ConfigError(f"{name}={method!r} prunes conv filters; tabular models take "
                                   "only 'l1_unstructured'")
-        if not 0.0 < self.sparsity < 1.0:
-            raise ConfigError(f"sparsity={self.sparsity!r} must lie in (0, 1)")
-        if not 0.0 <= self.resolved_shadow_sparsity < 1.0:
-            raise ConfigError(f"shadow_sparsity={self.shadow_sparsity!r} must lie in [0, 1)")
-        if self.width <= 0:
-            raise ConfigError(f"width={self.width!r} must be positive")
-        if self.num_shadows < 1:
-            raise ConfigError(f"num_shadows={self.num_shadows!r} must be at least 1")
+        check_number("sparsity", self.sparsity, low=0.0, low_inclusive=False, high=1.0, high_inclusive=False)
+        if self.shadow_sparsity is not None:
+            check_number("shadow_sparsity", self.shadow_sparsity, low=0.0, high=1.0, high_inclusive=False)
+        check_number("width", self.width, low=0.0, low_inclusive=False)
+        check_number("num_shadows", self.num_shadows, low=1, integer=True)
+        check_number("seed", self.seed, low=0, high=MAX_SEED - (self.num_shadows - 1), integer=True,
+                     why=f"shadow i splits with seed + i, and sklearn takes seeds up to {MAX_SEED}")
+        if not self.attacks:
+            raise ConfigError(f"attacks is empty: give at least one of {', '.join(ATTACKS)}")
         for attack in self.attacks:
             _choice("attacks", attack, ATTACKS)
-        if self.attack_epochs is not None and self.attack_epochs < 1:
-            raise ConfigError(f"attack_epochs={self.attack_epochs!r} must be at least 1 (or None)")
+        if self.attack_epochs is not None:
+            check_number("attack_epochs", self.attack_epochs, low=1, integer=True)
         _choice("defense", self.defense, DEFENSES)
         for key, _ in self.defense_params:
             _choice(f"defense_params[{self.defense}]", key, tuple(DEFENSE_PARAMS[self.defense]))
+        for key, value in self.resolved_defense_params.items():
+            low, inclusive, integer = DEFENSE_PARAM_RANGES[key]
+            if integer and isinstance(value, float) and value.is_integer():
+                value = int(value)  # command-line values are floats: k=2 arrives as 2.0
+            high = 1.0 if key == "delta" else None
+            check_number(f"defense_params[{self.defense}].{key}", value, low=low, low_inclusive=inclusive,
+                         high=high, high_inclusive=False, integer=integer)
         check_split(self.split)
         self.train.validate()
         return self

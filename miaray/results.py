@@ -4,14 +4,16 @@ A sweep writes `<experiment>/rows/<unit_id>.parquet` for every finished unit (on
 the 'original' Conf baseline row, or rows with status 'failed' and the error). One file per unit means
 a rerun of a unit replaces its rows instead of adding a second copy. Files are written under a hidden
 temporary name and renamed into place, so a reader never sees half a file; `load` works without Ray
-and also while the sweep is still running. Paths may be local or URIs that pyarrow understands
-(`s3://bucket/prefix`, `gs://...`).
+and also while the sweep is still running. A file that cannot be read anyway (damaged on disk, or
+not Parquet) is skipped with an UnreadableResultFile warning naming it, and the rest are loaded.
+Paths may be local or URIs that pyarrow understands (`s3://bucket/prefix`, `gs://...`).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -26,6 +28,19 @@ ROWS_DIR = "rows"
 SUFFIX = ".parquet"
 SNAPSHOT = "rows.snapshot.parquet"  # beside rows/: all units' rows in one file, see compact()
 MTIME = "_unit_file_mtime_ns"
+# What pyarrow raises on a file that is not (or no longer) valid Parquet: ArrowInvalid (a ValueError),
+# ArrowIOError / a vanished file (OSError), and the rest of its ArrowException family.
+UNREADABLE_ERRORS = (pa.ArrowException, OSError, ValueError)
+
+
+class UnreadableResultFile(UserWarning):
+    """A result file was skipped because it cannot be read; the message names it and why."""
+
+
+def _skip(path: str, error: Exception, *, what: str = "skipped") -> None:
+    detail = " ".join(str(error).split())
+    warnings.warn(f"{path}: unreadable ({type(error).__name__}: {detail}); {what}", UnreadableResultFile,
+                  stacklevel=4)
 
 
 def _filesystem(path: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
@@ -58,11 +73,16 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> str:
 
 
 def read_parquet(path: str | os.PathLike) -> pd.DataFrame | None:
-    """A parquet file at a local path or URI as a DataFrame; None when there is no such file."""
+    """A parquet file at a local path or URI as a DataFrame; None when there is no such file. A file
+    that cannot be read raises ValueError naming it."""
     fs, final = _filesystem(path)
     if fs.get_file_info(final).type != pafs.FileType.File:
         return None
-    return pq.read_table(final, filesystem=fs).to_pandas()
+    try:
+        return pq.read_table(final, filesystem=fs).to_pandas()
+    except UNREADABLE_ERRORS as error:
+        raise ValueError(f"{final}: unreadable Parquet file ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())})") from None
 
 
 def write_unit_rows(*, experiment: str | os.PathLike, unit_id: str, rows: Iterable[Mapping[str, Any]]) -> str:
@@ -96,23 +116,35 @@ def _current_table(path: str | os.PathLike) -> pa.Table | None:
     """
     fs, _ = _filesystem(path)
     infos = _unit_infos(path)
-    snapshot_file = _snapshot_path(path)
+    snapshot_file = _filesystem(_snapshot_path(path))[1]
     parts: list[pa.Table] = []
     fresh: set[str] = set()
-    if infos and fs.get_file_info(_filesystem(snapshot_file)[1]).type == pafs.FileType.File:
-        snapshot = pq.read_table(_filesystem(snapshot_file)[1], filesystem=fs)
-        stamps = dict(zip(snapshot.column("unit_id").to_pylist(), snapshot.column(MTIME).to_pylist()))
-        fresh = {unit_id for unit_id, info in infos.items() if stamps.get(unit_id) == info.mtime_ns}
-        parts.append(snapshot.filter(pc.is_in(snapshot.column("unit_id"), pa.array(sorted(fresh), pa.string()))))
+    if infos and fs.get_file_info(snapshot_file).type == pafs.FileType.File:
+        try:
+            snapshot = pq.read_table(snapshot_file, filesystem=fs)
+            stamps = dict(zip(snapshot.column("unit_id").to_pylist(), snapshot.column(MTIME).to_pylist()))
+        except (*UNREADABLE_ERRORS, KeyError) as error:  # KeyError: a column missing
+            _skip(snapshot_file, error, what="reading the unit files instead (the sweep rewrites it when it ends)")
+        else:
+            fresh = {unit_id for unit_id, info in infos.items() if stamps.get(unit_id) == info.mtime_ns}
+            parts.append(snapshot.filter(pc.is_in(snapshot.column("unit_id"), pa.array(sorted(fresh), pa.string()))))
     stale = [info for unit_id, info in sorted(infos.items()) if unit_id not in fresh]
 
-    def read(info: pafs.FileInfo) -> pa.Table:
-        table = pq.read_table(info.path, filesystem=fs)
+    def read(info: pafs.FileInfo) -> pa.Table | Exception:
+        try:
+            table = pq.read_table(info.path, filesystem=fs)
+        except UNREADABLE_ERRORS as error:
+            return error  # warned about below, in the caller's thread and in file order
         return table.append_column(MTIME, pa.array([info.mtime_ns] * table.num_rows, pa.int64()))
 
     # Parquet decoding releases the GIL: read the small files in threads and convert to pandas once.
     with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) * 4)) as pool:
-        parts += list(pool.map(read, stale))
+        tables = list(pool.map(read, stale))
+    for info, table in zip(stale, tables):
+        if isinstance(table, Exception):
+            _skip(info.path, table, what="skipped, the other unit files are loaded")
+        else:
+            parts.append(table)
     parts = [part for part in parts if part.num_rows]
     # "permissive": a column that is all-null in one unit (the metrics of a failed unit) takes the
     # type it has elsewhere; columns missing from a file are filled with nulls.
@@ -133,7 +165,13 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     """All result rows of an experiment directory (`<storage>/<name>`) as one DataFrame.
 
     Reads the files present now, so it may be called while the sweep still runs. An experiment with
-    no finished unit gives an empty DataFrame.
+    no finished unit gives an empty DataFrame; a folder that does not exist raises
+    FileNotFoundError. An unreadable unit file is skipped, and a damaged snapshot replaced by the
+    unit files, each with an UnreadableResultFile warning naming the file.
     """
+    fs, directory = _filesystem(path)
+    if fs.get_file_info(directory).type != pafs.FileType.Directory:
+        raise FileNotFoundError(f"no experiment folder at {directory} (expected <storage>/<name>, "
+                                f"holding {ROWS_DIR}/)")
     table = _current_table(path)
     return pd.DataFrame() if table is None else table.drop_columns([MTIME]).to_pandas()

@@ -160,6 +160,7 @@ def test_partial_results_skip_with_reasons(tmp_path: Path, capsys: pytest.Captur
     failed = tmp_path / "failed"
     _unit(failed, "f0", {"dataset": "digits", "arch": "resnet18", "method": "slimming", "sparsity": 0.5},
           np.random.default_rng(0), files=False, failed=True)
+    (tmp_path / "nothing_here").mkdir()
     for results_dir in (failed, tmp_path / "nothing_here"):
         assert figures_main([str(results_dir), "--out", str(tmp_path / "figs2")]) == 0
         printed = capsys.readouterr().out

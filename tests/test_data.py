@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import io
+import json
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
+import threading
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -17,16 +23,22 @@ import torch
 from PIL import Image
 
 from miaray.config import DATASETS
-from miaray.data import Dataset, DatasetNotFoundError, load_dataset, resolve_root
+from miaray.data import Dataset, DatasetFileError, DatasetNotFoundError, load_dataset, resolve_root
 from miaray.data.cache import cache_path
 from miaray.data.images import CHMNIST_CLASSES, CIFAR_MEAN, CIFAR_STD, SVHN_MEAN, SVHN_STD
 from miaray.data.registry import EMBEDDED_DATASETS, real_datasets
 from miaray.data.sources import Remote, Source, file_digest, locate
 
-# The fake files cannot match the published checksums; that warning is tested once, below.
+# The fake files cannot match the published checksums: the tests opt in to using them (the opt-in
+# and the error without it are tested below) and ignore the warning it gives.
 pytestmark = pytest.mark.filterwarnings("ignore:.*published file")
 
 RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def allow_checksum_mismatch(monkeypatch):
+    monkeypatch.setenv("MIARAY_ALLOW_CHECKSUM_MISMATCH", "1")
 
 
 # ---- writers of the real formats -------------------------------------------------------------------
@@ -147,9 +159,14 @@ def test_cifar_batches_load_in_order_with_reference_normalisation(tmp_path, hund
     torch.testing.assert_close(data.x * std + mean, torch.from_numpy(images).float() / 255, atol=1e-5, rtol=0)
 
 
-def test_a_user_placed_file_with_another_checksum_warns_but_loads(tmp_path):
+def test_a_file_with_another_checksum_is_refused_unless_the_user_opts_in(tmp_path, monkeypatch):
     write_cifar(tmp_path, hundred=False, archive=True)
-    with pytest.warns(UserWarning, match="cifar-10-python.tar.gz has md5 .* published file has c58f3010"):
+    monkeypatch.delenv("MIARAY_ALLOW_CHECKSUM_MISMATCH")
+    with pytest.raises(DatasetFileError, match=f"{tmp_path / 'cifar-10-python.tar.gz'} has md5 .* published file has "
+                                               "c58f3010.*set MIARAY_ALLOW_CHECKSUM_MISMATCH=1 to use it anyway"):
+        load_dataset("cifar10", root=tmp_path, download=False)
+    monkeypatch.setenv("MIARAY_ALLOW_CHECKSUM_MISMATCH", "1")
+    with pytest.warns(UserWarning, match="cifar-10-python.tar.gz has md5 .* published file has c58f3010.*\\(used because"):
         assert len(load_dataset("cifar10", root=tmp_path, download=False)) == 12
 
 
@@ -331,7 +348,7 @@ def test_cached_images_load_without_reading_the_source(tmp_path):
     second = load_dataset("chmnist", root=tmp_path, download=False)
     assert torch.equal(second.x, first.x) and torch.equal(second.y, first.y)
     cache_path(tmp_path, "chmnist").unlink()
-    with pytest.raises(zipfile.BadZipFile):
+    with pytest.raises(DatasetFileError, match=f"chmnist: cannot read {archive} \\(BadZipFile"):
         load_dataset("chmnist", root=tmp_path, download=False)
 
 
@@ -367,3 +384,223 @@ def test_synthetic_tabular_flips_features_around_class_prototypes():
 def test_dataset_rejects_labels_outside_its_classes():
     with pytest.raises(ValueError, match="labels must lie in 0..2"):
         Dataset(x=torch.zeros(2, 3), y=torch.tensor([0, 3]), num_classes=3, name="t")
+
+
+# ---- untrusted and damaged files ---------------------------------------------------------------------
+class _Payload:
+    """What a malicious batch file carries: unpickling it would call Path.touch(marker)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+@pytest.mark.parametrize("archive", [False, True], ids=["extracted", "archive"])
+@pytest.mark.parametrize("allowed", [False, True], ids=["checksum_checked", "checksum_mismatch_allowed"])
+def test_a_pickle_payload_in_a_cifar_batch_is_never_run(tmp_path, monkeypatch, archive, allowed):
+    marker = tmp_path / "payload_ran"
+    members = {"cifar-10-batches-py/data_batch_1": pickle.dumps(
+        {"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1], "x": _Payload(marker)}, protocol=2)}
+    members |= {f"cifar-10-batches-py/{f}": pickle.dumps({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 1]})
+                for f in ("data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch")}
+    _write(tmp_path, members, "cifar-10-python.tar.gz" if archive else None)
+    where = tmp_path / ("cifar-10-python.tar.gz" if archive else "cifar-10-batches-py/data_batch_1")
+    if not allowed:  # the checksum stops it before it is parsed
+        monkeypatch.delenv("MIARAY_ALLOW_CHECKSUM_MISMATCH")
+        message = f"{where} has md5"
+    else:  # parsed, by an unpickler that resolves nothing outside the batch format
+        message = f"cannot read {where}{':cifar-10-batches-py/data_batch_1' if archive else ''} .*is not allowed in a CIFAR batch"
+    with pytest.raises(DatasetFileError, match=message):
+        load_dataset("cifar10", root=tmp_path, download=False)
+    assert not marker.exists()
+
+
+def _py2_cifar_batch(data: np.ndarray, labels: list[int], label_key: str) -> bytes:
+    """The bytes Python 2's cPickle.dump(batch, f, 2) writes with numpy < 2, as in the published batches:
+    str keys and data as byte strings, the array rebuilt by numpy.core.multiarray._reconstruct."""
+    def string(b: bytes) -> bytes:  # a Python 2 str: SHORT_BINSTRING or BINSTRING
+        return b"U" + bytes([len(b)]) + b if len(b) < 256 else b"T" + len(b).to_bytes(4, "little") + b
+
+    def integer(n: int) -> bytes:  # BININT1 or BININT2
+        return b"K" + bytes([n]) if n < 256 else b"M" + n.to_bytes(2, "little")
+
+    dtype = (b"cnumpy\ndtype\n" + string(b"u1") + integer(0) + integer(1) + b"\x87R"
+             + b"(" + integer(3) + string(b"|") + b"NNN" + b"J\xff\xff\xff\xff" * 2 + integer(0) + b"tb")
+    array = (b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\n" + integer(0) + b"\x85" + string(b"b")
+             + b"\x87R(" + integer(1) + integer(data.shape[0]) + integer(data.shape[1]) + b"\x86" + dtype
+             + b"\x89" + string(data.tobytes()) + b"tb")
+    return (b"\x80\x02}(" + string(b"data") + array + string(label_key.encode())
+            + b"](" + b"".join(integer(v) for v in labels) + b"e"
+            + string(b"batch_label") + string(b"training batch 1 of 5") + b"u.")
+
+
+def test_python2_batches_written_with_old_numpy_load(tmp_path):
+    folder, images, labels = tmp_path / "cifar-100-python", [], []
+    folder.mkdir()
+    for file in ("train", "test"):
+        data, batch_labels = RNG.integers(0, 256, (2, 3072), dtype=np.uint8), RNG.integers(0, 100, 2).tolist()
+        (folder / file).write_bytes(_py2_cifar_batch(data, batch_labels, "fine_labels"))
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels += batch_labels
+    assert b"numpy.core.multiarray" in (folder / "train").read_bytes()
+    data = load_dataset("cifar100", root=tmp_path, download=False)
+    assert data.y.tolist() == labels
+    mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(data.x * std + mean, torch.from_numpy(np.concatenate(images)).float() / 255,
+                               atol=1e-5, rtol=0)
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _junk(path: Path) -> None:
+    path.write_bytes(b"this is not the file you are looking for\n" * 20)
+
+
+def _cifar_tgz(root: Path) -> Path:
+    write_cifar(root, hundred=False, archive=True)
+    return root / "cifar-10-python.tar.gz"
+
+
+def _cifar_batch(root: Path) -> Path:
+    write_cifar(root, hundred=False, archive=False)
+    return root / "cifar-10-batches-py" / "data_batch_3"
+
+
+def _svhn(root: Path) -> Path:
+    write_svhn(root)
+    return root / "test_32x32.mat"
+
+
+def _chmnist_zip(root: Path) -> Path:
+    write_chmnist(root, archive=True)
+    return root / "Kather_texture_2016_image_tiles_5000.zip"
+
+
+def _chmnist_tile(root: Path) -> Path:
+    write_chmnist(root, archive=False)
+    return root / "Kather_texture_2016_image_tiles_5000" / "03_COMPLEX" / "tile_1.tif"
+
+
+def _purchase_tgz(root: Path) -> Path:
+    _write(root, {"dataset_purchase": tabular_rows(3, 600, 100)[0].encode()}, "dataset_purchase.tgz")
+    return root / "dataset_purchase.tgz"
+
+
+def _texas_tgz(root: Path) -> Path:
+    write_texas(root, prefix="texas/100/", archive=True)
+    return root / "dataset_texas.tgz"
+
+
+def _location_csv(root: Path) -> Path:
+    (root / "bangkok").write_bytes(bytes(range(256)) * 8)
+    return root / "bangkok"
+
+
+@pytest.mark.parametrize("name, make, spoil, expected", [
+    ("cifar10", _cifar_tgz, _cut, "expected the gzip'd tar cifar-10-python.tar.gz"),
+    ("cifar10", _cifar_tgz, _junk, "expected the gzip'd tar cifar-10-python.tar.gz"),
+    ("cifar10", _cifar_batch, _cut, "expected a cifar10 python batch"),
+    ("cifar10", _cifar_batch, _junk, "expected a cifar10 python batch"),
+    ("svhn", _svhn, _cut, "expected a MATLAB \\(v5\\) file test_32x32.mat"),
+    ("svhn", _svhn, _junk, "expected a MATLAB \\(v5\\) file test_32x32.mat"),
+    ("chmnist", _chmnist_zip, _cut, "expected the zip Kather_texture_2016_image_tiles_5000.zip"),
+    ("chmnist", _chmnist_tile, _cut, "expected an RGB .tif tile"),
+    ("chmnist", _chmnist_tile, _junk, "expected an RGB .tif tile"),
+    ("purchase", _purchase_tgz, _cut, "expected .*dataset_purchase.tgz|expected a header-less CSV"),
+    ("texas", _texas_tgz, _junk, "expected the gzip'd tar dataset_texas.tgz"),
+    ("location", _location_csv, lambda path: None, "expected a header-less CSV: the label 1..30 first"),
+], ids=["cifar_tgz_cut", "cifar_tgz_junk", "cifar_batch_cut", "cifar_batch_junk", "svhn_mat_cut", "svhn_mat_junk",
+        "chmnist_zip_cut", "chmnist_tif_cut", "chmnist_tif_junk", "purchase_tgz_cut", "texas_tgz_junk",
+        "location_csv_binary"])
+def test_a_damaged_file_gives_one_error_naming_it_and_what_was_expected(tmp_path, name, make, spoil, expected):
+    damaged = make(tmp_path)
+    spoil(damaged)
+    with pytest.raises(DatasetFileError, match=expected) as error:
+        load_dataset(name, root=tmp_path, download=False)
+    assert str(damaged) in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("spoil", [_cut, _junk, lambda path: path.write_bytes(b"")], ids=["cut", "junk", "empty"])
+def test_a_damaged_parsed_data_cache_is_reported_and_rebuilt(tmp_path, spoil):
+    text, labels = tabular_rows(4, 600, 100)
+    (tmp_path / "dataset_purchase").write_text(text)
+    load_dataset("purchase", root=tmp_path, download=False)
+    cache = cache_path(tmp_path, "purchase")
+    spoil(cache)
+    with pytest.warns(UserWarning, match=f"the parsed-data cache {cache} is damaged .*parsing the source files again"):
+        assert load_dataset("purchase", root=tmp_path, download=False).y.tolist() == labels.tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # healed: the next load reads the new cache without a warning
+        assert load_dataset("purchase", root=tmp_path, download=False).y.tolist() == labels.tolist()
+
+
+# ---- concurrent downloads --------------------------------------------------------------------------
+class _SlowArchive(http.server.BaseHTTPRequestHandler):
+    """Serves one archive in 20 pieces over about a second, counting the requests."""
+
+    body = b""
+    requests: list[str] = []
+
+    def do_GET(self):  # noqa: N802  (http.server's name)
+        type(self).requests.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        step = len(self.body) // 20 + 1
+        for start in range(0, len(self.body), step):
+            self.wfile.write(self.body[start:start + step])
+            self.wfile.flush()
+            time.sleep(0.05)
+
+    def log_message(self, *args):
+        pass
+
+
+# A process that downloads the archive once `go` exists (so both ask at the same moment, imports done).
+FETCH = """
+import json, sys, time
+from pathlib import Path
+from miaray.data.sources import Remote, Source, locate
+url, digest, root, ready, go = sys.argv[1:]
+source = Source(name="location", layouts=(("dataset_location.tgz",),), origin="a local mirror",
+                remotes=(Remote("dataset_location.tgz", (url,)),), checksums={"dataset_location.tgz": ("sha256", digest)})
+Path(ready).touch()
+while not Path(go).exists():
+    time.sleep(0.01)
+print(json.dumps(locate(source, Path(root), download=True)))
+"""
+
+
+def test_two_processes_downloading_one_archive_fetch_it_once(tmp_path):
+    mirror, root = tmp_path / "mirror", tmp_path / "data"
+    mirror.mkdir()
+    _tgz(mirror / "dataset_location.tgz", {"bangkok": tabular_rows(300, 446, 30)[0].encode()})
+    _SlowArchive.body, _SlowArchive.requests = (mirror / "dataset_location.tgz").read_bytes(), []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowArchive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/dataset_location.tgz"
+    checksum = ("sha256", file_digest(mirror / "dataset_location.tgz", "sha256"))
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", FETCH, url, checksum[1], str(root), str(flag), str(go)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                 for flag in ready]
+        deadline = time.monotonic() + 120
+        while not all(flag.exists() for flag in ready):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs)
+            time.sleep(0.01)
+        go.touch()
+        outputs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        server.shutdown()
+    answers = [tuple(json.loads(out)) if p.returncode == 0 else err for p, (out, err) in zip(procs, outputs)]
+    assert answers == [("dataset_location.tgz",)] * 2
+    assert _SlowArchive.requests == ["/dataset_location.tgz"]  # fetched once; the other process waited
+    assert (root / "dataset_location.tgz").read_bytes() == _SlowArchive.body
+    assert sorted(path.name for path in root.iterdir()) == ["dataset_location.tgz"]  # no lock or partial file left

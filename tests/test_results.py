@@ -2,8 +2,10 @@
 
 import multiprocessing as mp
 import time
+import warnings
 
 import pandas as pd
+import pytest
 
 from miaray import results
 from miaray.results import compact, load, write_unit_rows
@@ -27,8 +29,11 @@ def test_roundtrip_and_rerun_replaces(tmp_path):
     assert sorted(p.name for p in (exp / "rows").iterdir()) == ["u1.parquet", "u2.parquet"]
 
 
-def test_missing_or_empty_experiment_gives_empty_frame(tmp_path):
-    assert results.load(tmp_path / "nothing").empty
+def test_a_missing_experiment_is_an_error_and_one_without_units_is_empty(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"no experiment folder at {tmp_path / 'nothing'}"):
+        results.load(tmp_path / "nothing")
+    (tmp_path / "fresh").mkdir()  # a sweep that has not finished a unit yet
+    assert results.load(tmp_path / "fresh").empty
     (tmp_path / "exp" / "rows").mkdir(parents=True)
     assert results.load(tmp_path / "exp").empty
 
@@ -77,3 +82,45 @@ def test_snapshot_gives_the_same_rows_and_unit_files_stay_the_truth(tmp_path):
     df = load(exp)
     assert sorted(df.unit_id) == ["failed", "u0", "u1", "u2", "u3", "u4", "u9"]
     assert df.set_index("unit_id").loc["u2", "attack_acc"] == 0.99
+
+
+def _damage(path, how):
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(b"PAR1 not really parquet")
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbage"])
+def test_an_unreadable_unit_file_is_skipped_with_a_warning_naming_it(tmp_path, how):
+    exp = tmp_path / "exp"
+    for i in range(4):
+        write_unit_rows(experiment=exp, unit_id=f"u{i}", rows=_rows(f"u{i}", 3))
+    bad = exp / "rows" / "u2.parquet"
+    _damage(bad, how)
+    with pytest.warns(results.UnreadableResultFile, match=f"{bad}: unreadable .*skipped"):
+        df = load(exp)
+    assert sorted(df["unit_id"].unique()) == ["u0", "u1", "u3"] and len(df) == 9
+    with pytest.warns(results.UnreadableResultFile, match=f"{bad}: unreadable"):
+        compact(exp)  # the snapshot holds the readable units; the damaged file is still reported
+    with pytest.warns(results.UnreadableResultFile, match=f"{bad}: unreadable"):
+        assert sorted(load(exp)["unit_id"].unique()) == ["u0", "u1", "u3"]
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "garbage"])
+def test_a_damaged_snapshot_falls_back_to_the_unit_files(tmp_path, how):
+    exp = tmp_path / "exp"
+    for i in range(3):
+        write_unit_rows(experiment=exp, unit_id=f"u{i}", rows=_rows(f"u{i}", 2))
+    compact(exp)
+    _damage(exp / results.SNAPSHOT, how)
+    with pytest.warns(results.UnreadableResultFile, match=f"{exp / results.SNAPSHOT}: unreadable .*unit files instead"):
+        df = load(exp)
+    assert sorted(df["unit_id"]) == ["u0", "u0", "u1", "u1", "u2", "u2"]
+    with pytest.warns(results.UnreadableResultFile):  # compaction reads the snapshot too, then rewrites it
+        compact(exp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load(exp)) == 6

@@ -188,7 +188,7 @@ def test_a_raising_trial_is_recorded_and_the_others_finish(packed_sweep):
     df, _, broken = packed_sweep
     failed = df[df["unit_id"] == broken.unit_id()]
     assert len(failed) == len(ATTACKS) and (failed["status"] == "failed").all()
-    assert failed["error"].str.contains("ValueError: location: .*bangkok has 0 feature columns").all(), \
+    assert failed["error"].str.contains("Error: location: .*bangkok has 0 feature columns").all(), \
         failed["error"].iloc[0]
     assert df.loc[df["unit_id"] != broken.unit_id(), "status"].eq("ok").all()
 

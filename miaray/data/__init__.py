@@ -2,7 +2,8 @@
 
 from miaray.data.dataset import Dataset
 from miaray.data.registry import load_dataset
-from miaray.data.sources import DatasetNotFoundError, resolve_root
+from miaray.data.sources import DatasetFileError, DatasetNotFoundError, resolve_root
 from miaray.data.splits import Split, Splits, make_splits
 
-__all__ = ["Dataset", "DatasetNotFoundError", "Split", "Splits", "load_dataset", "make_splits", "resolve_root"]
+__all__ = ["Dataset", "DatasetFileError", "DatasetNotFoundError", "Split", "Splits", "load_dataset", "make_splits",
+           "resolve_root"]

@@ -2,7 +2,9 @@
 
 Each dataset is one ``<root>/.miaray_cache/<name>.npz`` holding uint8 inputs (binary tabular features
 packed 8 per byte) and the labels, plus a signature of the source files (path, size, mtime): when a
-source file changes, the signature no longer matches and the source is parsed again.
+source file changes, the signature no longer matches and the source is parsed again. A damaged cache
+file (truncated, emptied, garbage: the zip's CRCs catch altered bytes) is reported with a warning,
+parsed again and replaced.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import json
 import os
 import tempfile
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -54,7 +58,12 @@ def load_or_parse(*, root: Path, name: str, paths: tuple[str, ...], parse: Calla
     """
     target = cache_path(root, name)
     signature = source_signature(root, paths)
-    cached = _read(target, signature)
+    try:
+        cached = _read(target, signature)
+    except DAMAGED_NPZ_ERRORS as error:
+        warnings.warn(f"{name}: the parsed-data cache {target} is damaged ({type(error).__name__}: {error}); "
+                      "parsing the source files again and replacing it", stacklevel=3)
+        cached = None
     if cached is not None:
         return cached
     parsed = parse()
@@ -66,21 +75,25 @@ def load_or_parse(*, root: Path, name: str, paths: tuple[str, ...], parse: Calla
     return parsed
 
 
+# What np.load raises on a damaged .npz: not a zip / bad CRC (BadZipFile), empty or cut short
+# (EOFError, OSError), a member that is not a plain array (ValueError), a member missing (KeyError).
+DAMAGED_NPZ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
 def _read(target: Path, signature: str) -> Parsed | None:
+    """The cached arrays, None when there is no cache or it was built from other source files;
+    raises one of DAMAGED_NPZ_ERRORS when the file is damaged."""
     if not target.is_file():
         return None
-    try:
-        with np.load(target, allow_pickle=False) as data:
-            if str(data["signature"]) != signature:
-                return None
-            labels = data["labels"]
-            if "packed" in data:
-                n_cols = int(data["n_cols"])
-                features = np.unpackbits(data["packed"], axis=1, count=n_cols)
-            else:
-                features = data["features"]
-    except (OSError, ValueError, KeyError):  # a truncated or foreign file: rebuild it
-        return None
+    with np.load(target, allow_pickle=False) as data:
+        if str(data["signature"]) != signature:
+            return None
+        labels = data["labels"]
+        if "packed" in data:
+            n_cols = int(data["n_cols"])
+            features = np.unpackbits(data["packed"], axis=1, count=n_cols)
+        else:
+            features = data["features"]
     return Parsed(features=features, labels=labels)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import pickle
 import tarfile
 import zipfile
 from functools import partial
@@ -16,8 +15,9 @@ from PIL import Image
 from torchvision.datasets import CIFAR10, CIFAR100, SVHN
 
 from miaray.data.cache import Parsed
-from miaray.data.real import RealDataset, checked_labels
-from miaray.data.sources import Remote, Source
+from miaray.data.real import RealDataset, checked_labels, reading
+from miaray.data.safe_pickle import load_cifar_batch
+from miaray.data.sources import DatasetFileError, Remote, Source
 
 # Reference normalisation: REFERENCE section 7 for CIFAR (also used for CIFAR100); the reference code's
 # choices for SVHN (0.5, 0.5) and CHMNIST (ImageNet statistics).
@@ -43,24 +43,32 @@ def _cifar(name: str, spec: type[CIFAR10], *, label_key: str, num_classes: int) 
     checksums = {f"{spec.base_folder}/{file}": ("md5", md5) for file, md5 in spec.train_list + spec.test_list}
     checksums[spec.filename] = ("md5", spec.tgz_md5)
 
+    expected = (f"a {name} python batch (a pickled dict with 'data', N x 3072 uint8, and {label_key!r}), "
+                f"as in {spec.filename} from {spec.url}")
+
     def parse(root: Path, layout: tuple[str, ...]) -> Parsed:
         if layout == (spec.filename,):
-            with tarfile.open(root / spec.filename) as tar:
-                blobs = [_tar_member(tar, member, archive=root / spec.filename) for member in batches]
+            archive = root / spec.filename
+            with reading(name, archive, expected=f"the gzip'd tar {spec.filename} from {spec.url}"), \
+                    tarfile.open(archive) as tar:
+                blobs = [(f"{archive}:{member}", _tar_member(tar, member, archive=archive)) for member in batches]
         else:
-            blobs = [(root / member).read_bytes() for member in batches]
+            blobs = [(str(root / member), (root / member).read_bytes()) for member in batches]
         images, labels = [], []
-        for member, blob in zip(batches, blobs):
-            batch = pickle.loads(blob, encoding="latin1")  # the batches were pickled by Python 2
+        for where, blob in blobs:
+            with reading(name, where, expected=expected):
+                batch = load_cifar_batch(blob)  # Python 2 strings as latin-1; nothing in it is executed
             try:
+                if not isinstance(batch, dict):
+                    raise TypeError(f"it holds a {type(batch).__name__}, not a dict")
                 data, batch_labels = np.asarray(batch["data"], dtype=np.uint8), batch[label_key]
-            except (KeyError, TypeError) as error:
-                raise ValueError(f"{name}: {member} is not a CIFAR batch (a dict with 'data' and "
-                                 f"{label_key!r}): {error!r}") from None
+            except (KeyError, TypeError, ValueError) as error:
+                raise DatasetFileError(f"{name}: {where} is not a CIFAR batch ({error!r}); "
+                                       f"expected {expected}") from None
             if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-                raise ValueError(f"{name}: {member} 'data' must be N x 3072 uint8, got {data.shape}")
+                raise DatasetFileError(f"{name}: {where} 'data' must be N x 3072 uint8, got {data.shape}")
             images.append(data.reshape(-1, 3, 32, 32))
-            labels.append(checked_labels(np.asarray(batch_labels), where=f"{name}: {member}",
+            labels.append(checked_labels(np.asarray(batch_labels), where=f"{name}: {where}",
                                          low=0, high=num_classes - 1))
         return Parsed(features=np.concatenate(images), labels=np.concatenate(labels))
 
@@ -76,19 +84,23 @@ def _tar_member(tar: tarfile.TarFile, member: str, *, archive: Path) -> bytes:
     except KeyError:
         handle = None
     if handle is None:
-        raise ValueError(f"{archive} holds no file {member!r}; is it the published archive?")
+        raise DatasetFileError(f"{archive} holds no file {member!r}; is it the published archive?")
     return handle.read()
 
 
 # ---- SVHN ----------------------------------------------------------------------------------------
+SVHN_ORIGIN = "http://ufldl.stanford.edu/housenumbers/ (cropped digits; torchvision.datasets.SVHN)"
+
+
 def _parse_svhn(root: Path, layout: tuple[str, ...]) -> Parsed:
     """The cropped-digits .mat files: X is 32 x 32 x 3 x N uint8, y is N x 1 with 1..10 (10 = digit 0).
     Train then test, as the reference code concatenates them."""
     images, labels = [], []
     for file in layout:
-        mat = scipy.io.loadmat(root / file)
+        with reading("svhn", root / file, expected=f"a MATLAB (v5) file {file} holding X and y, from {SVHN_ORIGIN}"):
+            mat = scipy.io.loadmat(root / file)
         if "X" not in mat or "y" not in mat or mat["X"].ndim != 4 or mat["X"].shape[:3] != (32, 32, 3):
-            raise ValueError(f"svhn: {root / file} must hold X (32 x 32 x 3 x N) and y (N x 1)")
+            raise DatasetFileError(f"svhn: {root / file} must hold X (32 x 32 x 3 x N) and y (N x 1)")
         shifted = checked_labels(mat["y"].reshape(-1), where=f"svhn: {root / file}", low=1, high=10)
         images.append(mat["X"].transpose(3, 2, 0, 1).astype(np.uint8))
         labels.append((shifted + 1) % 10)  # the file's label 10 is the digit 0
@@ -100,7 +112,7 @@ SVHN_DATASET = RealDataset(
     source=Source(name="svhn", layouts=((_SVHN_FILES["train"][1], _SVHN_FILES["test"][1]),),
                   remotes=tuple(Remote(file, (url,)) for url, file, _ in _SVHN_FILES.values()),
                   checksums={file: ("md5", md5) for _, file, md5 in _SVHN_FILES.values()},
-                  origin="http://ufldl.stanford.edu/housenumbers/ (cropped digits; torchvision.datasets.SVHN)"),
+                  origin=SVHN_ORIGIN),
     num_classes=10, parse=_parse_svhn, mean=SVHN_MEAN, std=SVHN_STD)
 
 
@@ -112,8 +124,9 @@ def _parse_chmnist(root: Path, layout: tuple[str, ...]) -> Parsed:
     if where.is_dir():
         tiles = [(path.parent.name, str(path), path.read_bytes) for path in where.rglob("*")]
         return _decode_tiles(tiles, where=where)
-    with zipfile.ZipFile(where) as archive:
-        tiles = [(PurePosixPath(entry).parent.name, entry, partial(archive.read, entry))
+    with reading("chmnist", where, expected=f"the zip {CHMNIST_ZIP} from {CHMNIST_URL}"), \
+            zipfile.ZipFile(where) as archive:
+        tiles = [(PurePosixPath(entry).parent.name, f"{where}:{entry}", partial(archive.read, entry))
                  for entry in archive.namelist() if "__MACOSX" not in PurePosixPath(entry).parts]
         return _decode_tiles(tiles, where=where)
 
@@ -125,15 +138,16 @@ def _decode_tiles(tiles: list[tuple[str, str, Callable[[], bytes]]], *, where: P
     present = {label for label, _, _ in chosen}
     missing = [folder for index, folder in enumerate(CHMNIST_CLASSES) if index not in present]
     if missing:
-        raise ValueError(f"chmnist: {where} has no .tif tiles in the class folder(s) {', '.join(missing)}; "
+        raise DatasetFileError(f"chmnist: {where} has no .tif tiles in the class folder(s) {', '.join(missing)}; "
                          f"expected the folders {', '.join(CHMNIST_CLASSES)}")
-    images = np.stack([_resized(read()) for _, _, read in chosen])
+    images = np.stack([_resized(read, where=path) for _, path, read in chosen])
     return Parsed(features=images, labels=np.array([label for label, _, _ in chosen], dtype=np.int64))
 
 
-def _resized(blob: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(blob)) as tile:
-        small = tile.convert("RGB").resize((CHMNIST_SIZE, CHMNIST_SIZE), Image.Resampling.BILINEAR)
+def _resized(read: Callable[[], bytes], *, where: str) -> np.ndarray:
+    with reading("chmnist", where, expected="an RGB .tif tile of the Kather 2016 texture set"):
+        with Image.open(io.BytesIO(read())) as tile:
+            small = tile.convert("RGB").resize((CHMNIST_SIZE, CHMNIST_SIZE), Image.Resampling.BILINEAR)
     return np.asarray(small, dtype=np.uint8).transpose(2, 0, 1)
 
 

@@ -6,18 +6,26 @@ import hashlib
 import os
 import shutil
 import urllib.request
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from miaray.filelock import exclusive_lock
+
 DATA_ENV = "MIARAY_DATA"          # directory holding the dataset files
 OFFLINE_ENV = "MIARAY_OFFLINE"    # "1": never try to download
+ALLOW_MISMATCH_ENV = "MIARAY_ALLOW_CHECKSUM_MISMATCH"  # "1": use files whose checksum differs, with a warning
 DEFAULT_ROOT = Path("~/.cache/miaray/data")
 DOWNLOAD_TIMEOUT_S = 15.0         # per network operation: an unreachable host fails fast
 
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not in the data directory (and could not be downloaded)."""
+
+
+class DatasetFileError(ValueError):
+    """A dataset file is damaged, altered or not in the published format; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -50,11 +58,15 @@ def resolve_root(root: str | Path | None = None) -> Path:
     return Path(chosen).expanduser().resolve()
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
 def downloads_allowed(download: bool | None) -> bool:
     """An explicit ``download`` wins; by default download unless $MIARAY_OFFLINE is set to 1/true/yes."""
     if download is not None:
         return download
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("1", "true", "yes")
+    return not _env_flag(OFFLINE_ENV)
 
 
 def file_digest(path: Path, algorithm: str) -> str:
@@ -65,16 +77,22 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def warn_on_checksum_mismatch(source: Source, root: Path, paths: tuple[str, ...]) -> None:
-    """Files the user placed are trusted, but a checksum that differs from the published one is reported."""
+def verify_checksums(source: Source, root: Path, paths: tuple[str, ...]) -> None:
+    """Check every file of ``paths`` that has a published checksum. A mismatch is a DatasetFileError
+    (the file is damaged, altered or another version) unless $MIARAY_ALLOW_CHECKSUM_MISMATCH=1, which
+    turns it into a warning."""
     for rel in paths:
         if rel in source.checksums and (root / rel).is_file():
             algorithm, expected = source.checksums[rel]
             actual = file_digest(root / rel, algorithm)
-            if actual != expected:
-                warnings.warn(f"{source.name}: {root / rel} has {algorithm} {actual}, but the published "
-                              f"file has {expected}; it may be corrupt or a different version",
-                              stacklevel=4)
+            if actual == expected:
+                continue
+            problem = (f"{source.name}: {root / rel} has {algorithm} {actual}, but the published file has "
+                       f"{expected}; it may be damaged, altered or a different version")
+            if not _env_flag(ALLOW_MISMATCH_ENV):
+                raise DatasetFileError(f"{problem}. Delete it to download it again, or set "
+                                       f"{ALLOW_MISMATCH_ENV}=1 to use it anyway")
+            warnings.warn(f"{problem} (used because {ALLOW_MISMATCH_ENV}=1)", stacklevel=4)
 
 
 def locate(source: Source, root: Path, *, download: bool | None) -> tuple[str, ...]:
@@ -113,28 +131,40 @@ def _first_complete(source: Source, root: Path) -> tuple[str, ...] | None:
 
 
 def _download(remote: Remote, root: Path, checksum: tuple[str, str] | None) -> None:
-    """Fetch ``remote`` into ``root`` atomically; a checksum mismatch deletes the file and raises."""
+    """Fetch ``remote`` into ``root``: into a temporary file of this process, checked against
+    ``checksum``, then renamed into place. A lock per file makes concurrent processes fetch it once:
+    the others wait, then find it there. A checksum mismatch deletes the file and raises ValueError."""
     target = root / remote.filename
     if target.exists():
         return
-    partial = target.with_name(target.name + ".part")
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(root / f".{remote.filename}.lock", remove=True):
+        if target.exists():  # fetched by another process while we waited
+            return
+        partial = root / f".{remote.filename}.{os.getpid()}.{uuid.uuid4().hex}.part"
+        try:
+            with open(partial, "xb") as out:
+                _fetch(remote, out)
+            if checksum is not None:
+                algorithm, expected = checksum
+                actual = file_digest(partial, algorithm)
+                if actual != expected:
+                    raise ValueError(f"{remote.filename} downloaded with {algorithm} {actual}, expected {expected}")
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+
+
+def _fetch(remote: Remote, out) -> None:
+    """Write the first of ``remote.urls`` that answers into ``out``; OSError listing every failure."""
     errors = []
     for url in remote.urls:
         try:
+            out.seek(0)
+            out.truncate()
             with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-                root.mkdir(parents=True, exist_ok=True)  # only once something answered
-                with open(partial, "wb") as out:
-                    shutil.copyfileobj(response, out)
-            break
+                shutil.copyfileobj(response, out)
+            return
         except OSError as error:
             errors.append(f"{url}: {error}")
-    else:
-        partial.unlink(missing_ok=True)
-        raise OSError("; ".join(errors))
-    if checksum is not None:
-        algorithm, expected = checksum
-        actual = file_digest(partial, algorithm)
-        if actual != expected:
-            partial.unlink()
-            raise ValueError(f"{remote.filename} downloaded with {algorithm} {actual}, expected {expected}")
-    os.replace(partial, target)
+    raise OSError("; ".join(errors))

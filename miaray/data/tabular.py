@@ -8,6 +8,7 @@ would otherwise train on silently wrong labels (REFERENCE section 7).
 from __future__ import annotations
 
 import tarfile
+import zlib
 from collections import defaultdict
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -18,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from miaray.data.cache import Parsed
-from miaray.data.real import RealDataset, checked_labels
-from miaray.data.sources import Remote, Source
+from miaray.data.real import RealDataset, checked_labels, reading
+from miaray.data.sources import DatasetFileError, Remote, Source
 
 MIRROR = "https://github.com/privacytrustlab/datasets/raw/master/"  # privacytrustlab's public mirror
 ORIGINAL = "https://www.comp.nus.edu.sg/~reza/files/"                # Shokri et al.'s own copies
@@ -46,9 +47,12 @@ class TableFormat:
         """Read the files of ``layout``: the extracted files, or the members of the .tgz archive."""
         with ExitStack() as stack:
             if layout == (self.archive,):
-                tar = stack.enter_context(tarfile.open(root / self.archive))
-                handles = [(f"{root / self.archive}:{member}", _member(tar, member, root / self.archive))
-                           for member in self.files]
+                archive = root / self.archive
+                # Reading the members decompresses the archive, so a damaged one fails anywhere below.
+                stack.enter_context(reading(self.name, archive, expected=f"the gzip'd tar {self.archive} "
+                                            f"holding {', '.join(self.files)}, each {self.describe()}"))
+                tar = stack.enter_context(tarfile.open(archive))
+                handles = [(f"{archive}:{member}", _member(tar, member, archive)) for member in self.files]
             else:
                 handles = [(str(root / rel), stack.enter_context(open(root / rel, "rb"))) for rel in layout]
             if len(handles) == 1:
@@ -61,7 +65,7 @@ class TableFormat:
                 features = self._read(handle, where=where, label_column=False)
                 labels = self._read(label_handle, where=labels_where, label_column=True)[0].to_numpy()
                 if len(labels) != len(features):
-                    raise ValueError(f"{self.name}: {where} has {len(features)} rows but {labels_where} has "
+                    raise DatasetFileError(f"{self.name}: {where} has {len(features)} rows but {labels_where} has "
                                      f"{len(labels)} labels; expected {self.describe()}")
         features = self._checked_features(features, where=where)
         return Parsed(features=features,
@@ -72,17 +76,18 @@ class TableFormat:
         dtypes = defaultdict(lambda: np.uint8, {0: str} if label_column else {})
         try:
             return pd.read_csv(handle, header=None, dtype=dtypes)
-        except (ValueError, OverflowError, pd.errors.ParserError) as error:
-            raise ValueError(f"{self.name}: cannot read {where} ({error}); expected {self.describe()}") from None
+        except (ValueError, OverflowError, pd.errors.ParserError, EOFError, tarfile.TarError, zlib.error) as error:
+            detail = " ".join(str(error).split())  # pandas ends some messages with a newline
+            raise DatasetFileError(f"{self.name}: cannot read {where} ({detail}); expected {self.describe()}") from None
 
     def _checked_features(self, table: pd.DataFrame, *, where: str) -> np.ndarray:
         if table.shape[1] != self.n_features:
-            raise ValueError(f"{self.name}: {where} has {table.shape[1]} feature columns; "
+            raise DatasetFileError(f"{self.name}: {where} has {table.shape[1]} feature columns; "
                              f"expected {self.describe()}")
         features = table.to_numpy(dtype=np.uint8)
         if (features > 1).any():
             row, column = np.argwhere(features > 1)[0]
-            raise ValueError(f"{self.name}: {where} row {row + 1} holds the feature value "
+            raise DatasetFileError(f"{self.name}: {where} row {row + 1} holds the feature value "
                              f"{features[row, column]}; expected {self.describe()}")
         return features
 
@@ -94,7 +99,7 @@ def _member(tar: tarfile.TarFile, basename: str, archive: Path) -> IO[bytes]:
             handle = tar.extractfile(member)
             if handle is not None:
                 return handle
-    raise ValueError(f"{archive} holds no file named {basename!r}; is it the published archive?")
+    raise DatasetFileError(f"{archive} holds no file named {basename!r}; is it the published archive?")
 
 
 def _real(table: TableFormat, *, extracted: tuple[tuple[str, ...], ...], urls: tuple[str, ...],
