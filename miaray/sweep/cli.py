@@ -7,7 +7,6 @@ import argparse
 import dataclasses
 import math
 import os
-import sys
 from typing import Any, Callable, Sequence
 
 import pandas as pd
@@ -17,19 +16,22 @@ from miaray import results
 from miaray.config import (ARCHS, ATTACKS, DATASETS, DEFENSE_PARAMS, DEFENSES, METHODS, ConfigError,
                            parse_name_values, parse_split)
 from miaray.store import default_root
-from miaray.sweep.cluster import RunSettings, absolute, connect
+from miaray.sweep.cluster import RunSettings, absolute, cluster_info, connect, default_gpus, resource_problems
 from miaray.sweep.grid import PRESETS, UNKNOWN_PRESETS, GridSpec, check_axis, method_pairs, sparsity_matrix, unique
 from miaray.sweep.plan import Plan
+from miaray.sweep.shared import share
 from miaray.sweep.trials import complete, headline, run_sweep
 from miaray.unknown_pruning import (PAIRS_COLUMNS, PAIRS_FILE, RANDOM_PAIRS, accuracy_loss_table, headline_attack,
                                    known_pruning, sparsity_matrix_table)
+
+MAX_CPUS = 1024  # per trial: far above any node, a guard against typos
 
 
 # ---- summaries -----------------------------------------------------------------------------------
 def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     """One line per cell: pruned target test accuracy, the best attack and its accuracy, Conf (Org.)."""
     lines = []
-    for unit_id, rows in df.groupby("unit_id", sort=False):
+    for _, rows in df.groupby("unit_id", sort=False):
         first = rows.iloc[0]
         line = {k: first[k] for k in ("dataset", "arch", "method", "sparsity", "split_ratio", "shadow_method",
                                       "shadow_sparsity", "defense", "seed")}
@@ -49,8 +51,10 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     constant += ["shadow_method", "shadow_sparsity"] if len(known_pruning(table)) == len(table) else []
     if "error" in table:
         table["error"] = table["error"].fillna("")
-    return table.sort_values(["dataset", "arch", "method", "sparsity", "split_ratio"],
-                             ignore_index=True).drop(columns=constant)
+    # Every key of a cell, so the order depends on the cells only, never on when each one finished.
+    keys = ["dataset", "arch", "method", "sparsity", "split_ratio", "shadow_method", "shadow_sparsity", "defense",
+            "seed"]
+    return table.sort_values(keys, kind="stable", ignore_index=True).drop(columns=constant)
 
 
 def _format(table: pd.DataFrame) -> str:
@@ -94,6 +98,37 @@ def _csv(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
     return parse
 
 
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low` (argparse names the option in its error)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give an integer >= {low}")
+        return value
+    parse.__name__ = "integer"  # argparse's message for a non-number: "invalid integer value"
+    return parse
+
+
+def number_in(low: float, high: float, *, low_open: bool) -> Callable[[str], float]:
+    """An argparse type: a number in (low, high] (`low_open`) or [low, high]; NaN is refused."""
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (low < value <= high if low_open else low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a number in "
+                                             f"{'(' if low_open else '['}{low:g}, {high:g}]")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def experiment_name(text: str) -> str:
+    """An argparse type: one folder name, so the experiment stays inside --storage."""
+    if not text or "/" in text or "\\" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r}: an experiment name is one folder name under --storage "
+                                         "(no '/', not '.' or '..')")
+    return text
+
+
 def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -> argparse.ArgumentParser:
     """The options every sweep script shares."""
     p = argparse.ArgumentParser(prog=prog, description=description,
@@ -110,30 +145,38 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
                         "(paper Table 2; default: the preset's)")
     g.add_argument("--width", type=float, help="channel multiplier (< 1: narrow models)")
     g.add_argument("--attacks", type=_csv(str), help=f"comma list of {', '.join(ATTACKS)} (default: the preset's)")
-    g.add_argument("--shadows", type=int, help="shadow models per cell (default 5)")
+    g.add_argument("--shadows", type=int_at_least(1), help="shadow models per cell (default 5)")
     g.add_argument("--defense", choices=DEFENSES, help="defense applied while fine-tuning the target")
     g.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
                    help="defense hyperparameter, e.g. lambda=4 (ppb), noise_multiplier=1 (dp), alpha=4 (adv)")
     g.add_argument("--adaptive", action="store_true", help="shadows fine-tuned with the target's defense")
-    g.add_argument("--max-epochs", type=int, help="override of the epoch cap (default 100 images / 50 tabular)")
-    g.add_argument("--attack-epochs", type=int,
+    g.add_argument("--max-epochs", type=int_at_least(1), help="override of the epoch cap (default 100 images / 50 tabular)")
+    g.add_argument("--attack-epochs", type=int_at_least(1),
                    help="epochs of the trained attacks (nn, top3_nn, nncls, samia; default: the preset's, "
                         "else their reference schedules, SAMIA 100)")
     r = p.add_argument_group("run")
     r.add_argument("--storage", default="~/miaray-results",
                    help="results and Tune state: a local folder or a URI such as s3://bucket/prefix")
-    r.add_argument("--name", help="experiment name under --storage (default: derived from the preset)")
+    r.add_argument("--name", type=experiment_name,
+                   help="experiment folder name under --storage (default: derived from the preset)")
     r.add_argument("--cache", help="artifact store (default: <storage>/cache for a local --storage, else "
                                    "$MIARAY_CACHE or ~/.cache/miaray/store; on a cluster a shared mount)")
     r.add_argument("--data-root", help="dataset folder (default: $MIARAY_DATA, else each worker's default)")
     r.add_argument("--address", default="auto",
-                   help="Ray to use: 'auto' (the running cluster, else a new local instance), 'local' "
-                        "(always a new local instance) or the host:port of a cluster")
-    r.add_argument("--cpus-per-trial", type=float, default=1.0)
-    r.add_argument("--gpus-per-trial", type=float,
-                   help="e.g. 0.25 packs four trials on a GPU (default: 1 if the cluster has GPUs, else 0)")
-    r.add_argument("--retries", type=int, default=0, help="times a failed trial or model build is retried")
-    r.add_argument("--resume", action="store_true", help="continue the experiment --storage/--name")
+                   help="Ray to use: 'auto' (whatever Ray instance runs on this machine, e.g. a cluster's head, "
+                        "else a new local instance), 'local' (always a new local instance) or the host:port "
+                        "of a cluster")
+    r.add_argument("--cpus-per-trial", type=number_in(0, MAX_CPUS, low_open=True), default=1.0,
+                   help="CPUs each trial and model build takes, in (0, %d]" % MAX_CPUS)
+    r.add_argument("--gpus-per-trial", type=number_in(0, 1, low_open=False),
+                   help="in [0, 1]; e.g. 0.25 packs four trials on a GPU (default: 1 if a node or autoscaler node "
+                        "type has a GPU, else 0)")
+    r.add_argument("--retries", type=int_at_least(0), default=2,
+                   help="times a failed trial or model build is retried (spot nodes get interrupted; a retried "
+                        "cell loads the models the store holds)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the experiment --storage/--name (which must exist): cells with ok rows are "
+                        "kept, the others run; a plain rerun does the same")
     r.add_argument("--dry-run", action="store_true", help="print the plan and exit; trains nothing")
     return p
 
@@ -164,23 +207,27 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
 
 
 def settings_from_args(args: argparse.Namespace, *, name: str) -> RunSettings:
-    """Where results, Tune state, cache and data live; resources per trial (after `connect`)."""
+    """Where results, Tune state, cache and data live, and the resources per trial. Once connected, it
+    also checks them against the cluster (raises ConfigError naming each option that cannot work):
+    resources no node can give, a local --storage or --cache some node does not see."""
     storage = absolute(args.storage)
     experiment = f"{storage.rstrip('/')}/{args.name or name}"
-    if args.cache:
-        cache = absolute(args.cache)
-    elif "://" in storage:
-        cache = str(default_root())
-        print(f"note: artifact store {cache} (pass --cache with a folder every node mounts, or each node "
-              "trains the models its trials need)", file=sys.stderr)
-    else:
-        cache = f"{storage}/cache"
+    cache = absolute(args.cache) if args.cache else str(default_root()) if "://" in storage else f"{storage}/cache"
     data_root = args.data_root or os.environ.get("MIARAY_DATA")
-    gpus = args.gpus_per_trial
-    if gpus is None:
-        gpus = 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-    return RunSettings(experiment=experiment, store=cache, data_root=absolute(data_root) if data_root else None,
-                       cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus)
+    settings = RunSettings(experiment=experiment, store=cache, data_root=absolute(data_root) if data_root else None,
+                           cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial or 0.0)
+    if not ray.is_initialized():  # a dry run: no cluster to check against
+        return settings
+    info = cluster_info()
+    if args.gpus_per_trial is None:
+        gpus, why = default_gpus(info)
+        print(why, flush=True)
+        settings = dataclasses.replace(settings, gpus_per_trial=gpus)
+    settings, unshared = share(settings, folders={"--storage": experiment, "--cache": cache})
+    problems = resource_problems(settings, info) + unshared
+    if problems:
+        raise ConfigError("this run cannot work on this Ray cluster:\n  " + "\n  ".join(problems))
+    return settings
 
 
 def parse_args(argv: list[str] | None, parser: argparse.ArgumentParser,
@@ -193,6 +240,14 @@ def parse_args(argv: list[str] | None, parser: argparse.ArgumentParser,
     return args, spec
 
 
+def _run_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, *, name: str) -> RunSettings:
+    connect(address=args.address)
+    try:
+        return settings_from_args(args, name=name)
+    except ConfigError as error:
+        parser.error(str(error))  # before any trial
+
+
 def full_grid_main(argv: list[str] | None = None) -> int:
     """`sweeps/full_grid.py`: the known-pruning grid (paper section 5.2)."""
     parser = build_parser(prog="full_grid.py", presets=PRESETS,
@@ -203,9 +258,11 @@ def full_grid_main(argv: list[str] | None = None) -> int:
     print(plan.describe(), flush=True)
     if args.dry_run:
         return 0
-    connect(address=args.address)
-    settings = settings_from_args(args, name=f"full_grid-{args.preset}")
-    df = run_sweep(cells=cells, settings=settings, resume=args.resume, retries=args.retries)
+    settings = _run_settings(args, parser, name=f"full_grid-{args.preset}")
+    try:
+        df = run_sweep(cells=cells, settings=settings, resume=args.resume, retries=args.retries)
+    except ConfigError as error:  # --resume of an experiment that never ran
+        parser.error(str(error))
     print("\n" + _format(cell_summary(df)))
     return 0 if complete(df, cells) else 1
 
@@ -217,7 +274,7 @@ def unknown_pruning_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", choices=("sparsity", "method", "both"), default="both",
                         help="sparsity: target x shadow sparsity matrix (l1_unstructured unless --methods); "
                              "method: random (method, sparsity) pairs; both")
-    parser.add_argument("--pairs", type=int, default=20, help="random pairs per dataset and arch")
+    parser.add_argument("--pairs", type=int_at_least(1), default=20, help="random pairs per dataset and arch")
     parser.add_argument("--pair-seed", type=int, default=0, help="seed of the random pair draws")
     args, spec = parse_args(argv, parser, UNKNOWN_PRESETS)
     matrix_spec = spec if args.methods else dataclasses.replace(spec, methods=("l1_unstructured",))
@@ -230,10 +287,12 @@ def unknown_pruning_main(argv: list[str] | None = None) -> int:
     print(Plan.of(cells).describe(), flush=True)
     if args.dry_run:
         return 0
-    connect(address=args.address)
-    settings = settings_from_args(args, name=f"unknown_pruning-{args.preset}")
+    settings = _run_settings(args, parser, name=f"unknown_pruning-{args.preset}")
     # Recorded before the sweep, so that a killed and resumed study keeps them.
     recorded = record_pairs(settings.experiment, [(k.unit_id(), u.unit_id()) for k, u in pairs]) if pairs else None
-    df = run_sweep(cells=cells, settings=settings, resume=args.resume, retries=args.retries)
+    try:
+        df = run_sweep(cells=cells, settings=settings, resume=args.resume, retries=args.retries)
+    except ConfigError as error:  # --resume of an experiment that never ran
+        parser.error(str(error))
     print("\n" + unknown_pruning_summary(df, matrix=bool(matrix), pairs=recorded))
     return 0 if complete(df, cells) else 1

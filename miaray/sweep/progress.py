@@ -32,17 +32,16 @@ class Progress(tune.Callback):
 
     def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
               **info: Any) -> None:
-        self.start = time.perf_counter()  # reset on every fit(), also after a restore
+        self.start = time.perf_counter()
         self.state: dict[str, str] = {}   # trial id -> running / done / failed, as seen by this driver
         self.kind_start: dict[bool, float] = {}  # builds / cells -> when the first one started
 
     def _line(self, trials: list, trial: Any, state: str) -> None:
-        # Trial.status lags behind the callbacks; trials restored as finished are known by status only.
+        # Trial.status lags behind the callbacks: count what this callback saw.
         self.state[trial.trial_id] = state
         building = _is_build(trial)
         trials = [t for t in trials if _is_build(t) == building]
-        counts = Counter(self.state.get(t.trial_id) or {"TERMINATED": "done", "ERROR": "failed"}.get(
-            t.status, "pending") for t in trials)
+        counts = Counter(self.state.get(t.trial_id, "pending") for t in trials)
         finished_here = sum(1 for t in trials if self.state.get(t.trial_id) in ("done", "failed"))
         now = time.perf_counter()
         elapsed = now - self.start

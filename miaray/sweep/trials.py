@@ -11,16 +11,20 @@ import time
 from typing import Any, Sequence
 
 import pandas as pd
+import pyarrow.fs as pafs
 import ray
 from ray import tune
 
 from miaray import results
-from miaray.config import UnitConfig, stable_hash
+from miaray.config import ConfigError, UnitConfig, stable_hash
 from miaray.store import Store
 from miaray.sweep.cluster import RunSettings, worker_context
+from miaray.sweep.grid import unique
 from miaray.sweep.plan import (Plan, build_label, cell_label, job_label, missing_builds, model_key, parse_job,
                                sweep_jobs)
 from miaray.sweep.progress import Progress, eta, trial_name
+
+TUNE_DIR = "tune"  # <experiment>/tune/<run>: each run's Tune state, kept for its logs only
 
 
 # ---- models: built once, before the cells that use them -------------------------------------------
@@ -93,7 +97,8 @@ def run_job(trial_config: dict) -> None:
     from miaray.unit import failed_rows, run_unit
 
     timing = {"trial_id": tune.get_context().get_trial_id(), "trial_host": socket.gethostname(),
-              "trial_pid": os.getpid(), "trial_start": start}
+              "trial_node_id": ray.get_runtime_context().get_node_id(), "trial_pid": os.getpid(),
+              "trial_start": start}
     try:
         rows = run_unit(config, artifacts_dir=settings.experiment,
                         **worker_context(settings, label=cell_label(config)))
@@ -114,29 +119,28 @@ def _trial_dirname(trial: Any) -> str:
     return config.unit_id() if build is None else "build-" + stable_hash(model_key(config, **build))
 
 
-def run_trials(*, plan: Plan, settings: RunSettings, resume: bool, retries: int) -> tune.ResultGrid:
-    """The sweep's Tune experiment; `resume` continues the one Tune saved in storage."""
+def run_trials(*, jobs: Sequence[str], settings: RunSettings, retries: int) -> tune.ResultGrid:
+    """One Tune experiment of `jobs` (JSON texts, `miaray.sweep.plan`), started in that order.
+
+    Each call is a new experiment under `<experiment>/tune/<run>`; nothing resumes Tune's own state.
+    That state is a snapshot taken every few seconds (a cell that finished after the last one would
+    run again), it sits where the driver's storage is (node-local storage holds only what that node
+    saw), `Tuner.restore` replays its snapshot's fixed list of trials, and reusing an experiment name
+    overwrites it (REFERENCE section 8). The rows on disk and the store say what is done instead
+    (`run_sweep`), so a resume is a fresh experiment of what they lack.
+    """
     trainable = tune.with_resources(run_job, settings.resources())
-    storage, _, name = settings.experiment.rstrip("/").rpartition("/")
-    if resume and tune.Tuner.can_restore(settings.experiment):
-        print(f"resuming the Tune experiment at {settings.experiment}", flush=True)
-        tuner = tune.Tuner.restore(settings.experiment, trainable, resume_errored=True)
-    else:
-        if resume:
-            print(f"no Tune state at {settings.experiment} yet: starting the sweep afresh", flush=True)
-        jobs = sweep_jobs(plan, Store(settings.store))
-        print(f"{len(jobs) - len(plan.cells)} models to build (the others are in the store), then "
-              f"{len(plan.cells)} cells", flush=True)
-        space = {"job": tune.grid_search(jobs), "settings": dataclasses.asdict(settings)}
-        tuner = tune.Tuner(
-            trainable, param_space=space,
-            # Reused actors keep one process per slot for the whole sweep: torch and miaray are
-            # imported once per slot instead of once per trial (`import miaray.unit` took 3.8-4.5 s on
-            # the 2-core CI-like machine: benchmarks/README.md, bench_grid.py section).
-            tune_config=tune.TuneConfig(trial_name_creator=trial_name, trial_dirname_creator=_trial_dirname,
-                                        reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=0, callbacks=[Progress()],
-                                      failure_config=tune.FailureConfig(max_failures=retries)))
+    space = {"job": tune.grid_search(list(jobs)), "settings": dataclasses.asdict(settings)}
+    tuner = tune.Tuner(
+        trainable, param_space=space,
+        # Reused actors keep one process per slot for the whole sweep: torch and miaray are imported
+        # once per slot instead of once per trial (`import miaray.unit` took 3.8-4.5 s on the 2-core
+        # CI-like machine: benchmarks/README.md, bench_grid.py section).
+        tune_config=tune.TuneConfig(trial_name_creator=trial_name, trial_dirname_creator=_trial_dirname,
+                                    reuse_actors=True),
+        run_config=tune.RunConfig(name=time.strftime("%Y%m%d-%H%M%S-") + str(os.getpid()),
+                                  storage_path=f"{settings.experiment.rstrip('/')}/{TUNE_DIR}", verbose=0,
+                                  callbacks=[Progress()], failure_config=tune.FailureConfig(max_failures=retries)))
     return tuner.fit()
 
 
@@ -154,9 +158,26 @@ def _record_lost_trials(grid: tune.ResultGrid, settings: RunSettings) -> None:
                                     rows=failed_rows(config, message))
 
 
+# ---- the sweep: what the rows on disk lack ---------------------------------------------------------
+def finished_units(experiment: str) -> set[str]:
+    """The units of the experiment whose rows are all ok: done, whatever any scheduler remembers."""
+    if not results.unit_files(experiment):
+        return set()
+    df = results.load(experiment)
+    ok = df.groupby("unit_id")["status"].agg(lambda status: bool((status == "ok").all()))
+    return set(ok.index[ok])
+
+
+def _started(experiment: str) -> bool:
+    """Whether a sweep ever ran in the experiment: it has rows, or Tune's state of a run."""
+    tune_dir = f"{experiment.rstrip('/')}/{TUNE_DIR}"
+    fs, path = pafs.FileSystem.from_uri(tune_dir) if "://" in tune_dir else (pafs.LocalFileSystem(), tune_dir)
+    return bool(results.unit_files(experiment)) or fs.get_file_info(path).type == pafs.FileType.Directory
+
+
 def sweep_rows(*, settings: RunSettings, cells: Sequence[UnitConfig]) -> pd.DataFrame:
     """This sweep's rows (the experiment folder may hold other units from earlier runs)."""
-    df = results.load(settings.experiment)
+    df = results.load(settings.experiment) if results.unit_files(settings.experiment) else pd.DataFrame()
     if df.empty:
         return df
     return df[df["unit_id"].isin({c.unit_id() for c in cells})].reset_index(drop=True)
@@ -169,21 +190,34 @@ def complete(df: pd.DataFrame, cells: Sequence[UnitConfig]) -> bool:
 
 def run_sweep(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: bool,
               retries: int) -> pd.DataFrame:
-    """The sweep's trials (models, then cells) on the connected Ray cluster; returns its rows."""
-    plan = Plan.of(cells)
+    """Run the cells that have no ok rows in the experiment yet, after the models the store lacks, on
+    the connected Ray cluster; returns the rows of all `cells`. A fresh run and a resume (`resume`:
+    the experiment must exist) do the same: the rows on disk and the store say what is done."""
+    cells = unique(cells)
+    if resume and not _started(settings.experiment):
+        raise ConfigError(f"--resume: no sweep ran in {settings.experiment} yet (no {results.ROWS_DIR}/ or "
+                          f"{TUNE_DIR}/ there): check --storage and --name, or leave out --resume to start it")
+    done = finished_units(settings.experiment)
+    todo = [cell for cell in cells if cell.unit_id() not in done]
+    jobs = sweep_jobs(Plan.of(todo), Store(settings.store))
+    print(f"{settings.experiment}: {len(cells) - len(todo)} of {len(cells)} cells have ok rows and are kept; "
+          f"{len(jobs) - len(todo)} models to build (the store holds the others), then {len(todo)} cells", flush=True)
     start = time.perf_counter()
-    grid = run_trials(plan=plan, settings=settings, resume=resume, retries=retries)
-    _record_lost_trials(grid, settings)
+    grid = run_trials(jobs=jobs, settings=settings, retries=retries) if jobs else []
+    if jobs:
+        _record_lost_trials(grid, settings)
     results.compact(settings.experiment)  # later loads read one snapshot instead of every unit file
-    df = sweep_rows(settings=settings, cells=plan.cells)
-    finished = set(df["unit_id"]) if len(df) else set()
+    df = sweep_rows(settings=settings, cells=cells)
+    ok = finished_units(settings.experiment) & {c.unit_id() for c in cells}
     failed = set(df.loc[df["status"] != "ok", "unit_id"]) if len(df) else set()
-    print(f"\nsweep stopped after {time.perf_counter() - start:.0f}s: {len(finished)} of {len(plan.cells)} "
-          f"cells have rows ({len(failed)} failed); rows in {results.rows_dir(settings.experiment)}")
-    if len(finished) < len(plan.cells):
-        print("  unfinished cells: rerun the same command with --resume")
-    for result in grid:
-        if result.error is not None:
-            label = job_label(*parse_job(result.config["job"]))
-            print(f"  failed {label}: {str(result.error).strip().splitlines()[-1]}")
+    print(f"\nsweep stopped after {time.perf_counter() - start:.0f}s: {len(ok)} of {len(cells)} cells have ok rows, "
+          f"{len(failed)} failed, {len(cells) - len(ok) - len(failed)} have none; rows in "
+          f"{results.rows_dir(settings.experiment)}")
+    errors = sorted((job_label(*parse_job(r.config["job"])), str(r.error).strip().splitlines()[-1])
+                    for r in grid if r.error is not None)
+    for label, error in errors:
+        print(f"  failed {label}: {error}")
+    if len(ok) < len(cells):
+        print("  to finish: rerun the same command with --resume (cells with ok rows are kept; the others run "
+              "again and load the models the store holds)")
     return df
