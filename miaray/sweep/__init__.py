@@ -37,8 +37,7 @@ from miaray.sweep.plan import Plan, missing_builds, sweep_jobs
 from miaray.sweep.trials import build_model, build_originals, run_job, run_sweep, run_trials, sweep_rows
 
 __all__ = ["GridSpec", "PAPER_DATASETS", "PAPER_SPARSITIES", "PRESETS", "Plan", "RunSettings", "UNKNOWN_PRESETS",
-           "_format", "build_model", "build_originals", "build_parser", "cell_summary", "connect",
-           "full_grid_main", "int_at_least", "method_pairs", "missing_builds", "parse_args", "prepare_worker", "record_pairs",
-           "run_job", "run_sweep", "run_trials", "settings_from_args", "sparsity_matrix", "spec_from_args",
-           "sweep_jobs", "sweep_rows", "unique", "unknown_pruning_main", "unknown_pruning_summary",
-           "worker_context"]
+           "_format", "build_model", "build_originals", "build_parser", "cell_summary", "connect", "full_grid_main",
+           "int_at_least", "method_pairs", "missing_builds", "parse_args", "prepare_worker", "record_pairs", "run_job",
+           "run_sweep", "run_trials", "settings_from_args", "sparsity_matrix", "spec_from_args", "sweep_jobs",
+           "sweep_rows", "unique", "unknown_pruning_main", "unknown_pruning_summary", "worker_context"]

@@ -150,7 +150,8 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
     g.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
                    help="defense hyperparameter, e.g. lambda=4 (ppb), noise_multiplier=1 (dp), alpha=4 (adv)")
     g.add_argument("--adaptive", action="store_true", help="shadows fine-tuned with the target's defense")
-    g.add_argument("--max-epochs", type=int_at_least(1), help="override of the epoch cap (default 100 images / 50 tabular)")
+    g.add_argument("--max-epochs", type=int_at_least(1),
+                   help="override of the epoch cap (default 100 images / 50 tabular)")
     g.add_argument("--attack-epochs", type=int_at_least(1),
                    help="epochs of the trained attacks (nn, top3_nn, nncls, samia; default: the preset's, "
                         "else their reference schedules, SAMIA 100)")

@@ -36,7 +36,7 @@ class Progress(tune.Callback):
         self.state: dict[str, str] = {}   # trial id -> running / done / failed, as seen by this driver
         self.kind_start: dict[bool, float] = {}  # builds / cells -> when the first one started
 
-    def _line(self, trials: list, trial: Any, state: str) -> None:
+    def _line(self, trials: list, trial: Any, state: str, event: str | None = None) -> None:
         # Trial.status lags behind the callbacks: count what this callback saw.
         self.state[trial.trial_id] = state
         building = _is_build(trial)
@@ -49,7 +49,7 @@ class Progress(tune.Callback):
         left_time = eta(finished_here, finished_here + left, now - self.kind_start.setdefault(building, now))
         print(f"[{elapsed:7.1f}s] {'models' if building else 'cells'}: {counts['done']} done, "
               f"{counts['running']} running, {counts['failed']} failed, {counts['pending']} pending of "
-              f"{len(trials)}; ETA {left_time}  ({state}: {trial_name(trial)})", flush=True)
+              f"{len(trials)}; ETA {left_time}  ({event or state}: {trial_name(trial)})", flush=True)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trials, trial, "running")
@@ -59,3 +59,7 @@ class Progress(tune.Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._line(trials, trial, "failed")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # A retry (--retries): the trial raised, or its process or node was lost (a spot interruption).
+        self._line(trials, trial, "pending", event="retrying")

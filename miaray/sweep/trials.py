@@ -1,5 +1,6 @@
-"""The work of a sweep on Ray: model builds, the Tune trainable that runs one job, and the experiment
-that runs a plan's jobs (models first, then cells) and leaves each cell's rows in the experiment."""
+"""The work of a sweep on Ray: model builds, the Tune trainable that runs one job, the Tune experiment
+that runs the jobs (models first, then cells), and the sweep, which runs what the rows on disk and the
+store lack and leaves each cell's rows in the experiment."""
 
 from __future__ import annotations
 
@@ -211,7 +212,7 @@ def run_sweep(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: boo
     ok = finished_units(settings.experiment) & {c.unit_id() for c in cells}
     failed = set(df.loc[df["status"] != "ok", "unit_id"]) if len(df) else set()
     print(f"\nsweep stopped after {time.perf_counter() - start:.0f}s: {len(ok)} of {len(cells)} cells have ok rows, "
-          f"{len(failed)} failed, {len(cells) - len(ok) - len(failed)} have none; rows in "
+          f"{len(failed)} failed, {len(cells) - len(ok) - len(failed)} have no rows; rows in "
           f"{results.rows_dir(settings.experiment)}")
     errors = sorted((job_label(*parse_job(r.config["job"])), str(r.error).strip().splitlines()[-1])
                     for r in grid if r.error is not None)
