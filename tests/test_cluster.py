@@ -152,9 +152,10 @@ def test_a_worker_node_lost_mid_sweep_loses_and_repeats_nothing(two_nodes, tmp_p
     storage, cache = tmp_path / "results", tmp_path / "cache"
     experiment = storage / "lost-node"
     log = tmp_path / "driver.log"
+    command = _sweep(two_nodes, "--storage", str(storage), "--cache", str(cache), "--name", "lost-node",
+                     "--retries", "2")
     with open(log, "w") as output:
-        driver = subprocess.Popen(_sweep(two_nodes, "--storage", str(storage), "--cache", str(cache), "--name",
-                                         "lost-node", "--retries", "2"), env=ENV, stdout=output, stderr=subprocess.STDOUT)
+        driver = subprocess.Popen(command, env=ENV, stdout=output, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 400
     # The worker node dies mid-sweep (a cell has its rows) while it runs a trial (Ray titles that process).
     while not (results.unit_files(experiment)
