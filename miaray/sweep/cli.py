@@ -30,6 +30,8 @@ MAX_CPUS = 1024  # per trial: far above any node, a guard against typos
 # ---- summaries -----------------------------------------------------------------------------------
 def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     """One line per cell: pruned target test accuracy, the best attack and its accuracy, Conf (Org.)."""
+    if df.empty:  # no cell left rows (e.g. every trial's node was lost)
+        return pd.DataFrame()
     lines = []
     for _, rows in df.groupby("unit_id", sort=False):
         first = rows.iloc[0]
