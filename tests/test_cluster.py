@@ -28,9 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--datasets", "digits", "--archs", "resnet18", "--methods", "l1_unstructured,l1_structured",
         "--sparsities", "0.5,0.9", "--width", "0.125", "--attacks", "conf", "--max-epochs", "1", "--shadows", "1"]
 CELLS = 4
-# One authentication mode for every process of this cluster: a head started where ~/.ray/auth_token exists
-# turns token authentication on, which a plain `ray start --address` worker does not follow.
-ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+# The environment of this cluster's nodes and drivers: one authentication mode for all (a head started where
+# ~/.ray/auth_token exists turns token authentication on, which a plain `ray start --address` worker does
+# not follow), and no RAY_ADDRESS (conftest.py's, for the session instance): drivers name this cluster's.
+ENV = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_AUTH_MODE": "disabled"}
 RAY = str(Path(sys.executable).with_name("ray"))
 
 

@@ -160,13 +160,17 @@ def _record_lost_trials(grid: tune.ResultGrid, settings: RunSettings) -> None:
 
 
 # ---- the sweep: what the rows on disk lack ---------------------------------------------------------
-def finished_units(experiment: str) -> set[str]:
-    """The units of the experiment whose rows are all ok: done, whatever any scheduler remembers."""
-    if not results.unit_files(experiment):
+def ok_units(df: pd.DataFrame) -> set[str]:
+    """The units whose rows are all ok."""
+    if df.empty:
         return set()
-    df = results.load(experiment)
     ok = df.groupby("unit_id")["status"].agg(lambda status: bool((status == "ok").all()))
     return set(ok.index[ok])
+
+
+def finished_units(experiment: str) -> set[str]:
+    """The units of the experiment whose rows are all ok: done, whatever any scheduler remembers."""
+    return ok_units(results.load(experiment)) if results.unit_files(experiment) else set()
 
 
 def _started(experiment: str) -> bool:
@@ -204,12 +208,13 @@ def run_sweep(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: boo
     print(f"{settings.experiment}: {len(cells) - len(todo)} of {len(cells)} cells have ok rows and are kept; "
           f"{len(jobs) - len(todo)} models to build (the store holds the others), then {len(todo)} cells", flush=True)
     start = time.perf_counter()
-    grid = run_trials(jobs=jobs, settings=settings, retries=retries) if jobs else []
+    grid = []
     if jobs:
+        grid = run_trials(jobs=jobs, settings=settings, retries=retries)
         _record_lost_trials(grid, settings)
     results.compact(settings.experiment)  # later loads read one snapshot instead of every unit file
     df = sweep_rows(settings=settings, cells=cells)
-    ok = finished_units(settings.experiment) & {c.unit_id() for c in cells}
+    ok = ok_units(df)
     failed = set(df.loc[df["status"] != "ok", "unit_id"]) if len(df) else set()
     print(f"\nsweep stopped after {time.perf_counter() - start:.0f}s: {len(ok)} of {len(cells)} cells have ok rows, "
           f"{len(failed)} failed, {len(cells) - len(ok) - len(failed)} have no rows; rows in "
