@@ -2,7 +2,9 @@
 
 A sweep writes `<experiment>/rows/<unit_id>.parquet` for every finished unit (one row per attack plus
 the 'original' Conf baseline row, or rows with status 'failed' and the error). One file per unit means
-a rerun of a unit replaces its rows instead of adding a second copy. Files are written under a hidden
+a rerun of a unit replaces its rows instead of adding a second copy; but failed rows never replace ok
+ones: a rerun that fails leaves its rows in `<experiment>/failures/<unit_id>.parquet` beside the ok
+rows (`load_failures` reads them), so `load` still gives each unit's rows once. Files are written under a hidden
 temporary name and renamed into place, so a reader never sees half a file; `load` works without Ray
 and also while the sweep is still running. A file that cannot be read anyway (damaged on disk, or
 not Parquet) is skipped with an UnreadableResultFile warning naming it, and the rest are loaded.
@@ -25,6 +27,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 ROWS_DIR = "rows"
+FAILURES_DIR = "failures"  # failed reruns of units whose ok rows stay in rows/
 SUFFIX = ".parquet"
 SNAPSHOT = "rows.snapshot.parquet"  # beside rows/: all units' rows in one file, see compact()
 MTIME = "_unit_file_mtime_ns"
@@ -86,8 +89,33 @@ def read_parquet(path: str | os.PathLike) -> pd.DataFrame | None:
 
 
 def write_unit_rows(*, experiment: str | os.PathLike, unit_id: str, rows: Iterable[Mapping[str, Any]]) -> str:
-    """Write (or replace) the rows of one unit; returns the file's path."""
-    return write_parquet(pd.DataFrame(list(rows)), f"{rows_dir(experiment)}/{unit_id}{SUFFIX}")
+    """Write (or replace) the rows of one unit; returns the file's path. Rows that all failed do not
+    replace ok rows of the unit: they go to `failures/<unit_id>.parquet` instead."""
+    frame = pd.DataFrame(list(rows))
+    path = f"{rows_dir(experiment)}/{unit_id}{SUFFIX}"
+    if len(frame) and "status" in frame and (frame["status"] != "ok").all() and _has_ok_rows(path):
+        path = f"{os.fspath(experiment).rstrip('/')}/{FAILURES_DIR}/{unit_id}{SUFFIX}"
+    return write_parquet(frame, path)
+
+
+def _has_ok_rows(path: str) -> bool:
+    try:
+        rows = read_parquet(path)
+    except (OSError, pa.ArrowException):  # a damaged file holds no result worth keeping
+        return False
+    return rows is not None and "status" in rows and bool((rows["status"] == "ok").any())
+
+
+def load_failures(path: str | os.PathLike) -> pd.DataFrame:
+    """The failed reruns of units that kept their ok rows (`write_unit_rows`), one file per unit."""
+    fs, directory = _filesystem(f"{os.fspath(path).rstrip('/')}/{FAILURES_DIR}")
+    if fs.get_file_info(directory).type != pafs.FileType.Directory:
+        return pd.DataFrame()
+    files = sorted(info.path for info in fs.get_file_info(pafs.FileSelector(directory))
+                   if info.type == pafs.FileType.File and info.base_name.endswith(SUFFIX)
+                   and not info.base_name.startswith("."))
+    frames = [pq.read_table(file, filesystem=fs).to_pandas() for file in files]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _unit_infos(experiment: str | os.PathLike) -> dict[str, pafs.FileInfo]:

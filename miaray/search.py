@@ -44,7 +44,7 @@ from optuna.trial import FrozenTrial, TrialState
 from miaray import results
 from miaray.config import ATTACKS, DEFENSE_PARAMS, ConfigError, UnitConfig, parse_name_values
 from miaray.pareto import pareto_front
-from miaray.sweep import (GridSpec, RunSettings, build_originals, build_parser, connect, parse_args,
+from miaray.sweep import (GridSpec, RunSettings, build_originals, build_parser, connect, int_at_least, parse_args,
                           settings_from_args, worker_context)
 
 # Log-uniform ranges, each wider than the paper's grid on both sides so the search can leave it.
@@ -471,8 +471,8 @@ def build_search_parser() -> argparse.ArgumentParser:
         "cell. The attack is always adaptive, and the same command resumes the study it finds in "
         "--storage/--name (--adaptive and --resume are implied)."))
     s = p.add_argument_group("search")
-    s.add_argument("--trials", type=int, default=16, help="total budget, the paper-grid points included")
-    s.add_argument("--concurrency", type=int, help="trials at once (default: as many as the cluster fits)")
+    s.add_argument("--trials", type=int_at_least(1), default=16, help="total budget, the paper-grid points included")
+    s.add_argument("--concurrency", type=int_at_least(1), help="trials at once (default: as many as the cluster fits)")
     s.add_argument("--point", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
                    help="a point to evaluate before the paper grid, e.g. noise_multiplier=3,max_grad_norm=0.5")
     s.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
@@ -505,8 +505,8 @@ def defense_search_main(argv: list[str] | None = None) -> int:
     name = f"defense_search-{cell.dataset}-{cell.arch}-{cell.method}-{cell.sparsity:g}-{cell.defense}"
     if not args.dry_run:
         connect(address=args.address)  # first: the default --gpus-per-trial depends on the cluster
-    settings = settings_from_args(args, name=name)
     try:
+        settings = settings_from_args(args, name=name)  # checked against the cluster once connected
         search = Search(cell=cell, trials=args.trials, settings=settings, points=points,
                         concurrency=args.concurrency or _default_concurrency(settings),
                         sampler_seed=args.sampler_seed, retries=args.retries).validate()

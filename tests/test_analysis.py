@@ -283,7 +283,7 @@ def test_report_embeds_every_figure(full: Path, full_figures: tuple[list, Path],
 # ---- the real pipeline: a tiny quick-preset sweep, then figures and report on what it wrote ----------
 # Narrow nets, two epochs, one shadow, the two cheapest attacks: every real stage, in seconds per cell.
 TINY = ["--preset", "quick", "--width", "0.125", "--max-epochs", "2", "--shadows", "1", "--attacks", "conf,mentr",
-        "--methods", "l1_unstructured", "--sparsities", "0.5,0.9"]
+        "--methods", "l1_unstructured", "--sparsities", "0.5,0.9", "--gpus-per-trial", "0"]  # the GPU is fake
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import jsonschema
+import pandas as pd
 import pytest
-import yaml
 
 from miaray import results
 from miaray.config import METHODS
 from miaray.store import Store
-from miaray.sweep import (PRESETS, Plan, RunSettings, full_grid_main, method_pairs, run_sweep,
-                          sparsity_matrix, sweep_jobs)
+from miaray.search import defense_search_main
+from miaray.sweep import (PRESETS, Plan, RunSettings, cell_summary, full_grid_main, method_pairs, run_sweep,
+                          sparsity_matrix, sweep_jobs, unknown_pruning_main)
+from miaray.sweep.cluster import cluster_info, resource_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("conf",)
@@ -122,10 +123,22 @@ def test_method_pairs_never_pair_a_target_with_its_own_setting():
     (["--datasets", "purchase", "--archs", "resnet18"], ["grid is empty", "fc"]),
     (["--sparsities", "0.5,1.5"], ["sparsity=1.5"]),
     (["--defense", "ppb", "--defense-param", "alpha=2"], ["defense_params[ppb]", "lambda"]),
+    (["--cpus-per-trial", "0"], ["--cpus-per-trial", "(0, 1024]"]),
+    (["--cpus-per-trial", "-1"], ["--cpus-per-trial", "(0, 1024]"]),
+    (["--cpus-per-trial", "nan"], ["--cpus-per-trial", "(0, 1024]"]),
+    (["--gpus-per-trial", "-0.5"], ["--gpus-per-trial", "[0, 1]"]),
+    (["--gpus-per-trial", "nan"], ["--gpus-per-trial", "[0, 1]"]),
+    (["--gpus-per-trial", "2"], ["--gpus-per-trial", "[0, 1]"]),
+    (["--retries", "-1"], ["--retries", "integer >= 0"]),
+    (["--shadows", "0"], ["--shadows", "integer >= 1"]),
+    (["--max-epochs", "0"], ["--max-epochs", "integer >= 1"]),
+    (["--name", "../../x"], ["--name", "one folder name under --storage"]),
+    (["--name", "/tmp/elsewhere"], ["--name", "one folder name under --storage"]),
 ])
-def test_bad_config_is_rejected_before_ray_starts(tmp_path, capsys, args, words):
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_bad_config_is_rejected_before_ray_starts(tmp_path, capsys, args, words, dry_run):
     with pytest.raises(SystemExit) as exit_info:
-        full_grid_main([*args, "--storage", str(tmp_path / "results")])
+        full_grid_main([*args, *dry_run, "--storage", str(tmp_path / "results")])
     assert exit_info.value.code == 2
     message = capsys.readouterr().err
     for word in words:
@@ -133,34 +146,59 @@ def test_bad_config_is_rejected_before_ray_starts(tmp_path, capsys, args, words)
     assert not (tmp_path / "results").exists()  # rejected before connecting or writing anything
 
 
-def test_cluster_yaml_validates_against_rays_schema():
-    import ray
+@pytest.mark.parametrize("main, args, words", [
+    (unknown_pruning_main, ["--pairs", "0"], ["--pairs", "integer >= 1"]),
+    (unknown_pruning_main, ["--retries", "-2"], ["--retries", "integer >= 0"]),
+    (defense_search_main, ["--defense", "ppb", "--trials", "0"], ["--trials", "integer >= 1"]),
+    (defense_search_main, ["--defense", "ppb", "--concurrency", "0"], ["--concurrency", "integer >= 1"]),
+    (defense_search_main, ["--defense", "ppb", "--cpus-per-trial", "0"], ["--cpus-per-trial", "(0, 1024]"]),
+])
+def test_the_other_scripts_reject_out_of_range_options_in_a_dry_run(tmp_path, capsys, main, args, words):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--dry-run", "--storage", str(tmp_path / "results")])
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    for word in words:
+        assert word in message
 
-    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
-    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
-    jsonschema.validate(config, schema)
-    assert config["provider"]["type"] == "aws"
-    assert config["head_node_type"] in config["available_node_types"]
-    assert any(t["resources"].get("GPU", 0) >= 1 for t in config["available_node_types"].values())
-    assert any("pip install" in cmd and "miaray" in cmd for cmd in config["setup_commands"])
+
+def test_the_cell_table_is_sorted_by_the_cells_not_by_completion():
+    # Rows as a sweep leaves them when seeds finished in the order 0, 1, 4, 3, 2 (seen in a real run).
+    rows = [{"unit_id": f"u{seed}-{sparsity}", "dataset": "digits", "arch": "resnet18", "method": "l1_unstructured",
+             "sparsity": sparsity, "split_ratio": "45/45/10", "shadow_method": "l1_unstructured",
+             "shadow_sparsity": sparsity, "defense": "basic", "seed": seed, "status": "ok", "error": "",
+             "target_model": model, "attack": "conf", "attack_acc": 0.5 + seed / 100, "target_test_acc": 0.8}
+            for seed in (0, 1, 4, 3, 2) for sparsity in (0.9, 0.5) for model in ("pruned", "original")]
+    table = cell_summary(pd.DataFrame(rows))
+    assert list(zip(table["sparsity"], table["seed"])) == [(s, seed) for s in (0.5, 0.9) for seed in range(5)]
+    assert table.equals(cell_summary(pd.DataFrame(rows[::-1])))  # whatever order the rows came in
+
+
+def test_resources_no_node_has_are_refused_naming_what_was_asked_and_what_exists(ray_cluster):
+    info = cluster_info()  # this session's instance: 2 CPUs, 1 (fake) GPU, no autoscaler config
+    fits = RunSettings(experiment="x", store="y", data_root=None, cpus_per_trial=2, gpus_per_trial=1)
+    assert resource_problems(fits, info) == []
+    problems = resource_problems(dataclasses.replace(fits, cpus_per_trial=3, gpus_per_trial=0.5), info)
+    assert problems == ["--cpus-per-trial 3: each trial asks 3 CPU, but the cluster has 2 CPUs on 1 node(s) and no "
+                        "node has more than 2; ask at most 2"]
 
 
 # ---- sweeps on Ray --------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def packed_sweep(ray_cluster, tmp_path_factory):
-    """The tiny grid with a quarter GPU and half a CPU per trial (four cells fit at once), and last a
-    cell that raises: its dataset file exists in the real layout but is broken."""
+    """The tiny grid with half a CPU per trial (four cells fit at once), and last a cell that raises:
+    its dataset file exists in the real layout but is broken."""
     root = tmp_path_factory.mktemp("packed")
     (root / "data").mkdir()
     (root / "data" / "bangkok").write_text("this is not the Location30 CSV\n")
     broken = TINY.unit(dataset="location", arch="fc", method="l1_unstructured", sparsity=0.5)
     settings = RunSettings(experiment=str(root / "exp"), store=str(root / "cache"), data_root=str(root / "data"),
-                           cpus_per_trial=0.5, gpus_per_trial=0.25)
+                           cpus_per_trial=0.5, gpus_per_trial=0)
     df = run_sweep(cells=[*TINY.cells(), broken], settings=settings, resume=False, retries=0)
     return df, settings, broken
 
 
-def test_small_grid_trains_each_original_once(packed_sweep):
+def test_small_grid_trains_each_original_once(packed_sweep, ray_cluster):
     df, settings, broken = packed_sweep
     store = Store(settings.store)
     assert store.count_built("original") == 6  # one target + five shadows, shared by the four cells
@@ -172,16 +210,18 @@ def test_small_grid_trains_each_original_once(packed_sweep):
         assert sorted(rows["attack"]) == sorted([*ATTACKS, "conf"])  # the attacks + the Conf (Org.) row
         assert (rows["target_model"] == "original").sum() == 1
         assert rows["trial_end"].gt(rows["trial_start"]).all()
+    # The Ray node beside the host name: nodes behind one host name are told apart.
+    assert set(df["trial_node_id"]) == {ray_cluster.get_runtime_context().get_node_id()}
 
 
-def test_quarter_gpu_trials_run_four_at_once(packed_sweep):
+def test_half_cpu_trials_run_four_at_once(packed_sweep):
     _, settings, _ = packed_sweep
     # Every trial that finished (model builds and cells) reported its span; Tune logs it per trial.
-    spans = [(r["trial_start"], r["trial_end"]) for f in Path(settings.experiment).glob("*/result.json")
+    spans = [(r["trial_start"], r["trial_end"]) for f in Path(settings.experiment).glob("tune/*/*/result.json")
              for r in map(json.loads, f.read_text().splitlines())]
     assert len(spans) == 6 + 4  # the digits originals and cells (the broken location trials fail)
     running = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
-    assert running == 4, sorted(spans)  # four 0.25-GPU trials at once on the one (fake) GPU, never more
+    assert running == 4, sorted(spans)  # four 0.5-CPU trials at once on the 2 CPUs, never more
 
 
 def test_a_raising_trial_is_recorded_and_the_others_finish(packed_sweep):
@@ -193,32 +233,73 @@ def test_a_raising_trial_is_recorded_and_the_others_finish(packed_sweep):
     assert df.loc[df["unit_id"] != broken.unit_id(), "status"].eq("ok").all()
 
 
-def test_resume_after_the_driver_is_killed(ray_cluster, tmp_path):
+def test_a_finished_experiment_rerun_with_a_lost_store_keeps_its_rows_and_runs_nothing(packed_sweep, tmp_path):
+    df, settings, _ = packed_sweep
+    # The store is gone (a fresh folder): a sweep that trusted anything but the rows would rebuild and rerun.
+    lost = dataclasses.replace(settings, store=str(tmp_path / "lost-store"))
+    again = run_sweep(cells=TINY.cells(), settings=lost, resume=True, retries=0)
+    assert Store(lost.store).events() == []  # no model built, so no cell ran
+    before = df[df["dataset"] == "digits"].sort_values(["unit_id", "attack", "target_model"], ignore_index=True)
+    after = again.sort_values(["unit_id", "attack", "target_model"], ignore_index=True)
+    assert after[["unit_id", "trial_id", "trial_end", "attack_acc"]].equals(
+        before[["unit_id", "trial_id", "trial_end", "attack_acc"]])
+
+
+def test_failed_rows_never_replace_ok_rows(tmp_path):
+    experiment = tmp_path / "exp"
+    ok = [{"unit_id": "u", "attack": "conf", "status": "ok", "error": "", "attack_acc": 0.7}]
+    failed = [{"unit_id": "u", "attack": "conf", "status": "failed", "error": "RuntimeError: store damaged"}]
+    results.write_unit_rows(experiment=experiment, unit_id="u", rows=failed)  # a first try failed
+    results.write_unit_rows(experiment=experiment, unit_id="u", rows=ok)      # the retry succeeded: replaces
+    path = results.write_unit_rows(experiment=experiment, unit_id="u", rows=failed)  # a later rerun fails
+    assert path == f"{experiment}/failures/u.parquet"
+    assert results.load(experiment).to_dict("records") == ok  # each unit's rows once, the ok ones
+    assert results.load_failures(experiment)[["unit_id", "status", "error"]].to_dict("records") == [
+        {"unit_id": "u", "status": "failed", "error": "RuntimeError: store damaged"}]
+    assert results.load_failures(tmp_path / "no-failures").empty
+
+
+def test_a_gpu_trial_without_cuda_fails_with_the_reason(packed_sweep, tmp_path):
+    _, settings, _ = packed_sweep
+    # This session's Ray has one fake GPU and torch no CUDA: the trial gets a GPU it cannot use.
+    on_gpu = dataclasses.replace(settings, experiment=str(tmp_path / "exp"), gpus_per_trial=0.5)
+    df = run_sweep(cells=TINY.cells()[:1], settings=on_gpu, resume=False, retries=0)  # its models are cached
+    assert (df["status"] == "failed").all() and len(df) == len(ATTACKS)
+    error = df["error"].iloc[0]
+    assert "asked for 0.5 GPU" in error and "finds no CUDA device" in error, error
+    assert "pass --gpus-per-trial 0" in error
+
+
+def test_resume_after_the_driver_is_killed_reruns_no_finished_cell(ray_cluster, tmp_path):
     storage, cache = tmp_path / "results", tmp_path / "cache"
     # The driver joins this session's Ray by address: another Ray on the machine may be the "auto" one.
+    address = ray_cluster.get_runtime_context().gcs_address
     args = [*TINY_ARGS, "--shadows", "1", "--storage", str(storage), "--cache", str(cache), "--name", "killed",
-            "--cpus-per-trial", "1", "--gpus-per-trial", "0",
-            "--address", ray_cluster.get_runtime_context().gcs_address]
+            "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--address", address]
     experiment = storage / "killed"
     driver = subprocess.Popen([sys.executable, str(ROOT / "sweeps" / "full_grid.py"), *args],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
     while not results.unit_files(experiment) and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    written = len(results.unit_files(experiment))
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    assert 1 <= written < 4, f"kill came too late or never: {written} row files"
+    time.sleep(2)  # Ray stops the dead driver's trials; one may still write the rows it has finished
+    finished = results.load(experiment).groupby("unit_id")["trial_id"].first().to_dict()
+    assert 1 <= len(finished) < 4, f"kill came too late or never: {len(finished)} row files"
 
     out = _script("full_grid.py", *args, "--resume", timeout=400)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert "resuming the Tune experiment" in out.stdout  # Tuner.restore, not a fresh start
+    assert f"Ray: joined the cluster at {address}: 1 node, 2 CPUs, 1 GPUs" in out.stdout  # the first line
+    assert f"{len(finished)} of 4 cells have ok rows and are kept" in out.stdout
     assert "best_attack" in out.stdout  # the summary table
     df = results.load(experiment)
     assert set(df["unit_id"]) == {c.unit_id() for c in dataclasses.replace(TINY, num_shadows=1).cells()}
     assert df.groupby("unit_id").size().eq(len(ATTACKS) + 1).all()  # nothing lost, nothing twice
     assert not df.duplicated(["unit_id", "attack", "target_model"]).any()
     assert (df["status"] == "ok").all()
+    # No finished cell ran again: its rows still carry the trial that wrote them before the kill.
+    assert {u: df.loc[df["unit_id"] == u, "trial_id"].iloc[0] for u in finished} == finished
     store = Store(cache)
     assert store.count_built("original") == 2  # target + one shadow, all built before the kill
     builds = Counter(e["hash"] for e in store.events())

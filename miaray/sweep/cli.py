@@ -1,0 +1,301 @@
+"""The sweep scripts' command line: the options every sweep shares, the two mains, and what they
+print at the end (the cell table, the unknown-pruning tables)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+import ray
+
+from miaray import results
+from miaray.config import (ARCHS, ATTACKS, DATASETS, DEFENSE_PARAMS, DEFENSES, METHODS, ConfigError,
+                           parse_name_values, parse_split)
+from miaray.store import default_root
+from miaray.sweep.cluster import RunSettings, absolute, cluster_info, connect, default_gpus, resource_problems
+from miaray.sweep.grid import PRESETS, UNKNOWN_PRESETS, GridSpec, check_axis, method_pairs, sparsity_matrix, unique
+from miaray.sweep.plan import Plan
+from miaray.sweep.shared import share
+from miaray.sweep.trials import complete, headline, run_sweep
+from miaray.unknown_pruning import (PAIRS_COLUMNS, PAIRS_FILE, RANDOM_PAIRS, accuracy_loss_table, headline_attack,
+                                   known_pruning, sparsity_matrix_table)
+
+MAX_CPUS = 1024  # per trial: far above any node, a guard against typos
+
+
+# ---- summaries -----------------------------------------------------------------------------------
+def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One line per cell: pruned target test accuracy, the best attack and its accuracy, Conf (Org.)."""
+    if df.empty:  # no cell left rows (e.g. every trial's node was lost)
+        return pd.DataFrame()
+    lines = []
+    for _, rows in df.groupby("unit_id", sort=False):
+        first = rows.iloc[0]
+        line = {k: first[k] for k in ("dataset", "arch", "method", "sparsity", "split_ratio", "shadow_method",
+                                      "shadow_sparsity", "defense", "seed")}
+        head = headline(rows.to_dict("records"))  # what the cell's trial reported to Tune
+        if head["status"] != "ok":
+            line.update(test_acc=math.nan, best_attack="FAILED", best_attack_acc=math.nan,
+                        conf_org_acc=math.nan, error=str(head["error"]))
+        else:
+            line.update(test_acc=head["target_test_acc"], best_attack=head["best_attack"],
+                        best_attack_acc=head["best_attack_acc"], conf_org_acc=head["conf_org_acc"])
+        lines.append(line)
+    table = pd.DataFrame(lines)
+    if table.empty:
+        return table
+    # Keep the four keys of a cell, and the others only where they say something.
+    constant = [c for c in ("split_ratio", "defense", "seed") if table[c].nunique() == 1]
+    constant += ["shadow_method", "shadow_sparsity"] if len(known_pruning(table)) == len(table) else []
+    if "error" in table:
+        table["error"] = table["error"].fillna("")
+    # Every key of a cell, so the order depends on the cells only, never on when each one finished.
+    keys = ["dataset", "arch", "method", "sparsity", "split_ratio", "shadow_method", "shadow_sparsity", "defense",
+            "seed"]
+    return table.sort_values(keys, kind="stable", ignore_index=True).drop(columns=constant)
+
+
+def _format(table: pd.DataFrame) -> str:
+    return table.to_string(index=False, float_format=lambda v: f"{v:.3f}") if not table.empty else "(no rows)"
+
+
+def record_pairs(experiment: str, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Add the drawn (known, unknown) unit-id pairs to the experiment's PAIRS_FILE (earlier draws kept:
+    a rerun with another --pair-seed adds to the study); returns all the pairs recorded there."""
+    path = f"{experiment.rstrip('/')}/{PAIRS_FILE}"
+    drawn = pd.DataFrame(list(pairs), columns=PAIRS_COLUMNS)
+    recorded = pd.concat([results.read_parquet(path), drawn], ignore_index=True).drop_duplicates(ignore_index=True)
+    results.write_parquet(recorded, path)
+    return recorded
+
+
+def unknown_pruning_summary(df: pd.DataFrame, *, matrix: bool, pairs: pd.DataFrame | None = None) -> str:
+    """What `unknown_pruning_main` prints after the sweep, from its own rows: the sparsity matrix of the
+    headline attack (when the matrix study ran) and Table 1 over the drawn `pairs` and per study,
+    both as `miaray.unknown_pruning` (and so the analysis scripts) compute them."""
+    attack = headline_attack(df) if not df.empty else None
+    if attack is None:
+        return "no attack on a pruned target succeeded: no unknown-pruning tables"
+    lines = []
+    if matrix:
+        lines += [f"attack accuracy of {attack}, target sparsity (rows) x shadow sparsity (columns):",
+                  _format(sparsity_matrix_table(df, attack=attack)), ""]
+    table = accuracy_loss_table(df, pairs=pairs)
+    lines += ["attack accuracy loss (acc_known - acc_unknown) / acc_known, one column per attack, mean per study: "
+              f"'{RANDOM_PAIRS}' over the drawn pairs (the paper's Table 1), 'method' over every unit whose shadows "
+              "used another method, 'sparsity' over same method, another sparsity:",
+              _format(table) if not table.empty else
+              "(no successful unit with differently pruned shadows has its known-pruning unit in this sweep)"]
+    return "\n".join(lines)
+
+
+# ---- command line --------------------------------------------------------------------------------
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
+    def parse(text: str) -> tuple:
+        return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+    return parse
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low` (argparse names the option in its error)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is out of range: give an integer >= {low}")
+        return value
+    parse.__name__ = "integer"  # argparse's message for a non-number: "invalid integer value"
+    return parse
+
+
+def number_in(low: float, high: float, *, low_open: bool) -> Callable[[str], float]:
+    """An argparse type: a number in (low, high] (`low_open`) or [low, high]; NaN is refused."""
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (low < value <= high if low_open else low <= value <= high):
+            raise argparse.ArgumentTypeError(f"{text} is out of range: give a number in "
+                                             f"{'(' if low_open else '['}{low:g}, {high:g}]")
+        return value
+    parse.__name__ = "number"
+    return parse
+
+
+def experiment_name(text: str) -> str:
+    """An argparse type: one folder name, so the experiment stays inside --storage."""
+    if not text or "/" in text or "\\" in text or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"{text!r}: an experiment name is one folder name under --storage "
+                                         "(no '/', not '.' or '..')")
+    return text
+
+
+def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -> argparse.ArgumentParser:
+    """The options every sweep script shares."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    g = p.add_argument_group("grid (a preset, narrowed or changed by the filters)")
+    g.add_argument("--preset", choices=sorted(presets), default="quick")
+    g.add_argument("--datasets", type=_csv(str), help=f"comma list of {', '.join(DATASETS)}")
+    g.add_argument("--archs", type=_csv(str), help=f"comma list of {', '.join(ARCHS)}")
+    g.add_argument("--methods", type=_csv(str), help=f"comma list of {', '.join(METHODS)}")
+    g.add_argument("--sparsities", type=_csv(float), help="comma list in (0, 1), e.g. 0.5,0.9")
+    g.add_argument("--seeds", type=_csv(int), help="comma list of seeds (default 0)")
+    g.add_argument("--splits", type=_csv(str), metavar="TRAIN/TEST/VAL,...",
+                   help="comma list of train/test/validation percentages of each half, e.g. 45/45/10,60/30/10 "
+                        "(paper Table 2; default: the preset's)")
+    g.add_argument("--width", type=float, help="channel multiplier (< 1: narrow models)")
+    g.add_argument("--attacks", type=_csv(str), help=f"comma list of {', '.join(ATTACKS)} (default: the preset's)")
+    g.add_argument("--shadows", type=int_at_least(1), help="shadow models per cell (default 5)")
+    g.add_argument("--defense", choices=DEFENSES, help="defense applied while fine-tuning the target")
+    g.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
+                   help="defense hyperparameter, e.g. lambda=4 (ppb), noise_multiplier=1 (dp), alpha=4 (adv)")
+    g.add_argument("--adaptive", action="store_true", help="shadows fine-tuned with the target's defense")
+    g.add_argument("--max-epochs", type=int_at_least(1),
+                   help="override of the epoch cap (default 100 images / 50 tabular)")
+    g.add_argument("--attack-epochs", type=int_at_least(1),
+                   help="epochs of the trained attacks (nn, top3_nn, nncls, samia; default: the preset's, "
+                        "else their reference schedules, SAMIA 100)")
+    r = p.add_argument_group("run")
+    r.add_argument("--storage", default="~/miaray-results",
+                   help="results and Tune state: a local folder or a URI such as s3://bucket/prefix")
+    r.add_argument("--name", type=experiment_name,
+                   help="experiment folder name under --storage (default: derived from the preset)")
+    r.add_argument("--cache", help="artifact store (default: <storage>/cache for a local --storage, else "
+                                   "$MIARAY_CACHE or ~/.cache/miaray/store; on a cluster a shared mount)")
+    r.add_argument("--data-root", help="dataset folder (default: $MIARAY_DATA, else each worker's default)")
+    r.add_argument("--address", default="auto",
+                   help="Ray to use: 'auto' (whatever Ray instance runs on this machine, e.g. a cluster's head, "
+                        "else a new local instance), 'local' (always a new local instance) or the host:port "
+                        "of a cluster")
+    r.add_argument("--cpus-per-trial", type=number_in(0, MAX_CPUS, low_open=True), default=1.0,
+                   help="CPUs each trial and model build takes, in (0, %d]" % MAX_CPUS)
+    r.add_argument("--gpus-per-trial", type=number_in(0, 1, low_open=False),
+                   help="in [0, 1]; e.g. 0.25 packs four trials on a GPU (default: 1 if a node or autoscaler node "
+                        "type has a GPU, else 0)")
+    r.add_argument("--retries", type=int_at_least(0), default=2,
+                   help="times a failed trial or model build is retried (spot nodes get interrupted; a retried "
+                        "cell loads the models the store holds)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the experiment --storage/--name (which must exist): cells with ok rows are "
+                        "kept, the others run; a plain rerun does the same")
+    r.add_argument("--dry-run", action="store_true", help="print the plan and exit; trains nothing")
+    return p
+
+
+def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> GridSpec:
+    """The preset with the command-line overrides, validated (raises ConfigError)."""
+    spec = presets[args.preset]
+    overrides = {field: getattr(args, field) for field in
+                 ("datasets", "archs", "methods", "sparsities", "seeds", "width", "attacks", "defense",
+                  "max_epochs", "attack_epochs") if getattr(args, field) is not None}
+    if args.shadows is not None:
+        overrides["num_shadows"] = args.shadows
+    if args.splits is not None:
+        overrides["splits"] = tuple(parse_split(text, option="--splits") for text in args.splits)
+    if args.defense_param:
+        overrides["defense_params"] = parse_name_values(args.defense_param, option="--defense-param")
+    if args.adaptive:
+        overrides["adaptive"] = True
+    spec = dataclasses.replace(spec, **overrides)
+    for name, values, choices in (("datasets", spec.datasets, DATASETS), ("archs", spec.archs, ARCHS),
+                                  ("methods", spec.methods, METHODS), ("attacks", spec.attacks, ATTACKS)):
+        check_axis(name, values, choices)
+    check_axis("defense", (spec.defense,), DEFENSES)
+    if spec.defense_params and not DEFENSE_PARAMS[spec.defense]:
+        raise ConfigError(f"--defense-param given but defense={spec.defense!r} takes no parameters; "
+                          f"choose --defense from: {', '.join(d for d in DEFENSES if DEFENSE_PARAMS[d])}")
+    return spec.validate()
+
+
+def settings_from_args(args: argparse.Namespace, *, name: str) -> RunSettings:
+    """Where results, Tune state, cache and data live, and the resources per trial. Once connected, it
+    also checks them against the cluster (raises ConfigError naming each option that cannot work):
+    resources no node can give, a local --storage or --cache some node does not see."""
+    storage = absolute(args.storage)
+    experiment = f"{storage.rstrip('/')}/{args.name or name}"
+    cache = absolute(args.cache) if args.cache else str(default_root()) if "://" in storage else f"{storage}/cache"
+    data_root = args.data_root or os.environ.get("MIARAY_DATA")
+    settings = RunSettings(experiment=experiment, store=cache, data_root=absolute(data_root) if data_root else None,
+                           cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial or 0.0)
+    if not ray.is_initialized():  # a dry run: no cluster to check against
+        return settings
+    info = cluster_info()
+    if args.gpus_per_trial is None:
+        gpus, why = default_gpus(info)
+        print(why, flush=True)
+        settings = dataclasses.replace(settings, gpus_per_trial=gpus)
+    settings, unshared = share(settings, folders={"--storage": experiment, "--cache": cache})
+    problems = resource_problems(settings, info) + unshared
+    if problems:
+        raise ConfigError("this run cannot work on this Ray cluster:\n  " + "\n  ".join(problems))
+    return settings
+
+
+def parse_args(argv: list[str] | None, parser: argparse.ArgumentParser,
+           presets: dict[str, GridSpec]) -> tuple[argparse.Namespace, GridSpec]:
+    args = parser.parse_args(argv)
+    try:
+        spec = spec_from_args(args, presets)
+    except ConfigError as error:
+        parser.error(str(error))  # exits with status 2 before Ray starts
+    return args, spec
+
+
+def _run_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, *, name: str) -> RunSettings:
+    connect(address=args.address)
+    try:
+        return settings_from_args(args, name=name)
+    except ConfigError as error:
+        parser.error(str(error))  # before any trial
+
+
+def full_grid_main(argv: list[str] | None = None) -> int:
+    """`sweeps/full_grid.py`: the known-pruning grid (paper section 5.2)."""
+    parser = build_parser(prog="full_grid.py", presets=PRESETS,
+                          description="Train, prune, fine-tune and attack every cell of a grid on Ray Tune.")
+    args, spec = parse_args(argv, parser, PRESETS)
+    cells = spec.cells()
+    plan = Plan.of(cells)
+    print(plan.describe(), flush=True)
+    if args.dry_run:
+        return 0
+    settings = _run_settings(args, parser, name=f"full_grid-{args.preset}")
+    try:
+        df = run_sweep(cells=cells, settings=settings, resume=args.resume, retries=args.retries)
+    except ConfigError as error:  # --resume of an experiment that never ran
+        parser.error(str(error))
+    print("\n" + _format(cell_summary(df)))
+    return 0 if complete(df, cells) else 1
+
+
+def unknown_pruning_main(argv: list[str] | None = None) -> int:
+    """`sweeps/unknown_pruning.py`: unknown sparsity (matrix) and unknown method and sparsity (pairs)."""
+    parser = build_parser(prog="unknown_pruning.py", presets=UNKNOWN_PRESETS,
+                          description="Attack pruned targets with shadows pruned differently (paper 5.2.5).")
+    parser.add_argument("--study", choices=("sparsity", "method", "both"), default="both",
+                        help="sparsity: target x shadow sparsity matrix (l1_unstructured unless --methods); "
+                             "method: random (method, sparsity) pairs; both")
+    parser.add_argument("--pairs", type=int_at_least(1), default=20, help="random pairs per dataset and arch")
+    parser.add_argument("--pair-seed", type=int, default=0, help="seed of the random pair draws")
+    args, spec = parse_args(argv, parser, UNKNOWN_PRESETS)
+    matrix_spec = spec if args.methods else dataclasses.replace(spec, methods=("l1_unstructured",))
+    try:
+        matrix = sparsity_matrix(matrix_spec) if args.study in ("sparsity", "both") else []
+        pairs = method_pairs(spec, pairs=args.pairs, seed=args.pair_seed) if args.study in ("method", "both") else []
+    except ConfigError as error:  # e.g. several --splits: this study runs one
+        parser.error(str(error))
+    cells = unique(matrix + [c for pair in pairs for c in pair])
+    print(Plan.of(cells).describe(), flush=True)
+    if args.dry_run:
+        return 0
+    settings = _run_settings(args, parser, name=f"unknown_pruning-{args.preset}")
+    # Recorded before the sweep, so that a killed and resumed study keeps them.
+    recorded = record_pairs(settings.experiment, [(k.unit_id(), u.unit_id()) for k, u in pairs]) if pairs else None
+    try:
+        df = run_sweep(cells=cells, settings=settings, resume=args.resume, retries=args.retries)
+    except ConfigError as error:  # --resume of an experiment that never ran
+        parser.error(str(error))
+    print("\n" + unknown_pruning_summary(df, matrix=bool(matrix), pairs=recorded))
+    return 0 if complete(df, cells) else 1

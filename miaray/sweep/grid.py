@@ -1,0 +1,144 @@
+"""Grids of units: the axes of a sweep (`GridSpec`), the unknown-pruning studies and the presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from miaray.config import (ARCHS, ATTACKS, IMAGE_ARCHS, IMAGE_DATASETS, METHODS, PAPER_SPLIT, STRUCTURED_METHODS,
+                           TABLE2_SPLITS, ConfigError, TrainConfig, UnitConfig, format_split, stable_hash)
+
+PAPER_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
+PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    """The axes of a sweep. `cells()` expands them into the valid unit configurations: tabular data
+    takes the fc net and l1_unstructured only, images the three CNNs and every method."""
+
+    datasets: tuple[str, ...]
+    archs: tuple[str, ...]
+    methods: tuple[str, ...]
+    sparsities: tuple[float, ...]
+    seeds: tuple[int, ...] = (0,)
+    splits: tuple[tuple[int, int, int], ...] = (PAPER_SPLIT,)  # train/test/validation % of each half
+    width: float = 1.0
+    attacks: tuple[str, ...] = ATTACKS
+    num_shadows: int = 5
+    defense: str = "basic"
+    defense_params: tuple[tuple[str, float], ...] = ()
+    adaptive: bool = False
+    max_epochs: int | None = None
+    attack_epochs: int | None = None  # None: each trained attack's reference schedule
+
+    def unit(self, **fields: Any) -> UnitConfig:
+        """A unit of this grid with the given cell fields (dataset, arch, method, sparsity, seed, ...).
+        Without a `split` field it takes the grid's split, which must then be the only one: a study that
+        does not expand the split axis must not drop some of its values unnoticed."""
+        if "split" not in fields:
+            if len(self.splits) != 1:
+                raise ConfigError(f"splits={','.join(map(format_split, self.splits))}: this study runs one "
+                                  "split ratio; only the known-pruning grid (full_grid.py) expands several")
+            fields["split"] = self.splits[0]
+        return UnitConfig(width=self.width, attacks=self.attacks, num_shadows=self.num_shadows,
+                          defense=self.defense, defense_params=self.defense_params, adaptive=self.adaptive,
+                          attack_epochs=self.attack_epochs, train=TrainConfig(max_epochs=self.max_epochs),
+                          **fields)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """The (dataset, arch) pairs of the grid that form a valid model."""
+        return [(d, a) for d in self.datasets for a in self.archs if (a == "fc") == (d not in IMAGE_DATASETS)]
+
+    def methods_for(self, dataset: str) -> tuple[str, ...]:
+        if dataset not in IMAGE_DATASETS:
+            return tuple(m for m in self.methods if m not in STRUCTURED_METHODS)
+        return self.methods
+
+    def cells(self) -> list[UnitConfig]:
+        """The known-pruning grid: every pair x method x sparsity x seed x split."""
+        return [self.unit(dataset=d, arch=a, method=m, sparsity=s, seed=seed, split=split)
+                for d, a in self.pairs() for m in self.methods_for(d) for s in self.sparsities
+                for seed in self.seeds for split in self.splits]
+
+    def validate(self) -> "GridSpec":
+        """Reject a bad axis value (naming field and choices) or an empty grid, before Ray starts."""
+        cells = self.cells()
+        if not cells:
+            raise ConfigError(f"the grid is empty: datasets {', '.join(self.datasets)} x archs "
+                              f"{', '.join(self.archs)} x methods {', '.join(self.methods)} has no valid "
+                              f"cell (tabular data takes arch 'fc' and 'l1_unstructured'; images take "
+                              f"{', '.join(IMAGE_ARCHS)})")
+        for cell in cells:
+            cell.validate()
+        return self
+
+
+def check_axis(name: str, values: Sequence[str], choices: Sequence[str]) -> None:
+    # A grid filters silently by validity (fc x cifar10 is skipped), so check names first.
+    for value in values:
+        if value not in choices:
+            raise ConfigError(f"{name}={value!r} is not valid; choose from: {', '.join(choices)}")
+
+
+def sparsity_matrix(spec: GridSpec) -> list[UnitConfig]:
+    """Unknown sparsity (paper Fig. 12/13): target sparsity x shadow sparsity, unpruned shadows (0)
+    included. The diagonal is the known-pruning cell itself (shadow_sparsity None), so it shares
+    its unit id and models with the full grid."""
+    return [spec.unit(dataset=d, arch=a, method=m, sparsity=s, seed=seed,
+                      shadow_sparsity=None if shadow == s else shadow)
+            for d, a in spec.pairs() for m in spec.methods_for(d) for seed in spec.seeds
+            for s in spec.sparsities for shadow in (0.0, *spec.sparsities)]
+
+
+def method_pairs(spec: GridSpec, *, pairs: int, seed: int) -> list[tuple[UnitConfig, UnitConfig]]:
+    """Unknown method and sparsity (paper Table 1): per (dataset, arch, seed), `pairs` distinct random
+    (target method/sparsity, shadow method/sparsity) draws whose shadow setting differs from the
+    target's (all of them when fewer exist), seeded; each as (known, unknown) cells."""
+    out = []
+    for (d, a), model_seed in itertools.product(spec.pairs(), spec.seeds):
+        settings = list(itertools.product(spec.methods_for(d), spec.sparsities))
+        # A shadow pruned like its target is the known cell itself (zero loss by construction).
+        draws = [(t, s) for t, s in itertools.product(settings, settings) if t != s]
+        rng = random.Random(stable_hash({"study": "method_pairs", "dataset": d, "arch": a,
+                                         "seed": model_seed, "draw_seed": seed}))
+        for (tm, ts), (sm, ss) in rng.sample(draws, min(pairs, len(draws))):
+            known = spec.unit(dataset=d, arch=a, method=tm, sparsity=ts, seed=model_seed)
+            unknown = dataclasses.replace(known, shadow_method=None if sm == tm else sm,
+                                          shadow_sparsity=None if ss == ts else ss)
+            out.append((known, unknown))
+    return out
+
+
+def unique(configs: Sequence[UnitConfig]) -> list[UnitConfig]:
+    """The configs without repeats (same unit id), in first-seen order."""
+    seen: dict[str, UnitConfig] = {}
+    for config in configs:
+        seen.setdefault(config.unit_id(), config)
+    return list(seen.values())
+
+
+PRESETS: dict[str, GridSpec] = {
+    # REFERENCE section 1: 255 pruned target models, reference hyperparameters, all nine attacks.
+    "paper": GridSpec(datasets=PAPER_DATASETS, archs=ARCHS, methods=METHODS, sparsities=PAPER_SPARSITIES),
+    # The README's main job: real (embedded) data, a narrow net, every method and attack, minutes on a
+    # CPU. The trained attacks run a fifth of SAMIA's 100-epoch schedule (same milestones, scaled):
+    # at the full schedule SAMIA alone costs several CPU-minutes per cell.
+    "quick": GridSpec(datasets=("digits",), archs=("resnet18",), methods=METHODS, sparsities=(0.5, 0.9),
+                      width=0.125, attack_epochs=20),
+    # Paper Table 2 (appendix A.5): the paper's headline cell under its four train/test/validation splits.
+    "table2": GridSpec(datasets=("cifar10",), archs=("resnet18",), methods=("l1_unstructured",),
+                       sparsities=(0.7,), splits=TABLE2_SPLITS),
+}
+UNKNOWN_PRESETS: dict[str, GridSpec] = {
+    # Paper Fig. 12/13 and A.6 (L1 unstructured on CIFAR10/100, Purchase, Texas) and Table 1's four
+    # image datasets; the method study draws from `methods`, the matrix uses l1_unstructured only
+    # (see `unknown_pruning_main`).
+    "paper": GridSpec(datasets=("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas"), archs=ARCHS,
+                      methods=METHODS, sparsities=PAPER_SPARSITIES),
+    "quick": GridSpec(datasets=("digits",), archs=("resnet18",), methods=METHODS, sparsities=(0.5, 0.9),
+                      width=0.125, attacks=("conf", "mentr", "nn", "samia"), attack_epochs=20),
+}

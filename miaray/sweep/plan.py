@@ -1,0 +1,139 @@
+"""The plan of a sweep: which models its cells need, each once, and the jobs that build and run them.
+
+A job is one trial of the sweep: build one model (an original, or a pruned model several cells share)
+or run one cell. Jobs travel as JSON text (`job_text`): opaque to Tune's loggers, which only take
+flat scalars.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import pandas as pd
+
+from miaray.config import METHODS, PAPER_SPLIT, UnitConfig, format_split, stable_hash
+from miaray.store import Store
+from miaray.sweep.grid import unique
+
+
+@dataclass
+class Plan:
+    """Which models the cells need, each once: key hash -> (a config that needs it, its role)."""
+
+    cells: list[UnitConfig]
+    originals: dict[str, tuple[UnitConfig, str]]
+    pruned: dict[str, tuple[UnitConfig, str]]
+    users: Counter  # pruned key hash -> how many cells use that model
+
+    @classmethod
+    def of(cls, cells: Sequence[UnitConfig]) -> "Plan":
+        cells = unique(cells)
+        originals, pruned, users = {}, {}, Counter()
+        for cell in cells:
+            for role in cell.roles():
+                originals.setdefault(stable_hash(cell.original_key(role)), (cell, role))
+                key = cell.model_key(role)
+                if key["kind"] == "pruned":  # an unpruned shadow is the original itself
+                    pruned.setdefault(stable_hash(key), (cell, role))
+                    users[stable_hash(key)] += 1
+        return cls(list(cells), originals, pruned, users)
+
+    def shared_pruned(self) -> dict[str, tuple[UnitConfig, str]]:
+        return {h: v for h, v in self.pruned.items() if self.users[h] > 1}
+
+    def table(self) -> pd.DataFrame:
+        """Per dataset and arch: cells, then the models to build: originals, pruned targets by method,
+        pruned shadows, and all models."""
+        kinds = [(c, "originals") for c, _ in self.originals.values()]
+        kinds += [(c, c.method if role == "target" else "pruned_shadows") for c, role in self.pruned.values()]
+        kinds += [(c, "cells") for c in self.cells]
+        frame = pd.DataFrame([{"dataset": c.dataset, "arch": c.arch, "kind": k} for c, k in kinds])
+        table = pd.crosstab([frame["dataset"], frame["arch"]], frame["kind"], margins=True,
+                            margins_name="total")
+        table["models"] = table["total"] - table["cells"]
+        order = ["cells", "originals", *METHODS, "pruned_shadows", "models"]
+        return table[[c for c in order if c in table.columns]].rename_axis(columns=None)
+
+    def describe(self) -> str:
+        targets = Counter(c.method for c, role in self.pruned.values() if role == "target")
+        shadows = sum(1 for _, role in self.pruned.values() if role != "target")
+        pairs = {(c.dataset, c.arch) for c in self.cells}
+        return "\n".join([
+            f"plan: {len(self.cells)} cells over {len(pairs)} (dataset, arch) pairs; models to build "
+            "(method columns count pruned targets):",
+            self.table().to_string(), "",
+            f"originals: {len(self.originals)}",
+            f"pruned target models: {sum(targets.values())} ("
+            + ", ".join(f"{m} {targets[m]}" for m in METHODS if targets[m]) + ")",
+            f"pruned shadow models: {shadows} ({len(self.shared_pruned())} pruned models shared by "
+            f"several cells, built before the cells)"])
+
+
+# ---- models and labels ---------------------------------------------------------------------------
+def model_key(cell: UnitConfig, role: str, pruned: bool) -> dict[str, Any]:
+    """The store key of the model of `role`: its pruned model, or its original."""
+    return cell.model_key(role) if pruned else cell.original_key(role)
+
+
+def cell_label(config: UnitConfig) -> str:
+    """A cell for people: dataset/arch/method@sparsity, and what differs from the defaults."""
+    label = f"{config.dataset}/{config.arch}/{config.method}@{config.sparsity:g}"
+    if config.shadow_method is not None or config.shadow_sparsity is not None:
+        label += f" shadows {config.resolved_shadow_method}@{config.resolved_shadow_sparsity:g}"
+    label += f" seed {config.seed}" if config.seed else ""
+    return label + (f" split {format_split(config.split)}" if config.split != PAPER_SPLIT else "")
+
+
+def build_label(cell: UnitConfig, role: str, pruned: bool) -> str:
+    """A model build for people: dataset/arch, seed, role and (pruned) method@sparsity."""
+    label = f"{cell.dataset}/{cell.arch} seed {cell.seed} {role}"
+    if pruned:
+        key = cell.pruned_key(role)
+        label += f" {key['method']}@{key['sparsity']:g}"
+    return label
+
+
+def missing_builds(jobs: dict[str, tuple[UnitConfig, str]], *, pruned: bool,
+                   store: Store) -> dict[str, tuple[UnitConfig, str]]:
+    """The jobs whose model or signals the store lacks."""
+    return {h: (cell, role) for h, (cell, role) in jobs.items()
+            if not all(store.has(key) for key in (model_key(cell, role, pruned),
+                                                  {**model_key(cell, role, pruned), "kind": "signals"}))}
+
+
+# ---- jobs: what one trial does -------------------------------------------------------------------
+def job_text(cell: UnitConfig, build: dict[str, Any] | None = None) -> str:
+    """A trial's job as JSON text: a cell, or (with `build`: role, pruned) one model to build."""
+    return json.dumps({"unit": cell.to_dict(), "build": build})
+
+
+def parse_job(text: str) -> tuple[UnitConfig, dict[str, Any] | None]:
+    """The job's unit, and what to build (None for a cell)."""
+    job = json.loads(text)
+    return UnitConfig.from_dict(job["unit"]), job["build"]
+
+
+def job_label(config: UnitConfig, build: dict[str, Any] | None) -> str:
+    return cell_label(config) if build is None else "build " + build_label(config, **build)
+
+
+@functools.lru_cache(maxsize=None)
+def job_is_build(text: str) -> bool:
+    # Progress asks this of every trial on every event: decode each job's JSON once.
+    return json.loads(text)["build"] is not None
+
+
+def sweep_jobs(plan: Plan, store: Store) -> list[str]:
+    """The trials of a sweep in the order they start: the models the store lacks, then the cells,
+    sparsest first."""
+    builds = [job_text(cell, {"role": role, "pruned": pruned})
+              for jobs, pruned in ((plan.originals, False), (plan.shared_pruned(), True))
+              for cell, role in missing_builds(jobs, pruned=pruned, store=store).values()]
+    # Sparsest first: heavier pruning needs more fine-tuning epochs (a quick-preset cell at 0.9 took
+    # 7-10 % longer than at 0.5 on average: benchmarks/README.md, bench_grid.py section), so the
+    # shorter cells fill the last free slots (longest job first).
+    return builds + [job_text(cell) for cell in sorted(plan.cells, key=lambda c: -c.sparsity)]
