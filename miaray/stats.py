@@ -141,4 +141,4 @@ def wide(table: pd.DataFrame, *, by: Sequence[str]) -> pd.DataFrame:
                          f"{m}_ci_high": rows.at[m, "ci_high"] if found else math.nan,
                          f"{m}_n_seeds": int(rows.at[m, "n_seeds"]) if found else 0})
         lines.append(line)
-    return pd.DataFrame(lines)
+    return pd.DataFrame(lines) if lines else pd.DataFrame(columns=by)
