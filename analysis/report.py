@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 
 import pandas as pd  # noqa: E402
 
+from analysis.claims import NOT_RUN, claims_table, verdict_counts  # noqa: E402
 from analysis.data import Experiment, Skipped, load_experiments  # noqa: E402
 from analysis.figures import summary, write_figures  # noqa: E402
 from analysis.tables import (cell_table, defense_fronts, defense_points, hyperparameters,  # noqa: E402
@@ -82,6 +83,24 @@ def fronts(exp: Experiment, *, adaptive: bool) -> str:
             "of Basic's test accuracy, or leakier than Basic).</p>" + _table(with_intervals(front)))
 
 
+def claims(exp: Experiment) -> str:
+    """The paper's claims as verdicts (analysis/claims.py), then the commands for those not run."""
+    table = claims_table(exp)
+    tested = table[table["verdict"] != NOT_RUN].drop(columns=["command"])
+    intro = (f"<p>{html.escape(verdict_counts(table))}. Each row is an effect with its 95% interval: "
+             "<b>holds</b> when the interval lies entirely on the claim's side of the threshold, "
+             "<b>contradicted</b> when entirely on the other side, <b>inconclusive</b> otherwise (and with one seed, "
+             "which gives no interval). The statistic of each claim is in its row and in "
+             "<code>analysis/claims.py</code>.</p>")
+    parts = [intro, _table(tested) if len(tested) else ""]
+    missing = table[table["verdict"] == NOT_RUN]
+    if len(missing):
+        parts.append("<h3>Not run</h3><ul>" + "".join(
+            f"<li>{html.escape(r['claim'])} ({html.escape(r['statement'])}): {html.escape(r['statistic'])}; "
+            f"<code>{html.escape(r['command'])}</code></li>" for _, r in missing.iterrows()) + "</ul>")
+    return "\n".join(parts)
+
+
 def figures_section(exp: Experiment) -> str:
     """Every figure and table figures.py can make, embedded; then what was skipped and why."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,6 +134,7 @@ def render(exp: Experiment) -> str:
         errors = rows.loc[rows["status"] == "failed", ["unit_id", "error"]].drop_duplicates("unit_id")
         intro += "<details><summary>failed units</summary>" + _table(errors) + "</details>"
     body = [intro,
+            _section("The paper's claims: verdicts", lambda: claims(exp)),
             _section("Original vs pruned: attack success per cell", lambda: headline(exp)),
             _section("Defenses: Pareto fronts (non-adaptive attacks)", lambda: fronts(exp, adaptive=False)),
             _section("Defenses: Pareto fronts (adaptive attacks)", lambda: fronts(exp, adaptive=True)),

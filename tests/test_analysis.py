@@ -295,6 +295,8 @@ def test_report_embeds_every_figure(full: Path, full_figures: tuple[list, Path],
     assert _check_report(page) == len(list(full_figures[1].glob("*.png")))
     text = page.read_text(encoding="utf-8")
     assert "Original vs pruned" in text and "Pareto fronts (adaptive attacks)" in text
+    assert "claims: verdicts" in text and "inconclusive" in text
+    assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", text)  # a mean with its interval over the two seeds
     assert "lambda=1" in text               # a defense front point with its hyperparameter
     assert "TrainingDiverged" in text       # the failed unit is listed
     assert "split_ratio" in text            # Table 2's skip reason
@@ -357,6 +359,25 @@ def test_report_from_a_real_sweep(real_results: list[Path], tmp_path: Path) -> N
     assert _check_report(page) >= 11  # Fig. 6-13 and 16-19 at least
     text = page.read_text(encoding="utf-8")
     assert "lambda=4" in text and "best_attack" in text
+
+
+@pytest.mark.slow
+def test_claims_from_a_real_sweep(real_results: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """analysis/claims.py end to end on what the real sweeps wrote: one seed, so every tested claim is
+    inconclusive; SAMIA did not run, so C4 is 'not run' with its command."""
+    from analysis.claims import COLUMNS, main as claims_main
+
+    capsys.readouterr()
+    out = tmp_path / "claims.csv"
+    assert claims_main([*map(str, real_results), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == COLUMNS
+    assert set(table.loc[table["verdict"] == "not run", "claim"]) == {"C4"} and "C4 not run" in printed
+    assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5a", "C5b", "C6"}
+    assert set(table.loc[table["claim"] == "C1", "attack"]) == {"conf", "mentr", "best"}  # like with like
+    one_seed = table[table["claim"].isin(["C1", "C2", "C4", "C5a", "C5b", "C6"]) & (table["verdict"] != "not run")]
+    assert set(one_seed["verdict"]) == {"inconclusive"} and (one_seed["n"] == 1).all()
 
 
 def test_unknown_sparsity_figures_use_an_attack_the_study_ran(tmp_path: Path) -> None:
