@@ -62,8 +62,10 @@ def _seed_means(rows: pd.DataFrame, *, by: Sequence[str], metrics: Sequence[str]
     """`miaray.results.summary` as one row per group: X, X_ci_low, X_ci_high per metric, and n_seeds
     (the most seeds any metric had)."""
     table = wide(summary(rows, by=by, metrics=metrics), by=by)
+    if table.empty:
+        return pd.DataFrame(columns=[*by, *[f"{m}{s}" for m in metrics for s in ("", *CI_SUFFIXES)], "n_seeds"])
     counts = [f"{m}_n_seeds" for m in metrics]
-    table["n_seeds"] = table[counts].max(axis=1) if len(table) else pd.Series(dtype=int)
+    table["n_seeds"] = table[counts].max(axis=1)
     return table.drop(columns=counts)
 
 
