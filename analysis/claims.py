@@ -55,6 +55,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.data import (MODEL, Experiment, headline_attack, load_experiments, main_grid, ok, original,  # noqa: E402
                            paper_split, pruned)
+from miaray.config import ATTACKS  # noqa: E402
 from miaray.stats import paired_effect, pearson_interval, t_interval  # noqa: E402
 from miaray.unknown_pruning import known_pruning, matched_losses  # noqa: E402
 
@@ -92,10 +93,10 @@ class Claim:
             return HOLDS if above else CONTRADICTED if below else INCONCLUSIVE
         return HOLDS if below else CONTRADICTED if above else INCONCLUSIVE
 
-    def row(self, scope: dict, effect: float, low: float, high: float, n: int, **extra: object) -> dict:
+    def row(self, scope: dict, effect: float, low: float, high: float, n: int) -> dict:
         return {"claim": self.name, "statement": self.statement, **_scope(scope), "statistic": self.statistic,
                 "effect": effect, "ci_low": low, "ci_high": high, "n": int(n), "threshold": self.threshold,
-                "verdict": self.verdict(low, high), "command": "", **extra}
+                "verdict": self.verdict(low, high), "command": ""}
 
     def not_run(self, reason: str, command: str) -> dict:
         return {"claim": self.name, "statement": self.statement, **_scope({}), "statistic": reason,
@@ -154,15 +155,14 @@ def _with_best(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _attack_order(attacks: pd.Series) -> list[str]:
-    from miaray.config import ATTACKS
-
     present = set(attacks)
     return [a for a in (*ATTACKS, BEST) if a in present]
 
 
-def _paired_rows(claim: Claim, effects: pd.DataFrame, scope_columns: list[str], **extra: object) -> list[dict]:
-    return [claim.row({**{c: line[c] for c in scope_columns}, **extra}, line["effect"], line["ci_low"],
-                      line["ci_high"], line["n_seeds"]) for _, line in effects.iterrows()]
+def _effect_rows(claim: Claim, effects: pd.DataFrame, scope_columns: list[str]) -> list[dict]:
+    """A row per line of an effects table (effect, ci_low, ci_high, n_seeds), scoped by its columns."""
+    return [claim.row({c: line[c] for c in scope_columns}, line["effect"], line["ci_low"], line["ci_high"],
+                      line["n_seeds"]) for _, line in effects.iterrows()]
 
 
 # ---- the claims --------------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def claim_c1(grid: pd.DataFrame) -> list[dict]:
     effects = effects[effects["n_seeds"] > 0]
     order = _attack_order(effects["attack"])
     effects = effects.assign(_o=effects["attack"].map(order.index)).sort_values([*CELL, "_o"])
-    return _paired_rows(C1, effects, [*CELL, "attack"])
+    return _effect_rows(C1, effects, [*CELL, "attack"])
 
 
 def _slope(part: pd.DataFrame) -> float:
@@ -205,7 +205,7 @@ def claim_c2(grid: pd.DataFrame) -> list[dict]:
     effects = pd.DataFrame(lines)
     order = _attack_order(effects["attack"])
     effects = effects.assign(_o=effects["attack"].map(order.index)).sort_values([*scope, "_o"])
-    return _paired_rows(C2, effects, [*scope, "sparsity", "attack"])
+    return _effect_rows(C2, effects, [*scope, "sparsity", "attack"])
 
 
 def claim_c3(grid: pd.DataFrame) -> list[dict]:
