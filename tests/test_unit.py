@@ -10,7 +10,7 @@ from miaray import results
 from miaray.attacks.metrics import METRICS
 from miaray.config import ATTACKS, TrainConfig, UnitConfig
 from miaray.store import Store
-from miaray.unit import main, run_unit
+from miaray.unit import main, original_attack_key, run_unit
 
 TINY = TrainConfig(max_epochs=3, patience=2)
 CONFIG = UnitConfig(dataset="digits", arch="resnet18", method="l1_unstructured", sparsity=0.7, width=0.125,
@@ -81,6 +81,20 @@ def test_cli_writes_rows_and_artifacts_where_results_and_analysis_read_them(tmp_
         assert (tmp_path / "exp" / kind / f"{unit_id}.parquet").is_file()
     columns = ["target_model", "attack", "attack_acc"]  # --out holds the same rows, in the same order
     pd.testing.assert_frame_equal(pd.read_csv(out)[columns], df[columns], check_exact=False)
+
+
+def test_original_attack_key_is_what_determines_the_result():
+    key = original_attack_key
+    # Not the pruning or the defense: every cell of a (dataset, arch, seed) shares it.
+    cell = dataclasses.replace(CONFIG, method="slimming", sparsity=0.9, defense="ppb", attacks=("conf",))
+    assert key(cell, "samia") == key(CONFIG, "samia")
+    # The attack, its schedule (trained attacks only), the originals (seed, shadows, split, training).
+    assert key(CONFIG, "conf") != key(CONFIG, "mentr")
+    shorter = dataclasses.replace(CONFIG, attack_epochs=1)
+    assert key(shorter, "samia") != key(CONFIG, "samia") and key(shorter, "conf") == key(CONFIG, "conf")
+    for changes in ({"seed": 1}, {"num_shadows": 1}, {"split": (60, 30, 10)}, {"width": 0.25},
+                    {"train": TrainConfig(max_epochs=4, patience=2)}):
+        assert key(dataclasses.replace(CONFIG, **changes), "conf") != key(CONFIG, "conf"), changes
 
 
 def test_diverging_dp_unit_is_reported_failed(tmp_path):
