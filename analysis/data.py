@@ -28,12 +28,15 @@ SIGNALS_DIR = "signals"
 ROC_DIR = "roc"
 PAPER_SPARSITY = 0.7   # the paper's Fig. 1/4 example (DenseNet121, CIFAR10, L1 unstructured, 70%)
 # Numeric columns the analysis reads; a frame holding only failed rows lacks them, so they are added.
-NUMERIC = ("sparsity", "shadow_sparsity", "seed", "width", "attack_acc", "attack_auc", "tpr_at_fpr_0.01",
-           "tpr_at_fpr_0.001", "advantage", "target_train_acc", "target_test_acc", "original_test_acc",
-           "confidence_gap", "sensitivity_gap", "generalization_gap", "achieved_sparsity", "epsilon")
+NUMERIC = ("sparsity", "shadow_sparsity", "seed", "width", "attack_acc", "tpr", "fpr", "advantage", "max_advantage",
+           "attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "n_members", "n_nonmembers", "target_train_acc",
+           "target_test_acc", "original_test_acc", "confidence_gap", "sensitivity_gap", "generalization_gap",
+           "achieved_sparsity", "epsilon")
 TEXT = ("unit_id", "dataset", "arch", "method", "shadow_method", "defense", "status", "error",
         "target_model", "attack")
 ROW_KEY = ["unit_id", "target_model", "attack"]
+# A model: the panels and tables of the analysis are per (dataset, arch, width), never averaged over widths.
+MODEL = ["dataset", "arch", "width"]
 # Rows written before units took a split ratio all used the paper's: they get it, not a gap.
 PAPER_SPLIT_RATIO = format_split(PAPER_SPLIT)
 
@@ -175,17 +178,9 @@ def headline_attack(rows: pd.DataFrame) -> str:
     return attack
 
 
-def baseline(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, arch): the original target's test accuracy and its Conf attack accuracy (Org.),
-    averaged over the seeds (every cell of a seed shares the same original models)."""
-    org = original(ok(paper_split(rows)))
-    org = org[org["attack"] == "conf"].drop_duplicates(["dataset", "arch", "seed", "width"])
-    return org.groupby(["dataset", "arch"], as_index=False)[["target_test_acc", "attack_acc"]].mean()
-
-
 def representative_units(rows: pd.DataFrame, units_with_files: Sequence[str], *,
-                         per: Sequence[str] = ("dataset", "arch")) -> pd.DataFrame:
-    """Per group of `per` (default: per (dataset, arch)): the unit closest to the paper's Fig. 1
+                         per: Sequence[str] = tuple(MODEL)) -> pd.DataFrame:
+    """Per group of `per` (default: per (dataset, arch, width)): the unit closest to the paper's Fig. 1
     example (L1 unstructured, sparsity PAPER_SPARSITY, Basic, known pruning, lowest seed) among those
     with a file; one row per group, sorted by `per`. With per=(dataset, arch, method) it is, per
     method, the unit nearest PAPER_SPARSITY, lowest seed first. Ties keep the order of `rows`."""

@@ -25,24 +25,32 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.data import (ROC_DIR, SIGNALS_DIR, Experiment, Skipped, baseline, headline_attack,  # noqa: E402
+from analysis.data import (MODEL, ROC_DIR, SIGNALS_DIR, Experiment, Skipped, headline_attack,  # noqa: E402
                            label, load_experiments, main_grid, ok, original, paper_split, pruned,
                            representative_units)
-from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, heatmap, pair_title,  # noqa: E402
-                            panels, reference_line, save)
+from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, heatmap, line_with_band,  # noqa: E402
+                            model_name, pair_title, panels, points_with_whiskers, reference_line, save)
 from analysis.tables import (defense_fronts, defense_points, hyperparameters, split_ratio_table,  # noqa: E402
-                             to_markdown, unknown_pruning_loss)
+                             to_markdown, unknown_pruning_loss, with_intervals)
 from miaray.config import ATTACKS, DEFENSES, METHODS  # noqa: E402
-from miaray.unknown_pruning import MATRIX_CELL, differently_pruned, sparsity_matrix_table  # noqa: E402
+from miaray import results  # noqa: E402
+from miaray.stats import wide  # noqa: E402
+from miaray.unknown_pruning import differently_pruned, sparsity_matrix_rows  # noqa: E402
 
-PAIR = ["dataset", "arch"]
+PAIR = MODEL  # one panel (or file) per model: dataset, arch and width
 SIGNAL_NAMES = {"confidence": "prediction confidence", "sensitivity": "prediction sensitivity"}
 ROC_FLOOR = 1e-5   # log axes cannot show 0; the curves start here
 
 
 # ---- helpers --------------------------------------------------------------------------------------
-def _pairs(rows: pd.DataFrame) -> list[tuple[str, str]]:
+# Every point, line and bar is a mean over seeds (`miaray.results.summary`: a seed's rows averaged
+# first), drawn with its Student-t 95% interval as a whisker or band; one seed draws no interval.
+def _pairs(rows: pd.DataFrame) -> list[tuple]:
     return sorted(rows[PAIR].drop_duplicates().itertuples(index=False, name=None))
+
+
+def _means(rows: pd.DataFrame, *, by: list[str], metrics: list[str]) -> pd.DataFrame:
+    return wide(results.summary(rows, by=by, metrics=metrics), by=by)
 
 
 def _grid(exp: Experiment) -> pd.DataFrame:
@@ -52,6 +60,29 @@ def _grid(exp: Experiment) -> pd.DataFrame:
         raise Skipped(f"no successful known-pruning rows with the Basic defense ({len(exp.rows)} rows, "
                       f"{failed} failed)")
     return grid
+
+
+def _original_rows(exp: Experiment, attack: str) -> tuple[pd.DataFrame, str]:
+    """The original target's rows under `attack` when it ran there (like with like), else under Conf
+    (the paper's Conf (Org.)), one per seed and model; and the attack used."""
+    org = original(main_grid(exp.rows))
+    used = attack if (org["attack"] == attack).any() else "conf"
+    return org[org["attack"] == used].drop_duplicates([*PAIR, "seed"]), used
+
+
+def _original_reference(exp: Experiment, attack: str, *, metrics: list[str]) -> tuple[pd.DataFrame, str]:
+    """Per model (the index), the original target's `metrics` as seed means with intervals, under
+    `attack` when it ran on the original (like with like), else under Conf; and the legend label."""
+    org, used = _original_rows(exp, attack)
+    return _means(org, by=PAIR, metrics=metrics).set_index(PAIR), f"{label(used)} (Org.)"
+
+
+def _of(table: pd.DataFrame, key: tuple, column: str) -> tuple[float | None, float | None, float | None]:
+    """(mean, low, high) of `column` at index `key`; Nones when the key is absent."""
+    if key not in table.index:
+        return None, None, None
+    row = table.loc[key]
+    return row[column], row[f"{column}_ci_low"], row[f"{column}_ci_high"]
 
 
 def _signal_units(exp: Experiment) -> pd.DataFrame:
@@ -71,38 +102,44 @@ def _signals(exp: Experiment, unit_id: str) -> pd.DataFrame:
 
 
 def _unit_title(unit: pd.Series) -> str:
-    return f"{pair_title(unit['dataset'], unit['arch'])}, {label(unit['method'])}, sparsity {unit['sparsity']:g}"
+    """A single unit (one seed): Fig. 1 and 4 show one model's samples, not a mean over seeds."""
+    return (f"{pair_title(unit['dataset'], unit['arch'], unit['width'])}, {label(unit['method'])}, "
+            f"sparsity {unit['sparsity']:g}, seed {unit['seed']:g}")
 
 
 def _line_per_method(ax, table: pd.DataFrame, *, x: str, y: str) -> None:
-    means = table.groupby(["method", x], as_index=False)[y].mean()
+    means = _means(table, by=["method", x], metrics=[y])
     for method in METHODS:
-        points = means[means["method"] == method].sort_values(x)
+        points = means[means["method"] == method]
         if len(points):
-            ax.plot(points[x], points[y], marker="o", color=color(method), label=label(method))
+            line_with_band(ax, points, x=x, y=y, color=color(method), label=label(method))
 
 
-def _scatter_per_method(ax, table: pd.DataFrame, *, x: str, y: str, originals: pd.DataFrame) -> None:
-    """One colour per method, then the original model(s) as black stars (skipped when none)."""
+def _points_per_method(ax, table: pd.DataFrame, *, x: str, y: str, originals: pd.DataFrame,
+                       original_label: str) -> None:
+    """Per method, the seed means of (x, y) at each sparsity with whiskers, then the original model
+    (seed means of its rows) as a black star with whiskers (skipped when none)."""
+    means = _means(table, by=["method", "sparsity"], metrics=[x, y])
     for method in METHODS:
-        points = table[table["method"] == method]
+        points = means[means["method"] == method]
         if len(points):
-            ax.scatter(points[x], points[y], color=color(method), label=label(method))
+            points_with_whiskers(ax, points, x=x, y=y, color=color(method), marker="o", label=label(method))
     if len(originals):
-        ax.scatter(originals[x], originals[y], color=ORIGINAL, marker="*", s=150, label="original (Conf)")
+        points_with_whiskers(ax, _means(originals.assign(_all=0), by=["_all"], metrics=[x, y]), x=x, y=y,
+                             color=ORIGINAL, marker="*", markersize=12, label=original_label)
 
 
-def _lines_vs_sparsity(exp: Experiment, rows: pd.DataFrame, *, y: str, ylabel: str, reference: str,
-                       title: str, path: Path) -> Path:
-    """A panel per (dataset, arch): `y` against sparsity, a line per method, and the original model's
-    `y` (from `baseline`) as the reference line."""
-    base = baseline(exp.rows).set_index(PAIR)[y]
+def _lines_vs_sparsity(exp: Experiment, rows: pd.DataFrame, *, y: str, ylabel: str, reference: pd.DataFrame,
+                       reference_label: str, title: str, path: Path) -> Path:
+    """A panel per model: `y` against sparsity, a line per method with its band, and the original
+    model's `y` (`reference`, indexed by model) as the reference line with its band."""
     groups = rows.groupby(PAIR)
     fig, axes = panels(groups.ngroups, title=title)
-    for ax, ((dataset, arch), part) in zip(axes, groups):
+    for ax, (key, part) in zip(axes, groups):
         _line_per_method(ax, part, x="sparsity", y=y)
-        reference_line(ax, base.get((dataset, arch)), reference)
-        ax.set(title=pair_title(dataset, arch), xlabel="sparsity", ylabel=ylabel)
+        mean, low, high = _of(reference, key, y)
+        reference_line(ax, mean, reference_label, low=low, high=high)
+        ax.set(title=pair_title(*key), xlabel="sparsity", ylabel=ylabel)
         ax.legend(fontsize=7)
     return save(fig, path)
 
@@ -127,7 +164,7 @@ def fig01_histograms(exp: Experiment, out: Path) -> list[Path]:
                     ax.axvline(np.nanmean(v), color=c, linestyle="--", linewidth=1.5)
                 ax.set(title=f"{model} model", xlabel=SIGNAL_NAMES[signal], ylabel="count")
                 ax.legend(fontsize=8)
-        written.append(save(fig, out / f"fig01_histograms_{unit['dataset']}_{unit['arch']}.png"))
+        written.append(save(fig, out / f"fig01_histograms_{model_name(*unit[PAIR])}.png"))
     return written
 
 
@@ -149,15 +186,17 @@ def fig04_per_class(exp: Experiment, out: Path) -> list[Path]:
                 ax.set_xticks(np.arange(len(classes)), [str(k) for k in classes], fontsize=7)
                 ax.set(title=f"{model} model", xlabel="class", ylabel=f"mean {SIGNAL_NAMES[signal]}")
                 ax.legend(fontsize=8)
-        written.append(save(fig, out / f"fig04_per_class_{unit['dataset']}_{unit['arch']}.png"))
+        written.append(save(fig, out / f"fig04_per_class_{model_name(*unit[PAIR])}.png"))
     return written
 
 
 # ---- Fig. 6-9: utility, privacy risk and gaps of the main grid --------------------------------------
 def fig06_test_accuracy(exp: Experiment, out: Path) -> list[Path]:
-    return [_lines_vs_sparsity(exp, pruned(_grid(exp)).drop_duplicates("unit_id"), y="target_test_acc",
-                               ylabel="test accuracy", reference="original",
-                               title="Fig. 6: test accuracy of the pruned models",
+    grid = _grid(exp)
+    reference, _ = _original_reference(exp, "conf", metrics=["target_test_acc"])
+    return [_lines_vs_sparsity(exp, pruned(grid).drop_duplicates("unit_id"), y="target_test_acc",
+                               ylabel="test accuracy", reference=reference, reference_label="original",
+                               title="Fig. 6: test accuracy of the pruned models (mean over seeds, 95% interval)",
                                path=out / "fig06_test_accuracy.png")]
 
 
@@ -170,64 +209,85 @@ def _attack_rows(exp: Experiment) -> tuple[pd.DataFrame, str]:
 
 def fig07_attack_vs_accuracy(exp: Experiment, out: Path) -> list[Path]:
     rows, attack = _attack_rows(exp)
-    base = baseline(exp.rows)
+    originals, used = _original_rows(exp, attack)
+    original_label = f"original ({label(used)})"
     groups = rows.groupby(PAIR)
-    fig, axes = panels(groups.ngroups, title=f"Fig. 7: attack accuracy ({label(attack)} on pruned, Conf on "
-                                              "original) vs test accuracy")
-    for ax, ((dataset, arch), part) in zip(axes, groups):
-        _scatter_per_method(ax, part, x="target_test_acc", y="attack_acc",
-                            originals=base[(base["dataset"] == dataset) & (base["arch"] == arch)])
-        ax.set(title=pair_title(dataset, arch), xlabel="test accuracy", ylabel="attack accuracy")
+    fig, axes = panels(groups.ngroups, title=f"Fig. 7: {label(attack)} attack accuracy vs test accuracy "
+                                              "(mean over seeds, 95% intervals)")
+    for ax, (key, part) in zip(axes, groups):
+        mine = originals[np.logical_and.reduce([originals[c] == v for c, v in zip(PAIR, key)])]
+        _points_per_method(ax, part, x="target_test_acc", y="attack_acc", originals=mine,
+                           original_label=original_label)
+        ax.set(title=pair_title(*key), xlabel="test accuracy", ylabel="attack accuracy")
         ax.legend(fontsize=7)
     return [save(fig, out / "fig07_attack_vs_test_accuracy.png")]
 
 
 def fig08_attack_vs_sparsity(exp: Experiment, out: Path) -> list[Path]:
     rows, attack = _attack_rows(exp)
-    return [_lines_vs_sparsity(exp, rows, y="attack_acc", ylabel="attack accuracy", reference="Conf (Org.)",
-                               title=f"Fig. 8: {label(attack)} attack accuracy vs sparsity",
+    reference, reference_label = _original_reference(exp, attack, metrics=["attack_acc"])
+    return [_lines_vs_sparsity(exp, rows, y="attack_acc", ylabel="attack accuracy", reference=reference,
+                               reference_label=reference_label,
+                               title=f"Fig. 8: {label(attack)} attack accuracy vs sparsity (mean over seeds, "
+                                     "95% interval)",
                                path=out / "fig08_attack_vs_sparsity.png")]
 
 
 def fig09_gaps(exp: Experiment, out: Path) -> list[Path]:
     rows, attack = _attack_rows(exp)
-    originals = original(ok(paper_split(exp.rows)))
+    originals, used = _original_rows(exp, attack)
+    original_label = f"original ({label(used)})"
     gaps = {"confidence_gap": "confidence gap", "sensitivity_gap": "sensitivity gap",
             "generalization_gap": "generalization gap"}
     written = []
-    for (dataset, arch), part in rows.groupby(PAIR):
-        org = originals[(originals["dataset"] == dataset) & (originals["arch"] == arch)].drop_duplicates(["seed", "width"])
+    for key, part in rows.groupby(PAIR):
+        org = originals[np.logical_and.reduce([originals[c] == v for c, v in zip(PAIR, key)])]
         fig, axes = panels(3, ncols=3, title=f"Fig. 9: gaps vs {label(attack)} attack accuracy "
-                                             f"({pair_title(dataset, arch)})")
+                                             f"({pair_title(*key)}; mean over seeds, 95% intervals)")
         for ax, (gap, name) in zip(axes, gaps.items()):
-            _scatter_per_method(ax, part, x=gap, y="attack_acc", originals=org)
+            _points_per_method(ax, part, x=gap, y="attack_acc", originals=org, original_label=original_label)
             ax.set(xlabel=name, ylabel="attack accuracy")
             ax.legend(fontsize=7)
-        written.append(save(fig, out / f"fig09_gaps_{dataset}_{arch}.png"))
+        written.append(save(fig, out / f"fig09_gaps_{model_name(*key)}.png"))
     return written
 
 
 # ---- Fig. 10/11: the attacks compared ----------------------------------------------------------------
-def _attack_bars(ax, part: pd.DataFrame, conf_org: float | None, title: str) -> None:
-    grouped_bars(ax, part, x="sparsity", series="attack", value="attack_acc", order=ATTACKS)
-    reference_line(ax, conf_org, "Conf (Org.)")
-    low = np.nanmin([part["attack_acc"].min(), conf_org if conf_org is not None else np.nan])
+def _attack_bars(ax, part: pd.DataFrame, originals: pd.DataFrame, title: str) -> None:
+    """Bars per attack and sparsity with intervals; the Conf (Org.) line (the paper's) and, per attack
+    that ran on the original too, a black tick at its accuracy there (like with like)."""
+    grouped_bars(ax, _means(part, by=["sparsity", "attack"], metrics=["attack_acc"]), x="sparsity",
+                 series="attack", value="attack_acc", order=ATTACKS,
+                 reference=_means(originals, by=["attack"], metrics=["attack_acc"]) if len(originals) else None)
+    conf = originals[originals["attack"] == "conf"]
+    conf_org = _means(conf.assign(_all=0), by=["_all"], metrics=["attack_acc"]).iloc[0] if len(conf) else None
+    if conf_org is not None:
+        reference_line(ax, conf_org["attack_acc"], "Conf (Org.)", low=conf_org["attack_acc_ci_low"],
+                       high=conf_org["attack_acc_ci_high"])
+    low = np.nanmin([part["attack_acc"].min(), originals["attack_acc"].min() if len(originals) else np.nan])
     ax.set_ylim(min(0.45, low - 0.02), None)
     ax.set(title=title, xlabel="sparsity", ylabel="attack accuracy")
 
 
+def _model_originals(exp: Experiment, key: tuple) -> pd.DataFrame:
+    """The original target's rows of one model, every attack that ran on it, one per seed and attack."""
+    org = original(main_grid(exp.rows))
+    org = org[np.logical_and.reduce([org[c] == v for c, v in zip(PAIR, key)])]
+    return org.drop_duplicates(["seed", "attack"])
+
+
 def fig10_attacks_per_method(exp: Experiment, out: Path) -> list[Path]:
     rows = pruned(_grid(exp))
-    base = baseline(exp.rows).set_index(PAIR)
     written = []
-    for (dataset, arch), part in rows.groupby(PAIR):
+    for key, part in rows.groupby(PAIR):
         methods = [m for m in METHODS if m in set(part["method"])]
         fig, axes = panels(len(methods), ncols=2, size=(5.5, 3.4),
-                           title=f"Fig. 10: attacks compared ({pair_title(dataset, arch)})")
+                           title=f"Fig. 10: attacks compared ({pair_title(*key)}; mean over seeds, 95% intervals)")
+        originals = _model_originals(exp, key)
         for ax, method in zip(axes, methods):
-            _attack_bars(ax, part[part["method"] == method], base["attack_acc"].get((dataset, arch)), label(method))
+            _attack_bars(ax, part[part["method"] == method], originals, label(method))
         axes[0].legend(fontsize=7, ncols=2)
-        written.append(save(fig, out / f"fig10_attacks_{dataset}_{arch}.png"))
+        written.append(save(fig, out / f"fig10_attacks_{model_name(*key)}.png"))
     return written
 
 
@@ -236,54 +296,60 @@ def fig11_attacks_per_dataset(exp: Experiment, out: Path) -> list[Path]:
     rows = rows[rows["method"] == "l1_unstructured"]
     if rows.empty:
         raise Skipped("no L1 unstructured rows in the main grid")
-    base = baseline(exp.rows).set_index(PAIR)
     groups = rows.groupby(PAIR)
-    fig, axes = panels(groups.ngroups, ncols=2, size=(5.5, 3.4), title="Fig. 11: attacks compared (L1 unstructured)")
-    for ax, ((dataset, arch), part) in zip(axes, groups):
-        _attack_bars(ax, part, base["attack_acc"].get((dataset, arch)), pair_title(dataset, arch))
+    fig, axes = panels(groups.ngroups, ncols=2, size=(5.5, 3.4),
+                       title="Fig. 11: attacks compared (L1 unstructured; mean over seeds, 95% intervals)")
+    for ax, (key, part) in zip(axes, groups):
+        _attack_bars(ax, part, _model_originals(exp, key), pair_title(*key))
     axes[0].legend(fontsize=7, ncols=2)
     return [save(fig, out / "fig11_attacks_l1_unstructured.png")]
 
 
 # ---- Fig. 12/13 and Table 1: unknown pruning ----------------------------------------------------------
+MATRIX = [*PAIR, "method"]
+
+
 def _sparsity_matrices(exp: Experiment) -> tuple[pd.DataFrame, str]:
-    """Fig. 12/13's data: `miaray.unknown_pruning.sparsity_matrix_table` of the Basic rows, for the
-    headline attack among the rows whose shadows were pruned at another sparsity."""
+    """Fig. 12/13's data: the seed means (with intervals) of `miaray.unknown_pruning.sparsity_matrix_rows`
+    of the Basic rows per (model, method, target sparsity, shadow sparsity), for the headline attack
+    among the rows whose shadows were pruned at another sparsity."""
     rows = pruned(ok(paper_split(exp.rows)))
     rows = rows[rows["defense"] == "basic"]
     off = differently_pruned(rows[rows["shadow_method"] == rows["method"]])
     if off.empty:
         raise Skipped("no rows with shadow_sparsity != sparsity (run sweeps/unknown_pruning.py --study sparsity)")
     attack = headline_attack(off)  # an attack the unknown-sparsity study ran (a grid may run more)
-    table = sparsity_matrix_table(rows, attack=attack)
-    if table.empty:
+    matrix_rows = sparsity_matrix_rows(rows, attack=attack)
+    if matrix_rows.empty:
         raise Skipped(f"no {attack} rows with shadow_sparsity != sparsity on a pruned target")
-    return table, attack
+    return _means(matrix_rows, by=[*MATRIX, "sparsity", "shadow_sparsity"], metrics=["attack_acc"]), attack
 
 
 def _matrix_panels(table: pd.DataFrame, keys: list[tuple], title_of: Callable[[tuple], str],
                    title: str, path: Path) -> Path:
     fig, axes = panels(len(keys), ncols=2, size=(4.8, 3.8), title=title)
-    values = table.drop(columns=[*MATRIX_CELL, "sparsity"])
-    vmin, vmax = np.nanmin(values.to_numpy(dtype=float)), np.nanmax(values.to_numpy(dtype=float))
+    vmin, vmax = np.nanmin(table["attack_acc"]), np.nanmax(table["attack_acc"])
     for ax, key in zip(axes, keys):
-        part = table[np.logical_and.reduce([table[c] == v for c, v in zip(MATRIX_CELL, key)])]
-        matrix = part.set_index("sparsity")[values.columns].dropna(axis=1, how="all")
-        image = heatmap(ax, matrix, vmin=vmin, vmax=max(vmax, vmin + 1e-6))
+        part = table[np.logical_and.reduce([table[c] == v for c, v in zip(MATRIX, key)])]
+        matrix = part.pivot(index="sparsity", columns="shadow_sparsity", values="attack_acc")
+        half = (part.assign(half=(part["attack_acc_ci_high"] - part["attack_acc_ci_low"]) / 2)
+                .pivot(index="sparsity", columns="shadow_sparsity", values="half"))
+        image = heatmap(ax, matrix, vmin=vmin, vmax=max(vmax, vmin + 1e-6), half_widths=half)
         ax.set(title=title_of(key), xlabel="shadow sparsity", ylabel="target sparsity")
-        fig.colorbar(image, ax=ax, label="attack accuracy")
+        fig.colorbar(image, ax=ax, label="attack accuracy (mean over seeds)")
     return save(fig, path)
 
 
 def fig12_unknown_sparsity(exp: Experiment, out: Path) -> list[Path]:
     table, attack = _sparsity_matrices(exp)
     written = []
-    for dataset, arch in _pairs(table):
-        keys = [(dataset, arch, m) for m in METHODS
-                if ((table["dataset"] == dataset) & (table["arch"] == arch) & (table["method"] == m)).any()]
-        written.append(_matrix_panels(table, keys, lambda k: label(k[2]),
-                                      f"Fig. 12: {label(attack)} accuracy, unknown sparsity ({pair_title(dataset, arch)})",
-                                      out / f"fig12_unknown_sparsity_{dataset}_{arch}.png"))
+    for model in _pairs(table):
+        keys = [(*model, m) for m in METHODS
+                if np.logical_and.reduce([table[c] == v for c, v in zip(MATRIX, (*model, m))]).any()]
+        written.append(_matrix_panels(table, keys, lambda k: label(k[-1]),
+                                      f"Fig. 12: {label(attack)} accuracy, unknown sparsity ({pair_title(*model)}; "
+                                      "+- half the 95% interval over seeds)",
+                                      out / f"fig12_unknown_sparsity_{model_name(*model)}.png"))
     return written
 
 
@@ -292,30 +358,36 @@ def fig13_unknown_sparsity_l1(exp: Experiment, out: Path) -> list[Path]:
     table = table[table["method"] == "l1_unstructured"]
     if table.empty:
         raise Skipped("no L1 unstructured unknown-sparsity rows")
-    keys = [(d, a, "l1_unstructured") for d, a in _pairs(table)]
-    return [_matrix_panels(table, keys, lambda k: pair_title(k[0], k[1]),
-                           f"Fig. 13: {label(attack)} accuracy, unknown sparsity (L1 unstructured)",
+    keys = [(*model, "l1_unstructured") for model in _pairs(table)]
+    return [_matrix_panels(table, keys, lambda k: pair_title(*k[:-1]),
+                           f"Fig. 13: {label(attack)} accuracy, unknown sparsity (L1 unstructured; "
+                           "+- half the 95% interval over seeds)",
                            out / "fig13_unknown_sparsity_l1_unstructured.png")]
 
 
 def _write_table(table: pd.DataFrame, path: Path, heading: str) -> list[Path]:
+    """The CSV keeps means and interval bounds as numbers; the markdown shows 'mean [low, high]'."""
     table.to_csv(path.with_suffix(".csv"), index=False)
-    path.with_suffix(".md").write_text(f"{heading}\n\n{to_markdown(table)}")
+    path.with_suffix(".md").write_text(f"{heading}\n\n{to_markdown(with_intervals(table))}")
     return [path.with_suffix(".csv"), path.with_suffix(".md")]
 
 
 def table1_unknown_pruning(exp: Experiment, out: Path) -> list[Path]:
     return _write_table(unknown_pruning_loss(exp.rows, pairs=exp.pairs), out / "table1_unknown_pruning",
-                        "Table 1: attack accuracy loss (acc_known - acc_unknown) / acc_known, mean over pairs")
+                        "Table 1: attack accuracy loss (acc_known - acc_unknown) / acc_known, mean over seeds "
+                        "(pairs of a seed averaged first) [95% interval]")
 
 
 def table2_split_ratios(exp: Experiment, out: Path) -> list[Path]:
     return _write_table(split_ratio_table(exp.rows), out / "table2_split_ratios",
-                        "Table 2: attack AUC per dataset split ratio (train/test/validation %)")
+                        "Table 2: attack AUC per dataset split ratio (train/test/validation %), mean over seeds "
+                        "[95% interval]")
 
 
 # ---- Fig. 16-19: defenses --------------------------------------------------------------------------------
 def _defense_panel(ax, points: pd.DataFrame, title: str) -> None:
+    """Each defense's points (seed means with whiskers for the 95% intervals) and the Pareto front of
+    those means; Basic is the star."""
     fronts = defense_fronts(points)
     for defense in DEFENSES:
         mine = points[points["defense"] == defense]
@@ -323,37 +395,40 @@ def _defense_panel(ax, points: pd.DataFrame, title: str) -> None:
             continue
         kept, dropped = mine[~mine["paper_dropped"]], mine[mine["paper_dropped"]]
         marker = "*" if defense == "basic" else "o"
-        ax.scatter(kept["target_test_acc"], kept["attack_acc"], color=color(defense), marker=marker,
-                   s=120 if defense == "basic" else 30, alpha=0.6, label=label(defense) if len(kept) else None)
+        if len(kept):
+            points_with_whiskers(ax, kept, x="target_test_acc", y="attack_acc", color=color(defense), marker=marker,
+                                 markersize=11 if defense == "basic" else 5, alpha=0.7, label=label(defense))
         # Points the paper drops (too inaccurate, or leakier than Basic) stay visible, hollow.
-        ax.scatter(dropped["target_test_acc"], dropped["attack_acc"], facecolors="none",
-                   edgecolors=color(defense), marker="o", s=30,
-                   label=f"{label(defense)} (dropped by the paper's rule)" if len(dropped) else None)
+        if len(dropped):
+            points_with_whiskers(ax, dropped, x="target_test_acc", y="attack_acc", color=color(defense), marker="o",
+                                 markersize=5, markerfacecolor="none", alpha=0.5,
+                                 label=f"{label(defense)} (dropped by the paper's rule)")
         front = fronts[fronts["defense"] == defense].sort_values("target_test_acc")
         if len(front) > 1:
             ax.step(front["target_test_acc"], front["attack_acc"], where="post", color=color(defense))
         for _, row in front.iterrows():
             ax.annotate(hyperparameters(row), (row["target_test_acc"], row["attack_acc"]), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
-    ax.set(title=f"{title} ({label(points['attack'].iloc[0])})", xlabel="test accuracy", ylabel="attack accuracy")
+    ax.set(title=f"{title} ({label(points['attack'].iloc[0])})", xlabel="test accuracy (mean over seeds)",
+           ylabel="attack accuracy (mean over seeds)")
 
 
 def _defense_figures(exp: Experiment, out: Path, *, adaptive: bool, by_method: bool) -> list[Path]:
     points = defense_points(exp.rows, adaptive=adaptive)
     kind = "adaptive attacks" if adaptive else "defenses"
     number = (18 if by_method else 19) if adaptive else (16 if by_method else 17)
+    folder = "adaptive" if adaptive else "defenses"
     written = []
-    if by_method:  # one figure per (dataset, arch, sparsity), a panel per method (paper Fig. 16/18)
-        for (dataset, arch, sparsity), part in points.groupby(["dataset", "arch", "sparsity"]):
+    if by_method:  # one figure per (model, sparsity), a panel per method (paper Fig. 16/18)
+        for (*model, sparsity), part in points.groupby([*PAIR, "sparsity"]):
             methods = [m for m in METHODS if m in set(part["method"])]
             fig, axes = panels(len(methods), ncols=2, size=(4.8, 3.6),
-                               title=f"Fig. {number}: {kind} ({pair_title(dataset, arch)}, sparsity {sparsity:g})")
+                               title=f"Fig. {number}: {kind} ({pair_title(*model)}, sparsity {sparsity:g})")
             for ax, method in zip(axes, methods):
                 _defense_panel(ax, part[part["method"] == method], label(method))
             axes[0].legend(fontsize=7)
-            written.append(save(fig, out / f"fig{number}_{'adaptive' if adaptive else 'defenses'}_"
-                                           f"{dataset}_{arch}_s{sparsity:g}.png"))
-    else:  # one figure per sparsity for L1 unstructured, a panel per (dataset, arch) (paper Fig. 17/19)
+            written.append(save(fig, out / f"fig{number}_{folder}_{model_name(*model)}_s{sparsity:g}.png"))
+    else:  # one figure per sparsity for L1 unstructured, a panel per model (paper Fig. 17/19)
         points = points[points["method"] == "l1_unstructured"]
         if points.empty:
             raise Skipped("no L1 unstructured defense rows")
@@ -361,11 +436,10 @@ def _defense_figures(exp: Experiment, out: Path, *, adaptive: bool, by_method: b
             groups = part.groupby(PAIR)
             fig, axes = panels(groups.ngroups, ncols=2, size=(4.8, 3.6),
                                title=f"Fig. {number}: {kind} (L1 unstructured, sparsity {sparsity:g})")
-            for ax, ((dataset, arch), pair_points) in zip(axes, groups):
-                _defense_panel(ax, pair_points, pair_title(dataset, arch))
+            for ax, (model, model_points) in zip(axes, groups):
+                _defense_panel(ax, model_points, pair_title(*model))
             axes[0].legend(fontsize=7)
-            written.append(save(fig, out / f"fig{number}_{'adaptive' if adaptive else 'defenses'}_"
-                                           f"l1_unstructured_s{sparsity:g}.png"))
+            written.append(save(fig, out / f"fig{number}_{folder}_l1_unstructured_s{sparsity:g}.png"))
     return written
 
 
@@ -394,25 +468,27 @@ def roc_curves(exp: Experiment, out: Path) -> list[Path]:
     if chosen.empty:
         raise Skipped(f"{len(exp.roc_files)} ROC files, none of a successful known-pruning Basic unit")
     written = []
-    for (dataset, arch), part in chosen.groupby(PAIR):
+    for model, part in chosen.groupby(PAIR):
         units = part.set_index("method").loc[[m for m in METHODS if m in set(part["method"])]]
         fig, axes = panels(len(units), ncols=2, size=(4.6, 4.0),
-                           title=f"ROC curves, log scale ({pair_title(dataset, arch)})")
+                           title=f"ROC curves, log scale ({pair_title(*model)}; one unit each)")
         for ax, (method, unit) in zip(axes, units.iterrows()):
             curves = exp.read_unit_files(ROC_DIR, [unit["unit_id"]])  # empty when unreadable (warned)
             if curves.empty:
                 ax.set(title=f"{label(method)}: ROC file unreadable")
                 continue
-            for (model, attack), curve in curves.groupby(["target_model", "attack"], sort=False):
-                style = dict(color=ORIGINAL, linestyle="--", label="Conf (Org.)") if model == "original" \
+            # The original's curves: Conf only, the paper's reference (the others would hide the pruned ones).
+            curves = curves[(curves["target_model"] == "pruned") | (curves["attack"] == "conf")]
+            for (target_model, attack), curve in curves.groupby(["target_model", "attack"], sort=False):
+                style = dict(color=ORIGINAL, linestyle="--", label="Conf (Org.)") if target_model == "original" \
                     else dict(color=color(attack), label=label(attack))
                 ax.plot(np.maximum(curve["fpr"], ROC_FLOOR), np.maximum(curve["tpr"], ROC_FLOOR), **style)
             ax.plot([ROC_FLOOR, 1], [ROC_FLOOR, 1], color="grey", linewidth=0.8, linestyle=":")
             ax.set(xscale="log", yscale="log", xlim=(ROC_FLOOR, 1), ylim=(ROC_FLOOR, 1),
-                   title=f"{label(method)}, sparsity {unit['sparsity']:g}", xlabel="false positive rate",
-                   ylabel="true positive rate")
+                   title=f"{label(method)}, sparsity {unit['sparsity']:g}, seed {unit['seed']:g}",
+                   xlabel="false positive rate", ylabel="true positive rate")
             ax.legend(fontsize=6, ncols=2)
-        written.append(save(fig, out / f"roc_{dataset}_{arch}.png"))
+        written.append(save(fig, out / f"roc_{model_name(*model)}.png"))
     return written
 
 

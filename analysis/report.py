@@ -21,9 +21,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 
 import pandas as pd  # noqa: E402
 
+from analysis.claims import NOT_RUN, claims_table, verdict_counts  # noqa: E402
 from analysis.data import Experiment, Skipped, load_experiments  # noqa: E402
 from analysis.figures import summary, write_figures  # noqa: E402
-from analysis.tables import cell_table, defense_fronts, defense_points, hyperparameters  # noqa: E402
+from analysis.tables import (cell_table, defense_fronts, defense_points, hyperparameters,  # noqa: E402
+                             with_intervals)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
@@ -50,30 +52,53 @@ def _section(title: str, make: Callable[[], str]) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}"
 
 
+INTERVALS = ("Numbers are means over seeds with their Student-t 95% interval, <code>mean [low, high]</code> "
+             "(a seed's rows averaged first; the mean alone with one seed); <code>n_seeds</code> says over how many.")
+
+
 def headline(exp: Experiment) -> str:
-    """Per dataset and arch: original vs pruned utility and attack success, and the best attack."""
+    """Per model: original vs pruned utility and attack success, and the best attack."""
     table = cell_table(exp.rows)
-    parts = ["<p>Known pruning, Basic defense, mean over seeds. <code>conf_org_acc</code>: the unpruned "
-             "target attacked with Conf (the paper's Conf (Org.)); <code>best_attack</code>: the strongest "
-             "attack on the pruned target by accuracy.</p>"]
-    for (dataset, arch), part in table.groupby(["dataset", "arch"]):
-        parts.append(f"<h3>{html.escape(dataset)} / {html.escape(arch)}</h3>"
-                     + _table(part.drop(columns=["dataset", "arch"])))
+    parts = [f"<p>Known pruning, Basic defense. {INTERVALS} <code>conf_org_acc</code>: the unpruned target "
+             "attacked with Conf (the paper's Conf (Org.)); <code>best_attack</code>: the strongest attack on the "
+             "pruned target by mean accuracy, <code>best_attack_org_acc</code> the same attack on the unpruned "
+             "target (like with like; blank where it did not run there).</p>"]
+    for (dataset, arch, width), part in table.groupby(["dataset", "arch", "width"], dropna=False):
+        parts.append(f"<h3>{html.escape(dataset)} / {html.escape(arch)} / width {width:g}</h3>"
+                     + _table(with_intervals(part.drop(columns=["dataset", "arch", "width"]))))
     return "\n".join(parts)
 
 
 def fronts(exp: Experiment, *, adaptive: bool) -> str:
-    """Each defense's Pareto front (max test accuracy, min attack accuracy) per cell."""
+    """Each defense's Pareto front (max mean test accuracy, min mean attack accuracy) per cell."""
     points = defense_points(exp.rows, adaptive=adaptive)
     front = defense_fronts(points).copy()
     front["hyperparameters"] = front.apply(hyperparameters, axis=1)
-    columns = ["dataset", "arch", "method", "sparsity", "defense", "hyperparameters", "target_test_acc",
-               "attack_acc", "epsilon"]
-    front = front[columns].sort_values(columns[:5] + ["target_test_acc"], ignore_index=True)
+    keys = ["dataset", "arch", "width", "method", "sparsity", "defense", "hyperparameters"]
+    values = [c for v in ("target_test_acc", "attack_acc", "epsilon") for c in (v, f"{v}_ci_low", f"{v}_ci_high")]
+    front = front[[*keys, *values, "n_seeds"]].sort_values(keys[:6] + ["target_test_acc"], ignore_index=True)
     dropped = int(points["paper_dropped"].sum())
-    return (f"<p>Attack: {html.escape(str(points['attack'].iloc[0]))}. {dropped} of {len(points)} points are "
-            "left out before the fronts are taken, by the paper's rule (below 75% of Basic's test accuracy, or "
-            "leakier than Basic).</p>" + _table(front))
+    return (f"<p>Attack: {html.escape(str(points['attack'].iloc[0]))}. {INTERVALS} The fronts are taken on the "
+            f"means. {dropped} of {len(points)} points are left out before, by the paper's rule (a mean below 75% "
+            "of Basic's test accuracy, or leakier than Basic).</p>" + _table(with_intervals(front)))
+
+
+def claims(exp: Experiment) -> str:
+    """The paper's claims as verdicts (analysis/claims.py), then the commands for those not run."""
+    table = claims_table(exp)
+    tested = table[table["verdict"] != NOT_RUN].drop(columns=["command"])
+    intro = (f"<p>{html.escape(verdict_counts(table))}. Each row is an effect with its 95% interval: "
+             "<b>holds</b> when the interval lies entirely on the claim's side of the threshold, "
+             "<b>contradicted</b> when entirely on the other side, <b>inconclusive</b> otherwise (and with one seed, "
+             "which gives no interval). The statistic of each claim is in its row and in "
+             "<code>analysis/claims.py</code>.</p>")
+    parts = [intro, _table(tested) if len(tested) else ""]
+    missing = table[table["verdict"] == NOT_RUN]
+    if len(missing):
+        parts.append("<h3>Not run</h3><ul>" + "".join(
+            f"<li>{html.escape(r['claim'])} ({html.escape(r['statement'])}): {html.escape(r['statistic'])}; "
+            f"<code>{html.escape(r['command'])}</code></li>" for _, r in missing.iterrows()) + "</ul>")
+    return "\n".join(parts)
 
 
 def figures_section(exp: Experiment) -> str:
@@ -88,7 +113,7 @@ def figures_section(exp: Experiment) -> str:
                     parts.append(f'<h3>{html.escape(outcome.name)}</h3>\n'
                                  f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">')
                 elif path.suffix == ".csv":
-                    parts.append(f"<h3>{html.escape(outcome.name)}</h3>\n{_table(pd.read_csv(path))}")
+                    parts.append(f"<h3>{html.escape(outcome.name)}</h3>\n{_table(with_intervals(pd.read_csv(path)))}")
     notes = [f'<li class="{"error" if o.error else "skip"}">{html.escape(o.name)}: '
              f'{html.escape(o.error or o.skipped or "")}</li>' for o in outcomes if not o.files]
     if notes:
@@ -100,7 +125,8 @@ def figures_section(exp: Experiment) -> str:
 def render(exp: Experiment) -> str:
     """The whole page as a string."""
     rows = exp.rows
-    sections = [_section("Original vs pruned: attack success per cell", lambda: headline(exp)),
+    sections = [_section("The paper's claims: verdicts", lambda: claims(exp)),
+                _section("Original vs pruned: attack success per cell", lambda: headline(exp)),
                 _section("Defenses: Pareto fronts (non-adaptive attacks)", lambda: fronts(exp, adaptive=False)),
                 _section("Defenses: Pareto fronts (adaptive attacks)", lambda: fronts(exp, adaptive=True)),
                 _section("Figures and tables", lambda: figures_section(exp))]

@@ -5,7 +5,8 @@
     python benchmarks/bench_results_load.py --rows 20000 --repeat 5 --keep /tmp/exp --out load.json
 
 Writes the rows in the real layout (`<experiment>/rows/<unit_id>.parquet`, one file per unit with
-one row per attack plus the Conf (Org.) row, every result column) through
+one row per attack plus the Conf (Org.) row, as `--original-attacks conf` writes them, every result
+column) through
 `miaray.results.write_unit_rows`, then times `load` (best and median of `--repeat` cold-ish reads;
 the OS page cache is warm after the write, as it is on the machine that ran the sweep).
 """
@@ -46,12 +47,14 @@ def unit_rows(index: int, rng: np.random.Generator) -> list[dict]:
             "time_prune_finetune_s": 50.0, "time_signals_s": 5.0}
     rows = []
     for target_model, attack in [("pruned", a) for a in ATTACKS] + [("original", "conf")]:
-        metrics = rng.random(9)
+        metrics = rng.random(10)
+        tpr, fpr = metrics[5], metrics[6]
         rows.append({**base, "target_model": target_model, "target_train_acc": metrics[0],
                      "target_test_acc": metrics[1], "confidence_gap": metrics[2], "sensitivity_gap": metrics[3],
-                     "generalization_gap": metrics[4], "attack": attack, "attack_acc": metrics[5],
-                     "attack_auc": metrics[6], "tpr_at_fpr_0.01": metrics[7], "tpr_at_fpr_0.001": metrics[8],
-                     "advantage": metrics[5] - 0.5, "time_attack_s": 1.0, "time_total_s": 160.0})
+                     "generalization_gap": metrics[4], "attack": attack, "attack_acc": 0.5 * (tpr + 1 - fpr),
+                     "tpr": tpr, "fpr": fpr, "advantage": tpr - fpr, "max_advantage": max(0.0, tpr - fpr),
+                     "attack_auc": metrics[7], "tpr_at_fpr_0.01": metrics[8], "tpr_at_fpr_0.001": metrics[9],
+                     "n_members": 13500, "n_nonmembers": 13500, "time_attack_s": 1.0, "time_total_s": 160.0})
     return rows
 
 

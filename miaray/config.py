@@ -176,6 +176,9 @@ class UnitConfig:
     shadow_method: str | None = None     # None: same as method (known pruning)
     shadow_sparsity: float | None = None  # None: same as sparsity; 0.0: unpruned shadows
     attacks: tuple[str, ...] = ATTACKS
+    # Attacks on the unpruned target (fitted on the unpruned shadows). None: the same as `attacks`, so
+    # the original and the pruned target are compared attack by attack; ("conf",): the paper's baseline.
+    original_attacks: tuple[str, ...] | None = None
     attack_epochs: int | None = None  # None: each attack's reference schedule (SAMIA 100, MLPs 30)
     defense: str = "basic"
     defense_params: tuple[tuple[str, float], ...] = ()  # overrides of DEFENSE_PARAMS[defense]
@@ -191,6 +194,10 @@ class UnitConfig:
     @property
     def resolved_shadow_sparsity(self) -> float:
         return self.sparsity if self.shadow_sparsity is None else self.shadow_sparsity
+
+    @property
+    def resolved_original_attacks(self) -> tuple[str, ...]:
+        return self.attacks if self.original_attacks is None else self.original_attacks
 
     @property
     def resolved_defense_params(self) -> dict[str, float]:
@@ -222,10 +229,13 @@ class UnitConfig:
         check_number("num_shadows", self.num_shadows, low=1, integer=True)
         check_number("seed", self.seed, low=0, high=MAX_SEED - (self.num_shadows - 1), integer=True,
                      why=f"shadow i splits with seed + i, and sklearn takes seeds up to {MAX_SEED}")
-        if not self.attacks:
-            raise ConfigError(f"attacks is empty: give at least one of {', '.join(ATTACKS)}")
-        for attack in self.attacks:
-            _choice("attacks", attack, ATTACKS)
+        for name, attacks in (("attacks", self.attacks), ("original_attacks", self.resolved_original_attacks)):
+            if not attacks:
+                raise ConfigError(f"{name} is empty; choose at least one of: {', '.join(ATTACKS)}")
+            for attack in attacks:
+                _choice(name, attack, ATTACKS)
+            if len(set(attacks)) != len(attacks):
+                raise ConfigError(f"{name}={', '.join(attacks)} names an attack twice")
         if self.attack_epochs is not None:
             check_number("attack_epochs", self.attack_epochs, low=1, integer=True)
         _choice("defense", self.defense, DEFENSES)
@@ -284,6 +294,8 @@ class UnitConfig:
         data = dict(data)
         data["train"] = TrainConfig(**data.get("train", {}))
         data["attacks"] = tuple(data.get("attacks", ATTACKS))
+        if data.get("original_attacks") is not None:
+            data["original_attacks"] = tuple(data["original_attacks"])
         data["split"] = tuple(data.get("split", PAPER_SPLIT))  # JSON gives a list
         data["defense_params"] = tuple((k, float(v)) for k, v in dict(data.get("defense_params", ())).items())
         return cls(**data)

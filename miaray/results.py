@@ -1,5 +1,9 @@
 """Result files of a sweep: one Parquet file of rows per unit, and loading them into pandas.
 
+The one import for the pandas side: `from miaray.results import load, summary, paired_effect,
+pareto_front` (`summary` and `paired_effect` live in `miaray.stats`, `pareto_front` in
+`miaray.pareto`; they are re-exported here, not copied).
+
 A sweep writes `<experiment>/rows/<unit_id>.parquet` for every finished unit (one row per attack plus
 the 'original' Conf baseline row, or rows with status 'failed' and the error). One file per unit means
 a rerun of a unit replaces its rows instead of adding a second copy; but failed rows never replace ok
@@ -25,6 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
+
+from miaray.pareto import pareto_front
+from miaray.stats import paired_effect, summary
+
+__all__ = ["compact", "load", "paired_effect", "pareto_front", "read_parquet", "rows_dir", "summary",
+           "unit_files", "write_parquet", "write_unit_rows"]
 
 ROWS_DIR = "rows"
 FAILURES_DIR = "failures"  # failed reruns of units whose ok rows stay in rows/

@@ -3,7 +3,9 @@
 For one cell (dataset, arch, pruning method, sparsity) and one defense (ppb, dp, adv), each trial
 fine-tunes the pruned target *and* its shadows with the trial's hyperparameters (the adaptive
 attack, REFERENCE section 5) and is scored on two objectives: maximise the pruned target's test
-accuracy, minimise the strongest requested attack's advantage max|TPR - FPR|.
+accuracy, minimise `best_attack_advantage`, the largest `advantage` (TPR - FPR at the attack's own
+decision, fitted on shadows only: what an attacker reaches) among the requested attacks. Not the rows'
+`max_advantage`, the oracle bound over the target's ROC, which no attacker can choose.
 
 Why Optuna ask/tell in the driver with Ray tasks, not `OptunaSearch` inside Tune: OptunaSearch leaves
 a trial whose objective is NaN or missing RUNNING for ever (REFERENCE section 8), and a diverged DP
@@ -60,7 +62,8 @@ PAPER_GRIDS: dict[str, tuple[dict[str, float], ...]] = {
     "adv": tuple({"alpha": v} for v in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)),
 }
 SEARCHABLE = tuple(SEARCH_SPACES)
-OBJECTIVES = {"target_test_acc": "max", "max_advantage": "min"}
+ADVANTAGE = "best_attack_advantage"  # the objective's column in trials.parquet and pareto.parquet
+OBJECTIVES = {"target_test_acc": "max", ADVANTAGE: "min"}
 STUDY_FILE = "study.db"
 SEARCH_PRESETS: dict[str, GridSpec] = {
     # Embedded data and a narrow net; the trained attacks (NN, SAMIA) run a fifth of their reference
@@ -114,7 +117,8 @@ def baseline_unit(cell: UnitConfig) -> UnitConfig:
 
 # ---- objectives from a unit's rows ---------------------------------------------------------------
 def objectives(rows: Sequence[Mapping[str, Any]]) -> tuple[float, float, str] | str:
-    """(test accuracy, max advantage, strongest attack) of a unit, or the reason it has none."""
+    """(test accuracy, best attack advantage, strongest attack) of a unit, or the reason it has none: the
+    strongest attack is the one with the largest `advantage` at its own decision."""
     pruned = [r for r in rows if r.get("target_model") == "pruned"]
     failed = [r for r in pruned if r.get("status") != "ok"]
     if failed or not pruned:
@@ -342,7 +346,7 @@ def run_search(search: Search, *, log: Callable[[str], None] = print) -> optuna.
             acc, advantage, attack = outcome
             trial.set_user_attr("strongest_attack", attack)
             study.tell(trial, [acc, advantage])
-            verdict = f"test acc {acc:.4f}, max advantage {advantage:.4f} ({attack})"
+            verdict = f"test acc {acc:.4f}, best attack advantage {advantage:.4f} ({attack})"
         log(f"[{time.perf_counter() - start:7.1f}s] trial {trial.number} {_fmt(trial.params)}: {verdict}; "
             f"{budget_used(study)}/{search.trials} done, {len(pending)} running")
     if baseline_ref is not None:
@@ -366,7 +370,7 @@ def trials_table(study: optuna.Study, *, rows: pd.DataFrame) -> pd.DataFrame:
         lines.append({"trial": trial.number, "state": trial.state.name, "origin": trial.user_attrs.get("origin"),
                       **{f"defense_{name}": value for name, value in trial.params.items()},
                       "target_test_acc": trial.values[0] if done else math.nan,
-                      "max_advantage": trial.values[1] if done else math.nan,
+                      ADVANTAGE: trial.values[1] if done else math.nan,
                       "strongest_attack": trial.user_attrs.get("strongest_attack"),
                       "epsilon": trial.user_attrs.get("epsilon", math.nan),
                       "error": trial.user_attrs.get("error", ""), "unit_id": trial.user_attrs.get("unit_id"),
@@ -397,7 +401,8 @@ def pareto_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_pareto(table: pd.DataFrame, *, baseline: pd.DataFrame, title: str, path: str | Path) -> None:
-    """Test accuracy against max advantage: every trial, the front as a line, grid points annotated."""
+    """Test accuracy against the best attack's advantage: every trial, the front as a line, grid points
+    annotated."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a cluster node
@@ -407,22 +412,22 @@ def plot_pareto(table: pd.DataFrame, *, baseline: pd.DataFrame, title: str, path
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     free = complete[complete["origin"] != "paper_grid"]
     grid = complete[complete["origin"] == "paper_grid"]
-    front = complete[complete["on_front"]].sort_values("max_advantage")
-    ax.scatter(free["max_advantage"], free["target_test_acc"], c="tab:blue", alpha=0.6, label="search trials")
-    ax.scatter(grid["max_advantage"], grid["target_test_acc"], marker="s", facecolors="none",
+    front = complete[complete["on_front"]].sort_values(ADVANTAGE)
+    ax.scatter(free[ADVANTAGE], free["target_test_acc"], c="tab:blue", alpha=0.6, label="search trials")
+    ax.scatter(grid[ADVANTAGE], grid["target_test_acc"], marker="s", facecolors="none",
                edgecolors="black", s=60, label="paper grid")
     varied = [c for c in grid.columns if c.startswith("defense_") and grid[c].nunique() > 1]
     for _, row in grid.iterrows():
         label = ", ".join(f"{row[c]:g}" for c in varied[:1])
-        ax.annotate(label, (row["max_advantage"], row["target_test_acc"]), textcoords="offset points",
+        ax.annotate(label, (row[ADVANTAGE], row["target_test_acc"]), textcoords="offset points",
                     xytext=(4, 4), fontsize=7)
-    ax.step(front["max_advantage"], front["target_test_acc"], where="post", c="tab:red", alpha=0.7)
-    ax.scatter(front["max_advantage"], front["target_test_acc"], c="tab:red", s=40, zorder=3,
+    ax.step(front[ADVANTAGE], front["target_test_acc"], where="post", c="tab:red", alpha=0.7)
+    ax.scatter(front[ADVANTAGE], front["target_test_acc"], c="tab:red", s=40, zorder=3,
                label="Pareto front")
     if not baseline.empty:
-        ax.scatter(baseline["max_advantage"], baseline["target_test_acc"], marker="*", c="gold",
+        ax.scatter(baseline[ADVANTAGE], baseline["target_test_acc"], marker="*", c="gold",
                    edgecolors="black", s=160, zorder=4, label="no defense (basic)")
-    ax.set_xlabel("max attack advantage over the attacks (lower is more private)")
+    ax.set_xlabel("best attack's advantage TPR - FPR at its own decision (lower is more private)")
     ax.set_ylabel("pruned target test accuracy")
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=8)
@@ -432,13 +437,13 @@ def plot_pareto(table: pd.DataFrame, *, baseline: pd.DataFrame, title: str, path
 
 
 def baseline_point(rows: pd.DataFrame, *, cell: UnitConfig) -> pd.DataFrame:
-    """The undefended unit's (test accuracy, max advantage) over the search's attacks, if it ran."""
+    """The undefended unit's (test accuracy, best attack advantage) over the search's attacks, if it ran."""
     if rows.empty:
         return pd.DataFrame()
     point = objectives(rows[rows["unit_id"] == baseline_unit(cell).unit_id()].to_dict("records"))
     if isinstance(point, str):  # it did not run, or failed
         return pd.DataFrame()
-    return pd.DataFrame([{"target_test_acc": point[0], "max_advantage": point[1]}])
+    return pd.DataFrame([{"target_test_acc": point[0], ADVANTAGE: point[1]}])
 
 
 def write_outputs(search: Search, *, study: optuna.Study) -> pd.DataFrame:
@@ -518,7 +523,7 @@ def defense_search_main(argv: list[str] | None = None) -> int:
     study = run_search(search, log=lambda m: print(m, flush=True))
     front = write_outputs(search, study=study)
     shown = ["trial", "origin", *[c for c in front.columns if c.startswith("defense_")], "target_test_acc",
-             "max_advantage", "strongest_attack", "epsilon"]
+             ADVANTAGE, "strongest_attack", "epsilon"]
     print(f"\nPareto front ({len(front)} of {budget_used(study)} trials) in {settings.experiment}/pareto.parquet:")
     print(front[shown].to_string(index=False, float_format=lambda v: f"{v:.4g}") if len(front) else "(empty)")
     return 0 if len(front) else 1

@@ -3,7 +3,9 @@
 `run_unit(config)` composes the science for one grid cell. The target and the shadows go through the
 same functions with a different `role`; every model, mask and signal set is cached in the `Store`
 under a key of exactly the configuration that determines it, so the cells of one (dataset, arch,
-seed) share their originals and a pruned shadow set serves every target that uses it.
+seed) share their originals and a pruned shadow set serves every target that uses it. The attacks on
+the unpruned target are stored the same way (`original_attack_key`): computed by the first cell of a
+(dataset, arch, seed), loaded by the others.
 
     python -m miaray.unit --dataset digits --arch resnet18 --method l1_unstructured --sparsity 0.7
 """
@@ -28,7 +30,7 @@ from sklearn.metrics import roc_curve
 
 from miaray.attacks import make_attack
 from miaray.attacks.blindmi import reference_transform
-from miaray.attacks.metrics import evaluate_scores
+from miaray.attacks.metrics import METRICS, evaluate_scores
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
 from miaray.config import (ATTACKS, DEFENSE_PARAMS, DEFENSES, METHODS, PAPER_SPLIT, TRAINED_ATTACKS, ConfigError,
                            TrainConfig, UnitConfig, format_split, parse_name_values, parse_split)
@@ -38,11 +40,11 @@ from miaray.data.splits import Split, Splits, make_splits
 from miaray.defenses import make_defense
 from miaray.models import build_model
 from miaray.prune import prune, sparsity_report
-from miaray.results import write_parquet
+from miaray.results import write_parquet, write_unit_rows
 from miaray.store import Store
 from miaray.train import TensorSplit, TrainingDiverged, evaluate, fit
 
-METRICS = ("attack_acc", "attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "advantage")
+GAPS = ("confidence_gap", "sensitivity_gap", "generalization_gap")
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -182,26 +184,53 @@ def membership(ctx: UnitContext, role: str) -> np.ndarray:
     return np.concatenate([np.ones(len(s.train), dtype=np.int64), np.zeros(len(s.test), dtype=np.int64)])
 
 
-def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals],
-                attacks: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def original_attack_key(config: UnitConfig, attack: str) -> dict[str, Any]:
+    """Cache key of one attack on the unpruned target: what its result depends on. The originals of
+    the target and of every shadow (their keys: dataset, arch, width, seed, split, training), the
+    attack, its training epochs (trained attacks only) and seed, and the metric names (a cached row
+    holds exactly these). Not the pruning method, sparsity or defense: the 20 cells of a (dataset,
+    arch, seed) share it."""
+    return {"kind": "original_attack", "target": config.original_key("target"),
+            "shadows": [config.original_key(role) for role in config.roles()[1:]], "attack": attack,
+            "attack_epochs": config.attack_epochs if attack in TRAINED_ATTACKS else None,
+            "seed": config.seed, "metrics": list(METRICS)}
+
+
+def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals], attacks: tuple[str, ...],
+                cache_key: Callable[[str], dict[str, Any]] | None = None
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Fit each attack on the pooled shadow signals only, score it on the target.
 
-    Returns (one metrics row per attack, ROC points per attack)."""
-    # Attack models train where the data lives (the GPU when there is one).
-    pooled, target = Signals.concat(list(shadows.values())).to(ctx.device), target.to(ctx.device)
-    pooled_membership = np.concatenate([membership(ctx, role) for role in shadows])
+    With `cache_key`, an attack's result (metrics and ROC points) is kept in the store under
+    `cache_key(attack)` and loaded, not recomputed, by every later unit that asks for the same key.
+    Returns (one metrics row per attack, ROC points per attack); `time_attack_s` is what this call
+    spent (loading, for a stored result)."""
     truth = membership(ctx, "target")
+    on_device: dict[str, Any] = {}
+
+    def compute(name: str) -> tuple[dict[str, Any], dict]:
+        if not on_device:  # pooled once, and only when an attack must actually run
+            # Attack models train where the data lives (the GPU when there is one).
+            on_device.update(pooled=Signals.concat(list(shadows.values())).to(ctx.device),
+                             membership=np.concatenate([membership(ctx, role) for role in shadows]),
+                             target=target.to(ctx.device))
+        params = {"epochs": ctx.config.attack_epochs} if ctx.config.attack_epochs and name in TRAINED_ATTACKS else {}
+        attack = make_attack(name, seed=ctx.config.seed, **params).fit(on_device["pooled"], on_device["membership"])
+        scores = attack.predict_proba(on_device["target"])
+        fpr, tpr, _ = roc_curve(truth, scores)  # the scores also give the metrics below
+        return {"metrics": evaluate_scores(attack, scores, truth), "fpr": torch.from_numpy(fpr),
+                "tpr": torch.from_numpy(tpr)}, {}
+
     rows, roc = [], []
     for name in attacks:
         start = time.perf_counter()
-        params = {"epochs": ctx.config.attack_epochs} if ctx.config.attack_epochs and name in TRAINED_ATTACKS else {}
-        attack = make_attack(name, seed=ctx.config.seed, **params).fit(pooled, pooled_membership)
-        scores = attack.predict_proba(target)
-        metrics = evaluate_scores(attack, scores, truth)  # the scores also draw the ROC below
+        result, _ = (compute(name) if cache_key is None
+                     else ctx.store.get_or_build(cache_key(name), lambda: compute(name)))
+        metrics = result["metrics"]
         rows.append({"attack": name, **metrics, "time_attack_s": time.perf_counter() - start})
-        fpr, tpr, _ = roc_curve(truth, scores)
-        roc += [{"attack": name, "fpr": f, "tpr": t} for f, t in zip(fpr, tpr)]
-        ctx.log(f"attack {name:10s} acc {metrics['attack_acc']:.3f}  auc {metrics['attack_auc']:.3f}")
+        roc += [{"attack": name, "fpr": f, "tpr": t} for f, t in zip(result["fpr"].tolist(), result["tpr"].tolist())]
+        ctx.log(f"attack {name:10s} acc {metrics['attack_acc']:.3f}  auc {metrics['attack_auc']:.3f}"
+                + ("" if cache_key is None else " (unpruned target)"))
     return rows, roc
 
 
@@ -257,7 +286,9 @@ def make_context(config: UnitConfig, *, store: Store | None = None, data_root: s
 def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,
              device: str | torch.device | None = None, log: Callable[[str], None] | None = None,
              artifacts_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Run one grid cell and return one row per attack (plus the 'Conf (Org.)' baseline row).
+    """Run one grid cell and return its rows: one per attack on the pruned target
+    (`target_model == "pruned"`), then one per attack of `config.resolved_original_attacks` on the
+    unpruned target (`"original"`; with ("conf",) the paper's 'Conf (Org.)' baseline).
 
     A unit whose training diverges (NaN loss, typical under large DP noise) returns rows with
     status 'failed' and the reason, instead of numbers. With `artifacts_dir`, the target's per-sample
@@ -289,12 +320,16 @@ def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str |
               "finetune_epochs": target_meta["epochs_run"], "original_epochs": original_meta["epochs_run"],
               "time_originals_s": t1 - t0, "time_prune_finetune_s": t2 - t1, "time_signals_s": t3 - t2}
     rows, rocs, tables = [], [], []
-    # The pruned target attacked by every requested attack, then the paper's "Conf (Org.)" baseline:
-    # the unpruned target attacked with Conf fitted on the unpruned shadows.
-    for target_model, sigs, meta, attacks in (("pruned", signals, target_meta, config.attacks),
-                                              ("original", original_signals, original_meta, ("conf",))):
+    # The pruned target attacked by every requested attack, then the unpruned target by
+    # `original_attacks` (by default the same list; ("conf",) is the paper's "Conf (Org.)" baseline),
+    # fitted on the unpruned shadows. The latter depend on the originals only: stored once per
+    # (dataset, arch, seed, ...), shared by every cell.
+    for target_model, sigs, meta, attacks, cache_key in (
+            ("pruned", signals, target_meta, config.attacks, None),
+            ("original", original_signals, original_meta, config.resolved_original_attacks,
+             lambda attack: original_attack_key(config, attack))):
         metric_rows, roc = attack_rows(ctx, target=sigs["target"], shadows={r: sigs[r] for r in shadow_roles},
-                                       attacks=attacks)
+                                       attacks=attacks, cache_key=cache_key)
         rows += [{**common, "target_model": target_model, "target_train_acc": meta["train_acc"],
                   "target_test_acc": meta["test_acc"], **_gaps(ctx, sigs["target"], meta), **row}
                  for row in metric_rows]
@@ -330,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attacks", default="conf",
                    help=f"'all' or a comma list of {', '.join(ATTACKS)} (default: conf, the cheapest; "
                         "SAMIA's 100-epoch schedule costs minutes on a CPU)")
+    p.add_argument("--original-attacks", default="same", metavar="same|conf|LIST",
+                   help="attacks on the unpruned target, fitted on the unpruned shadows: 'same' as "
+                        "--attacks (compared attack by attack; computed once per dataset, arch and seed, "
+                        "then loaded from the cache), 'conf' (the paper's Conf (Org.) baseline, cheapest), "
+                        "'all', or a comma list")
     p.add_argument("--defense", default="basic", help=f"one of {', '.join(DEFENSES)}")
     p.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
                    help="e.g. lambda=4 (ppb), noise_multiplier=1 max_grad_norm=1 (dp), alpha=4 (adv)")
@@ -344,33 +384,88 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="dataset folder (default: $MIARAY_DATA)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", default=None, help="also write the rows to this .csv or .parquet file")
+    p.add_argument("--artifacts", default=None, metavar="DIR",
+                   help="write what a sweep cell writes into DIR: rows/<unit_id>.parquet (read by "
+                        "miaray.results.load and analysis/), signals/ and roc/ (per-sample signals, ROC curves)")
     return p
+
+
+OUT_SUFFIXES = (".csv", ".parquet")
+
+
+def check_out(path: str) -> None:
+    """Reject an --out that could not be written after the unit ran: its suffix, its folder."""
+    target = Path(path).expanduser()
+    if target.suffix not in OUT_SUFFIXES:
+        raise ConfigError(f"--out {path!r}: the file must end in {' or '.join(OUT_SUFFIXES)}")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ConfigError(f"--out {path!r}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError(f"--out {path!r}: not writable")
+
+
+def _attack_list(text: str, *, option: str) -> tuple[str, ...]:
+    attacks = ATTACKS if text.strip() == "all" else tuple(a.strip() for a in text.split(",") if a.strip())
+    if not attacks:
+        raise ConfigError(f"{option} {text!r} names no attack: give 'all' or a comma list of {', '.join(ATTACKS)}")
+    return attacks
 
 
 def config_from_args(args: argparse.Namespace) -> UnitConfig:
     width = args.width if args.width is not None else (0.125 if args.dataset in EMBEDDED_DATASETS else 1.0)
-    attacks = ATTACKS if args.attacks == "all" else tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    attacks = _attack_list(args.attacks, option="--attacks")
+    original_attacks = None if args.original_attacks.strip() == "same" else _attack_list(args.original_attacks,
+                                                                                      option="--original-attacks")
     return UnitConfig(dataset=args.dataset, arch=args.arch, method=args.method, sparsity=args.sparsity,
                       seed=args.seed, width=width, num_shadows=args.shadows, shadow_method=args.shadow_method,
-                      shadow_sparsity=args.shadow_sparsity, attacks=attacks, attack_epochs=args.attack_epochs, defense=args.defense,
+                      shadow_sparsity=args.shadow_sparsity, attacks=attacks, original_attacks=original_attacks,
+                      attack_epochs=args.attack_epochs, defense=args.defense,
                       defense_params=parse_name_values(args.defense_param, option="--defense-param"), adaptive=args.adaptive,
                       split=parse_split(args.split, option="--split"),
                       train=TrainConfig(max_epochs=args.max_epochs, patience=args.patience)).validate()
 
 
+# The columns `format_rows` shows per attack, pruned next to original (the counts are in the header).
+SHOWN_METRICS = tuple(m for m in METRICS if not m.startswith("n_"))
+
+
 def format_rows(rows: list[dict[str, Any]]) -> str:
-    """Accuracy summary and an attacks x metrics table, for people."""
+    """For people: each target's accuracy and gaps, then per attack every metric on the pruned target
+    next to the same attack on the unpruned one ('-' where it did not run there, 'nan' where the set
+    cannot measure it)."""
     df = pd.DataFrame(rows)
     if (df["status"] != "ok").any():
         return f"FAILED: {df['error'].iloc[0]}"
     first = df.iloc[0]
-    lines = [f"original target: train acc {first['original_train_acc']:.4f}  test acc {first['original_test_acc']:.4f}",
-             f"pruned target:   train acc {first['target_train_acc']:.4f}  test acc {first['target_test_acc']:.4f}"
-             f"  (achieved sparsity {first['achieved_sparsity']:.3f}"
-             + (f", epsilon {first['epsilon']:.3g}" if math.isfinite(first["epsilon"]) else "") + ")", ""]
-    table = df.assign(attack=np.where(df["target_model"] == "original", df["attack"] + " (org.)", df["attack"]))
-    cols = ["attack", *METRICS, "confidence_gap", "sensitivity_gap", "generalization_gap"]
-    lines.append(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    lines = []
+    for target_model, title in (("original", "original target"), ("pruned", "pruned target")):
+        model = df[df["target_model"] == target_model].iloc[0]
+        extra = ""
+        if target_model == "pruned":
+            extra = f"  achieved sparsity {model['achieved_sparsity']:.3f}" + (
+                f", epsilon {model['epsilon']:.3g}" if math.isfinite(model["epsilon"]) else "")
+        lines.append(f"{title + ':':17s}train acc {model['target_train_acc']:.4f}  test acc "
+                     f"{model['target_test_acc']:.4f}  gaps: " + "  ".join(
+                         f"{gap.removesuffix('_gap')} {model[gap]:.4f}" for gap in GAPS) + extra)
+    lines.append(f"attacks fitted on the shadows, scored on {int(first['n_members'])} members and "
+                 f"{int(first['n_nonmembers'])} non-members of the target; advantage = tpr - fpr at the attack's "
+                 "own decision, max_advantage = best threshold chosen with the target's labels (an oracle bound)")
+    lines.append("")
+    order = [a for a in ATTACKS if a in set(df["attack"])]
+    models = [m for m in ("pruned", "original") if m in set(df["target_model"])]
+    table = (df.set_index(["attack", "target_model"])[list(SHOWN_METRICS)].unstack("target_model")
+             .reindex(index=order, columns=pd.MultiIndex.from_product([SHOWN_METRICS, models])))
+    ran = df.assign(ran=True).pivot(index="attack", columns="target_model", values="ran").reindex(
+        index=order, columns=models).fillna(False).astype(bool)
+    # NaN that ran is a metric the set cannot measure (TPR at an FPR below 1 / n_nonmembers): "nan".
+    text = table.map(lambda v: "nan" if pd.isna(v) else f"{v:.4f}")
+    for metric in SHOWN_METRICS:
+        for model in models:
+            text.loc[~ran[model], (metric, model)] = "-"
+    text.columns = pd.MultiIndex.from_tuples([(metric, "org." if model == "original" else model)
+                                              for metric, model in text.columns])
+    lines.append(text.to_string())
     return "\n".join(lines)
 
 
@@ -379,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
+        if args.out:
+            check_out(args.out)
     except ConfigError as error:
         parser.error(str(error))  # exits 2 before any training, naming the field and the choices
     start = time.perf_counter()
@@ -387,12 +484,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=sys.stderr, flush=True)
 
     store = Store(args.cache)
-    rows = run_unit(config, store=store, data_root=args.data_root, device=args.device, log=log)
+    rows = run_unit(config, store=store, data_root=args.data_root, device=args.device, log=log,
+                    artifacts_dir=args.artifacts)
     print(format_rows(rows))
     print(f"\nfinished in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    if args.artifacts:
+        print(f"rows: {write_unit_rows(experiment=args.artifacts, unit_id=config.unit_id(), rows=rows)}",
+              file=sys.stderr)
     if args.out:
         df = pd.DataFrame(rows)
-        df.to_parquet(args.out) if args.out.endswith(".parquet") else df.to_csv(args.out, index=False)
+        out = Path(args.out).expanduser()
+        df.to_parquet(out, index=False) if out.suffix == ".parquet" else df.to_csv(out, index=False)
     return 0 if all(row["status"] == "ok" for row in rows) else 1
 
 

@@ -8,7 +8,8 @@ the same thing about the same rows:
 - `headline_attack`: the one attack the sparsity matrix (and the analysis figures) report;
 - `sparsity_matrix_table`: attack accuracy by target sparsity x shadow sparsity (Fig. 12/13);
 - `accuracy_loss_table`: the attack accuracy loss when the shadows are pruned differently (Table 1),
-  over the drawn pairs (`PAIRS_FILE`, written by the sweep) and per study.
+  over the drawn pairs (`PAIRS_FILE`, written by the sweep) and per study; `matched_losses`, the
+  per-unit losses it averages (for intervals over seeds and the claims).
 """
 
 from __future__ import annotations
@@ -61,17 +62,23 @@ def headline_attack(rows: pd.DataFrame) -> str | None:
     return HEADLINE_ATTACK if HEADLINE_ATTACK in means.index else str(means.idxmax())
 
 
-def sparsity_matrix_table(rows: pd.DataFrame, *, attack: str) -> pd.DataFrame:
-    """Fig. 12/13: the mean accuracy of `attack` per (dataset, arch, method, target sparsity), one
-    column per shadow sparsity, over the shadows pruned by the target's method; only the (dataset,
-    arch, method) that have a row at another shadow sparsity. Rows of one defense and split ratio are
-    expected (the mean runs over everything else, e.g. seeds). Empty when there is no such row."""
+def sparsity_matrix_rows(rows: pd.DataFrame, *, attack: str) -> pd.DataFrame:
+    """The rows of Fig. 12/13: successful `attack` rows on pruned targets whose shadows used the
+    target's method, of the (dataset, arch, method) that have a row at another shadow sparsity.
+    Empty when there is none."""
     rows = _successful_pruned(rows)
     if rows.empty:
         return pd.DataFrame()
     rows = rows[(rows["shadow_method"] == rows["method"]) & (rows["attack"] == attack)]
     # The diagonal alone (a known-pruning cell) is not a matrix.
-    rows = rows.merge(differently_pruned(rows)[MATRIX_CELL].drop_duplicates(), on=MATRIX_CELL)
+    return rows.merge(differently_pruned(rows)[MATRIX_CELL].drop_duplicates(), on=MATRIX_CELL)
+
+
+def sparsity_matrix_table(rows: pd.DataFrame, *, attack: str) -> pd.DataFrame:
+    """Fig. 12/13: the mean accuracy of `attack` per (dataset, arch, method, target sparsity), one
+    column per shadow sparsity, over `sparsity_matrix_rows`. Rows of one defense and split ratio are
+    expected (the mean runs over everything else, e.g. seeds). Empty when there is no such row."""
+    rows = sparsity_matrix_rows(rows, attack=attack)
     if rows.empty:
         return pd.DataFrame()
     table = rows.pivot_table(index=[*MATRIX_CELL, "sparsity"], columns="shadow_sparsity", values="attack_acc",
@@ -79,18 +86,13 @@ def sparsity_matrix_table(rows: pd.DataFrame, *, attack: str) -> pd.DataFrame:
     return table.reset_index()
 
 
-def accuracy_loss_table(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Table 1: mean (acc_known - acc_unknown) / acc_known per (dataset, arch, study), one column per
-    attack, plus `pairs`, the number of differently pruned units averaged. Each successful pruned row
-    whose shadows were pruned differently is matched to the known-pruning row of the same target
-    (SAME_TARGET and the defense hyperparameters). Studies:
-
-    - 'random pairs' (only with `pairs`, the `PAIRS_COLUMNS` frame `unknown_pruning.py` records): the
-      drawn (known, unknown) units themselves, whatever their methods: the paper's Table 1 statistic;
-    - 'method': every unit whose shadows used another method than the target;
-    - 'sparsity': same method, another sparsity (Fig. 12/13's off-diagonal).
-
-    Empty when no row matches."""
+def matched_losses(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (differently pruned unit, attack) matched to the known-pruning row of the same
+    target (SAME_TARGET and the defense hyperparameters), with `study` and `loss` = (acc_known -
+    acc_unknown) / acc_known; the unknown unit's columns keep their names, the known unit's id and
+    accuracy end in `_known` (the unknown's in `_unknown`). Studies, as in `accuracy_loss_table`:
+    'random pairs' (the drawn `pairs`, whatever their methods; a drawn unit appears again under its
+    own study), 'method' and 'sparsity'. Empty when no row matches."""
     rows = _successful_pruned(rows)
     unknown = differently_pruned(rows)
     if unknown.empty:
@@ -106,6 +108,24 @@ def accuracy_loss_table(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None
     if pairs is not None and not pairs.empty:
         drawn = matched.merge(pairs[PAIRS_COLUMNS].drop_duplicates(), on=PAIRS_COLUMNS)
         matched = pd.concat([drawn.assign(study=RANDOM_PAIRS), matched], ignore_index=True)
+    return matched
+
+
+def accuracy_loss_table(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table 1: mean (acc_known - acc_unknown) / acc_known per (dataset, arch, study), one column per
+    attack, plus `pairs`, the number of differently pruned units averaged. Each successful pruned row
+    whose shadows were pruned differently is matched to the known-pruning row of the same target
+    (`matched_losses`). Studies:
+
+    - 'random pairs' (only with `pairs`, the `PAIRS_COLUMNS` frame `unknown_pruning.py` records): the
+      drawn (known, unknown) units themselves, whatever their methods: the paper's Table 1 statistic;
+    - 'method': every unit whose shadows used another method than the target;
+    - 'sparsity': same method, another sparsity (Fig. 12/13's off-diagonal).
+
+    Empty when no row matches."""
+    matched = matched_losses(rows, pairs=pairs)
+    if matched.empty:
+        return matched
     group = ["dataset", "arch", "study"]
     table = matched.pivot_table(index=group, columns="attack", values="loss", aggfunc="mean")
     table.columns.name = None

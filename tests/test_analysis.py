@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import math
 import re
 import sys
@@ -30,7 +31,8 @@ from analysis.tables import defense_fronts, defense_points, unknown_pruning_loss
 from miaray import results
 from miaray.config import ATTACKS
 from miaray.sweep import record_pairs
-from miaray.unknown_pruning import accuracy_loss_table, headline_attack, sparsity_matrix_table
+from miaray.stats import t_interval
+from miaray.unknown_pruning import accuracy_loss_table, headline_attack, matched_losses, sparsity_matrix_table
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PARAMS = ("alpha", "delta", "k", "lambda", "max_grad_norm", "noise_multiplier")
@@ -74,10 +76,12 @@ def _unit(exp: Path, uid: str, cell: dict, rng: np.random.Generator, *, files: b
         frame.to_parquet(exp / kind / f"{uid}.parquet")
 
 
-def make_experiment(exp: Path, *, unknown: bool = True, defenses: bool = True, files: bool = True) -> Path:
-    """One (dataset, arch) x two methods x two sparsities, plus whatever the flags add, and one failed
-    unit: what a grid, an unknown-pruning study and a defense search leave together. Small on
-    purpose: every PNG costs about a second to draw on this machine."""
+def make_experiment(exp: Path, *, unknown: bool = True, defenses: bool = True, files: bool = True,
+                    seeds: tuple[int, ...] = (0, 1)) -> Path:
+    """One (dataset, arch) x two methods x two sparsities per seed, plus whatever the flags add, and one
+    failed unit: what a grid, an unknown-pruning study and a defense search leave together. Two seeds,
+    so that every mean has an interval to draw. Small on purpose: every PNG costs about a second to
+    draw on this machine."""
     rng = np.random.default_rng(0)
     n = 0
 
@@ -86,20 +90,19 @@ def make_experiment(exp: Path, *, unknown: bool = True, defenses: bool = True, f
         _unit(exp, f"u{n:03d}", cell, rng, **kwargs)
         n += 1
 
-    for method in ("l1_unstructured", "slimming"):
-        for sparsity in (0.5, 0.9):
-            cell = {"dataset": "digits", "arch": "resnet18", "method": method, "sparsity": sparsity}
-            unit(cell, files=files)
-            if unknown:
-                for shadow in (0.0, round(1.4 - sparsity, 1)):  # the other sparsity, exactly
-                    unit({**cell, "shadow_sparsity": shadow}, files=False)
-                other = "slimming" if method == "l1_unstructured" else "l1_unstructured"
-                unit({**cell, "shadow_method": other}, files=False)
-            if defenses and sparsity == 0.5:
-                for adaptive in (False, True):
-                    for lam in (1.0, 16.0):
-                        unit({**cell, "defense": "ppb", "adaptive": adaptive, "defense_lambda": lam}, files=False)
-                    unit({**cell, "defense": "adv", "adaptive": adaptive, "defense_alpha": 2.0}, files=False)
+    for method, sparsity, seed in itertools.product(("l1_unstructured", "slimming"), (0.5, 0.9), seeds):
+        cell = {"dataset": "digits", "arch": "resnet18", "method": method, "sparsity": sparsity, "seed": seed}
+        unit(cell, files=files)
+        if unknown:
+            for shadow in (0.0, round(1.4 - sparsity, 1)):  # the other sparsity, exactly
+                unit({**cell, "shadow_sparsity": shadow}, files=False)
+            other = "slimming" if method == "l1_unstructured" else "l1_unstructured"
+            unit({**cell, "shadow_method": other}, files=False)
+        if defenses and sparsity == 0.5:
+            for adaptive in (False, True):
+                for lam in (1.0, 16.0):
+                    unit({**cell, "defense": "ppb", "adaptive": adaptive, "defense_lambda": lam}, files=False)
+                unit({**cell, "defense": "adv", "adaptive": adaptive, "defense_alpha": 2.0}, files=False)
     unit({"dataset": "digits", "arch": "resnet18", "method": "l2_structured", "sparsity": 0.5}, files=False,
          failed=True)
     return exp
@@ -132,14 +135,15 @@ def test_every_figure_written_from_complete_results(full_figures: tuple[list, Pa
     # Only Table 2 lacks its input (no split ratios in any grid) and says so.
     assert list(skipped) == ["Table 2 (split ratios)"] and "split_ratio" in skipped["Table 2 (split ratios)"]
     names = {p.name for o in outcomes for p in o.files}
-    assert names == {"fig01_histograms_digits_resnet18.png", "fig04_per_class_digits_resnet18.png",
+    # One file (or panel) per model: dataset, arch and width.
+    assert names == {"fig01_histograms_digits_resnet18_w0.25.png", "fig04_per_class_digits_resnet18_w0.25.png",
                      "fig06_test_accuracy.png", "fig07_attack_vs_test_accuracy.png", "fig08_attack_vs_sparsity.png",
-                     "fig09_gaps_digits_resnet18.png", "fig10_attacks_digits_resnet18.png",
-                     "fig11_attacks_l1_unstructured.png", "fig12_unknown_sparsity_digits_resnet18.png",
+                     "fig09_gaps_digits_resnet18_w0.25.png", "fig10_attacks_digits_resnet18_w0.25.png",
+                     "fig11_attacks_l1_unstructured.png", "fig12_unknown_sparsity_digits_resnet18_w0.25.png",
                      "fig13_unknown_sparsity_l1_unstructured.png", "table1_unknown_pruning.csv",
-                     "table1_unknown_pruning.md", "fig16_defenses_digits_resnet18_s0.5.png",
-                     "fig17_defenses_l1_unstructured_s0.5.png", "fig18_adaptive_digits_resnet18_s0.5.png",
-                     "fig19_adaptive_l1_unstructured_s0.5.png", "roc_digits_resnet18.png"}
+                     "table1_unknown_pruning.md", "fig16_defenses_digits_resnet18_w0.25_s0.5.png",
+                     "fig17_defenses_l1_unstructured_s0.5.png", "fig18_adaptive_digits_resnet18_w0.25_s0.5.png",
+                     "fig19_adaptive_l1_unstructured_s0.5.png", "roc_digits_resnet18_w0.25.png"}
     assert names == {p.name for p in out.iterdir()}
     for path in out.glob("*.png"):
         _png_ok(path.read_bytes())
@@ -186,8 +190,12 @@ def test_unknown_pruning_tables_match_hand_computation(tmp_path: Path) -> None:
     rows = load_experiments([exp]).rows
 
     table = accuracy_loss_table(rows)
-    pd.testing.assert_frame_equal(unknown_pruning_loss(rows), table)  # analysis's Table 1 is this one
     assert list(table.columns) == ["dataset", "arch", "study", *sorted(ATTACKS), "pairs"]
+    # Analysis's Table 1 has these means, per width, with intervals over seeds (none: one seed).
+    analysis_table = unknown_pruning_loss(rows)
+    pd.testing.assert_frame_equal(analysis_table[table.columns], table)
+    assert (analysis_table["width"] == 0.25).all() and (analysis_table["n_seeds"] == 1).all()
+    assert analysis_table[[f"{a}_ci_{side}" for a in ATTACKS for side in ("low", "high")]].isna().all(axis=None)
     table = table.set_index("study")
     for attack in ATTACKS:  # _unit gives every attack of a unit the same accuracy
         assert table.loc["sparsity", attack] == pytest.approx((0.8 - 0.7) / 0.8)
@@ -225,28 +233,41 @@ def test_the_sweep_prints_the_tables_analysis_makes(full: Path) -> None:
     rows = load_experiments([full]).rows
     table = unknown_pruning_loss(rows)
     assert set(table["study"]) == {"method", "sparsity"}
-    pd.testing.assert_frame_equal(accuracy_loss_table(raw), table)
+    expected = accuracy_loss_table(raw)
+    # Each seed has the same pairs, so the mean of the seeds' means is the mean over all pairs.
+    pd.testing.assert_frame_equal(table[expected.columns], expected)
     printed = unknown_pruning_summary(raw, matrix=True)
-    assert _format(table) in printed
+    assert _format(expected) in printed
     assert _format(sparsity_matrix_table(rows, attack=headline_attack(rows))) in printed
+    # The interval is over the two seeds' mean losses.
+    matched = matched_losses(rows)
+    per_seed = matched[(matched["study"] == "sparsity") & (matched["attack"] == "samia")].groupby("seed")["loss"].mean()
+    _, low, high, n = t_interval(per_seed)
+    line = table.set_index("study").loc["sparsity"]
+    assert (line["samia_ci_low"], line["samia_ci_high"], line["n_seeds"]) == pytest.approx((low, high, 2))
 
 
-def test_defense_points_apply_the_papers_filter_and_fronts(tmp_path: Path) -> None:
+def test_defense_points_are_seed_means_with_the_papers_filter_and_fronts(tmp_path: Path) -> None:
     exp = tmp_path / "exp"
     rng = np.random.default_rng(0)
-    cell = {"dataset": "digits", "arch": "resnet18", "method": "l1_unstructured", "sparsity": 0.5}
-    _unit(exp, "basic", cell, rng, files=False, acc=0.7)   # test acc 0.8
-    for uid, lam, acc in (("good", 1.0, 0.55), ("same", 2.0, 0.55), ("leaky", 4.0, 0.75)):
-        # The defense runs used fewer attacks than the grid (no SAMIA): the points use one they share.
-        _unit(exp, uid, {**cell, "defense": "ppb", "defense_lambda": lam}, rng, files=False, acc=acc,
-              attacks=("conf", "mentr"))
+    for seed in (0, 1):  # the second seed's attacks are 0.02 stronger
+        cell = {"dataset": "digits", "arch": "resnet18", "method": "l1_unstructured", "sparsity": 0.5, "seed": seed}
+        _unit(exp, f"basic{seed}", cell, rng, files=False, acc=0.7 + 0.02 * seed)   # test acc 0.8
+        for uid, lam, acc in (("good", 1.0, 0.55), ("same", 2.0, 0.55), ("leaky", 4.0, 0.75)):
+            # The defense runs used fewer attacks than the grid (no SAMIA): the points use one they share.
+            _unit(exp, f"{uid}{seed}", {**cell, "defense": "ppb", "defense_lambda": lam}, rng, files=False,
+                  acc=acc + 0.02 * seed, attacks=("conf", "mentr"))
     rows = load_experiments([exp]).rows
     points = defense_points(rows, adaptive=False)
     assert set(points["attack"]) <= {"conf", "mentr"} and points["attack"].nunique() == 1
-    assert set(points.loc[points["paper_dropped"], "unit_id"]) == {"leaky"}  # leakier than Basic
-    assert set(points["unit_id"]) == {"basic", "good", "same", "leaky"}
+    assert len(points) == 4 and (points["n_seeds"] == 2).all()  # one point per hyperparameter, over both seeds
+    by_lambda = points.set_index(points["defense_lambda"].fillna(0.0))
+    assert by_lambda.loc[1.0, "attack_acc"] == pytest.approx(0.56)
+    _, low, high, _ = t_interval([0.55, 0.57])
+    assert (by_lambda.loc[1.0, "attack_acc_ci_low"], by_lambda.loc[1.0, "attack_acc_ci_high"]) == pytest.approx((low, high))
+    assert list(by_lambda.index[by_lambda["paper_dropped"]]) == [4.0]  # leakier than Basic, on the means
     fronts = defense_fronts(points)
-    assert set(fronts.loc[fronts["defense"] == "ppb", "unit_id"]) == {"good", "same"}  # tied points both kept
+    assert set(fronts.loc[fronts["defense"] == "ppb", "defense_lambda"]) == {1.0, 2.0}  # tied points both kept
 
 
 class _Images(HTMLParser):
@@ -275,6 +296,8 @@ def test_report_embeds_every_figure(full: Path, full_figures: tuple[list, Path],
     assert _check_report(page) == len(list(full_figures[1].glob("*.png")))
     text = page.read_text(encoding="utf-8")
     assert "Original vs pruned" in text and "Pareto fronts (adaptive attacks)" in text
+    assert "claims: verdicts" in text and "inconclusive" in text
+    assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", text)  # a mean with its interval over the two seeds
     assert "lambda=1" in text               # a defense front point with its hyperparameter
     assert "TrainingDiverged" in text       # the failed unit is listed
     assert "split_ratio" in text            # Table 2's skip reason
@@ -337,6 +360,25 @@ def test_report_from_a_real_sweep(real_results: list[Path], tmp_path: Path) -> N
     assert _check_report(page) >= 11  # Fig. 6-13 and 16-19 at least
     text = page.read_text(encoding="utf-8")
     assert "lambda=4" in text and "best_attack" in text
+
+
+@pytest.mark.slow
+def test_claims_from_a_real_sweep(real_results: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """analysis/claims.py end to end on what the real sweeps wrote: one seed, so every tested claim is
+    inconclusive; SAMIA did not run, so C4 is 'not run' with its command."""
+    from analysis.claims import COLUMNS, main as claims_main
+
+    capsys.readouterr()
+    out = tmp_path / "claims.csv"
+    assert claims_main([*map(str, real_results), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out, keep_default_na=False)
+    assert list(table.columns) == COLUMNS
+    assert set(table.loc[table["verdict"] == "not run", "claim"]) == {"C4"} and "C4 not run" in printed
+    assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5a", "C5b", "C6"}
+    assert set(table.loc[table["claim"] == "C1", "attack"]) == {"conf", "mentr", "best"}  # like with like
+    one_seed = table[table["claim"].isin(["C1", "C2", "C4", "C5a", "C5b", "C6"]) & (table["verdict"] != "not run")]
+    assert set(one_seed["verdict"]) == {"inconclusive"} and (one_seed["n"] == 1).all()
 
 
 def test_unknown_sparsity_figures_use_an_attack_the_study_ran(tmp_path: Path) -> None:

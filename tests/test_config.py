@@ -18,6 +18,10 @@ from miaray.unit import main as unit_main
     ({"method": "random"}, ["method='random'", "l1_unstructured", "slimming"]),
     ({"sparsity": 1.2}, ["sparsity=1.2"]),
     ({"attacks": ("conf", "lira")}, ["attacks='lira'", "samia"]),
+    ({"attacks": ()}, ["attacks is empty", "conf"]),
+    ({"attacks": ("conf", "conf")}, ["attacks=conf, conf names an attack twice"]),
+    ({"original_attacks": ("lira",)}, ["original_attacks='lira'", "samia"]),
+    ({"original_attacks": ()}, ["original_attacks is empty"]),
     ({"defense": "dropout"}, ["defense='dropout'", "ppb"]),
     ({"defense": "ppb", "defense_params": (("alpha", 1.0),)}, ["defense_params[ppb]", "lambda"]),
     ({"arch": "fc"}, ["arch='fc'", "tabular"]),
@@ -72,7 +76,7 @@ def test_finetune_budget_retrains_no_original():
 def test_roundtrip_dict():
     config = UnitConfig(dataset="digits", arch="resnet18", defense="dp", defense_params=(("noise_multiplier", 2.0),))
     assert UnitConfig.from_dict(config.to_dict()) == config
-    other = UnitConfig(dataset="digits", arch="resnet18", split=(70, 20, 10))
+    other = UnitConfig(dataset="digits", arch="resnet18", split=(70, 20, 10), original_attacks=("conf", "samia"))
     assert UnitConfig.from_dict(json.loads(json.dumps(other.to_dict()))) == other  # a JSON list comes back a tuple
     assert config.resolved_defense_params["noise_multiplier"] == 2.0
     assert config.resolved_defense_params["delta"] == 1e-5

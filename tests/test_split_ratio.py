@@ -87,7 +87,9 @@ def test_units_of_two_splits_fill_table2(tmp_path):
     with pytest.raises(Skipped, match="split_ratio 45/45/10.*--preset table2"):
         split_ratio_table(frame[frame["split_ratio"] == "45/45/10"])
     table = split_ratio_table(frame)
-    assert list(table.columns) == ["dataset", "arch", "method", "sparsity", "45/45/10", "60/30/10"]
+    assert list(table.columns) == ["dataset", "arch", "width", "method", "sparsity",
+                                   *[f"{r}{s}" for r in ("45/45/10", "60/30/10") for s in ("", "_ci_low", "_ci_high")],
+                                   "n_seeds"]
     assert len(table) == 1 and table[["45/45/10", "60/30/10"]].notna().all(axis=None)
     # Every other table reads the paper's split only: the uneven unit's numbers are not averaged in.
     paper_rows = frame[(frame["split_ratio"] == "45/45/10") & (frame["target_model"] == "pruned")]

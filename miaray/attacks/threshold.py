@@ -95,7 +95,10 @@ class ThresholdAttack(Attack):
     """Member iff metric value >= threshold of the sample's class (or the global threshold).
 
     predict_proba returns the margin value - threshold (>= 0 means member): a real-valued score,
-    not a probability, comparable across classes for ROC curves. Deterministic (no seed).
+    not a probability, comparable across classes for ROC curves. The ROC, and so attack_auc,
+    tpr_at_fpr_* and max_advantage (miaray.attacks.metrics), rank this per-class margin, not the raw
+    value: with per-class thresholds the two orders differ across classes. tpr, fpr, attack_acc and
+    advantage are those of the decision margin >= 0. Deterministic (no seed).
     """
 
     per_class: ClassVar[bool] = True

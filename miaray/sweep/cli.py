@@ -29,33 +29,35 @@ MAX_CPUS = 1024  # per trial: far above any node, a guard against typos
 
 # ---- summaries -----------------------------------------------------------------------------------
 def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """One line per cell: pruned target test accuracy, the best attack and its accuracy, Conf (Org.)."""
+    """One line per cell: pruned target test accuracy, the best attack and its accuracy, the best attack on
+    the original (the same attacks, unless the cell ran the paper's Conf-only baseline) and Conf (Org.)."""
     if df.empty:  # no cell left rows (e.g. every trial's node was lost)
         return pd.DataFrame()
     lines = []
     for _, rows in df.groupby("unit_id", sort=False):
         first = rows.iloc[0]
-        line = {k: first[k] for k in ("dataset", "arch", "method", "sparsity", "split_ratio", "shadow_method",
-                                      "shadow_sparsity", "defense", "seed")}
+        line = {k: first[k] for k in ("dataset", "arch", "width", "method", "sparsity", "split_ratio",
+                                      "shadow_method", "shadow_sparsity", "defense", "seed")}
         head = headline(rows.to_dict("records"))  # what the cell's trial reported to Tune
         if head["status"] != "ok":
             line.update(test_acc=math.nan, best_attack="FAILED", best_attack_acc=math.nan,
-                        conf_org_acc=math.nan, error=str(head["error"]))
+                        org_best_attack_acc=math.nan, conf_org_acc=math.nan, error=str(head["error"]))
         else:
             line.update(test_acc=head["target_test_acc"], best_attack=head["best_attack"],
-                        best_attack_acc=head["best_attack_acc"], conf_org_acc=head["conf_org_acc"])
+                        best_attack_acc=head["best_attack_acc"],
+                        org_best_attack_acc=head["original_best_attack_acc"], conf_org_acc=head["conf_org_acc"])
         lines.append(line)
     table = pd.DataFrame(lines)
     if table.empty:
         return table
     # Keep the four keys of a cell, and the others only where they say something.
-    constant = [c for c in ("split_ratio", "defense", "seed") if table[c].nunique() == 1]
+    constant = [c for c in ("width", "split_ratio", "defense", "seed") if table[c].nunique() == 1]
     constant += ["shadow_method", "shadow_sparsity"] if len(known_pruning(table)) == len(table) else []
     if "error" in table:
         table["error"] = table["error"].fillna("")
     # Every key of a cell, so the order depends on the cells only, never on when each one finished.
-    keys = ["dataset", "arch", "method", "sparsity", "split_ratio", "shadow_method", "shadow_sparsity", "defense",
-            "seed"]
+    keys = ["dataset", "arch", "width", "method", "sparsity", "split_ratio", "shadow_method", "shadow_sparsity",
+            "defense", "seed"]
     return table.sort_values(keys, kind="stable", ignore_index=True).drop(columns=constant)
 
 
