@@ -22,8 +22,9 @@ from test_analysis import make_experiment  # noqa: E402
 def test_unreadable_files_are_skipped_and_named_and_the_rest_is_drawn(tmp_path, capsys):
     exp = make_experiment(tmp_path / "exp", unknown=False, defenses=False)
     # Read by the report: a unit's rows, the pairs file, and the signal and ROC files of the units
-    # the figures show (L1 unstructured and Slimming at sparsity 0.5: u000 and u002).
-    damaged = [exp / "rows" / "u001.parquet", exp / PAIRS_FILE, exp / "roc" / "u002.parquet",
+    # the figures show (L1 unstructured and Slimming at sparsity 0.5, seed 0: u000 and u004; make_experiment
+    # numbers units method, sparsity, seed in that order, two seeds each).
+    damaged = [exp / "rows" / "u001.parquet", exp / PAIRS_FILE, exp / "roc" / "u004.parquet",
                exp / "signals" / "u000.parquet"]
     for path in damaged:
         path.write_bytes(b"PAR1 cut short")
