@@ -408,7 +408,7 @@ def check_out(path: str) -> None:
 def _attack_list(text: str, *, option: str) -> tuple[str, ...]:
     attacks = ATTACKS if text.strip() == "all" else tuple(a.strip() for a in text.split(",") if a.strip())
     if not attacks:
-        raise ConfigError(f"{option} {text!r} names no attack: give 'all' or a comma list of {', '.join(ATTACKS)}")
+        raise ConfigError(f"{option} {text!r} is empty: give 'all' or a comma list of {', '.join(ATTACKS)}")
     return attacks
 
 

@@ -169,7 +169,7 @@ CLI_BAD = [
     (["--max-epochs", "0"], "train.max_epochs=0"),
     (["--patience", "0"], "train.patience=0"),
     (["--attack-epochs", "0"], "attack_epochs=0"),
-    (["--attacks", ","], "attacks is empty"),
+    (["--attacks", ","], "--attacks ',' is empty"),
 ]
 
 

@@ -96,4 +96,5 @@ def test_pearson_interval_is_fisher_z():
 
 def test_one_import_for_the_pandas_side(tmp_path):
     assert pareto_front is miaray.pareto.pareto_front  # re-exported, not a copy
-    assert load(tmp_path / "nothing").empty
+    (tmp_path / "empty").mkdir()
+    assert load(tmp_path / "empty").empty  # an experiment with no finished unit yet

@@ -164,7 +164,8 @@ def test_the_other_scripts_reject_out_of_range_options_in_a_dry_run(tmp_path, ca
 
 def test_the_cell_table_is_sorted_by_the_cells_not_by_completion():
     # Rows as a sweep leaves them when seeds finished in the order 0, 1, 4, 3, 2 (seen in a real run).
-    rows = [{"unit_id": f"u{seed}-{sparsity}", "dataset": "digits", "arch": "resnet18", "method": "l1_unstructured",
+    rows = [{"unit_id": f"u{seed}-{sparsity}", "dataset": "digits", "arch": "resnet18", "width": 0.125,
+             "method": "l1_unstructured",
              "sparsity": sparsity, "split_ratio": "45/45/10", "shadow_method": "l1_unstructured",
              "shadow_sparsity": sparsity, "defense": "basic", "seed": seed, "status": "ok", "error": "",
              "target_model": model, "attack": "conf", "attack_acc": 0.5 + seed / 100, "target_test_acc": 0.8}
