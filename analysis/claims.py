@@ -55,7 +55,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.data import (MODEL, Experiment, headline_attack, load_experiments, main_grid, ok, original,  # noqa: E402
                            paper_split, pruned)
-from miaray.config import ATTACKS  # noqa: E402
+from miaray.config import ALL_ATTACKS  # noqa: E402
 from miaray.stats import paired_effect, pearson_interval, t_interval  # noqa: E402
 from miaray.unknown_pruning import known_pruning, matched_losses  # noqa: E402
 
@@ -156,7 +156,7 @@ def _with_best(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _attack_order(attacks: pd.Series) -> list[str]:
     present = set(attacks)
-    return [a for a in (*ATTACKS, BEST) if a in present]
+    return [a for a in (*ALL_ATTACKS, BEST) if a in present]
 
 
 def _effect_rows(claim: Claim, effects: pd.DataFrame, scope_columns: list[str]) -> list[dict]:

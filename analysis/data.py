@@ -1,9 +1,10 @@
 """Loading experiment directories for analysis, and the row selections every figure and table shares.
 
 An experiment directory holds `rows/<unit_id>.parquet` (read by `miaray.results.load`), and, when the
-unit wrote them, `signals/<unit_id>.parquet` (per-sample confidence and sensitivity) and
-`roc/<unit_id>.parquet` (ROC curves). Signal and ROC files are large, so they are listed here and read
-only for the units a figure needs. Several directories can be combined (a grid, the unknown-pruning
+unit wrote them, `signals/<unit_id>.parquet` (per-sample confidence and sensitivity),
+`roc/<unit_id>.parquet` (ROC curves) and `budget/<unit_id>.parquet` (the reference attacks at every
+number of models: kept apart from the rows, so no mean over rows ever counts a cell's attack twice).
+These files are listed here and read only for the units a figure needs. Several directories can be combined (a grid, the unknown-pruning
 study and a defense search); a unit present in more than one counts once. A file that cannot be
 read is skipped with a warning naming it (also kept in `Experiment.notes` for the report), and the
 rest is loaded; a directory that does not exist is an error.
@@ -26,15 +27,19 @@ from miaray.unknown_pruning import PAIRS_COLUMNS, PAIRS_FILE, known_pruning
 
 SIGNALS_DIR = "signals"
 ROC_DIR = "roc"
+BUDGET_DIR = "budget"
 PAPER_SPARSITY = 0.7   # the paper's Fig. 1/4 example (DenseNet121, CIFAR10, L1 unstructured, 70%)
 # Numeric columns the analysis reads; a frame holding only failed rows lacks them, so they are added.
 NUMERIC = ("sparsity", "shadow_sparsity", "seed", "width", "attack_acc", "tpr", "fpr", "advantage", "max_advantage",
            "attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "n_members", "n_nonmembers", "target_train_acc",
            "target_test_acc", "original_test_acc", "confidence_gap", "sensitivity_gap", "generalization_gap",
-           "achieved_sparsity", "epsilon")
+           "achieved_sparsity", "epsilon", "num_references", "n_references")
 TEXT = ("unit_id", "dataset", "arch", "method", "shadow_method", "defense", "status", "error",
         "target_model", "attack")
 ROW_KEY = ["unit_id", "target_model", "attack"]
+# What makes a cell apart from its number of reference models (and the defense_* hyperparameter columns).
+CELL_CONFIG = ("dataset", "arch", "width", "method", "sparsity", "seed", "shadow_method", "shadow_sparsity",
+               "defense", "adaptive", "split_ratio", "target_model", "attack")
 # A model: the panels and tables of the analysis are per (dataset, arch, width), never averaged over widths.
 MODEL = ["dataset", "arch", "width"]
 # Rows written before units took a split ratio all used the paper's: they get it, not a gap.
@@ -53,12 +58,13 @@ class Experiment:
     sources: list[str]
     signal_files: dict[str, Path] = field(default_factory=dict)
     roc_files: dict[str, Path] = field(default_factory=dict)
+    budget_files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)   # files that could not be read, for the user
     # The unknown-pruning study's drawn (known, unknown) unit pairs (miaray.unknown_pruning.PAIRS_FILE).
     pairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRS_COLUMNS))
 
     def read_unit_files(self, kind: str, unit_ids: Sequence[str]) -> pd.DataFrame:
-        """The `signals` or `roc` rows of the given units (those that have a readable file; an
+        """The `signals`, `roc` or `budget` rows of the given units (those that have a readable file; an
         unreadable one is skipped with a warning and a note)."""
         frames = []
         for unit_id in unit_ids:
@@ -69,9 +75,9 @@ class Experiment:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def read_unit_file(self, kind: str, unit_id: str) -> pd.DataFrame:
-        """The `signals` or `roc` rows of one unit; Skipped, saying why, when it has no file or its
-        file cannot be read (then also a warning and a note)."""
-        files = self.signal_files if kind == SIGNALS_DIR else self.roc_files
+        """The `signals`, `roc` or `budget` rows of one unit; Skipped, saying why, when it has no file or
+        its file cannot be read (then also a warning and a note)."""
+        files = {SIGNALS_DIR: self.signal_files, ROC_DIR: self.roc_files, BUDGET_DIR: self.budget_files}[kind]
         if unit_id not in files:
             raise Skipped(f"unit {unit_id} has no {kind}/ file")
         try:
@@ -107,15 +113,28 @@ def normalise(rows: pd.DataFrame) -> pd.DataFrame:
         rows["adaptive"] = False
     rows["adaptive"] = rows["adaptive"].fillna(False).astype(bool)
     rows["split_ratio"] = rows["split_ratio"].fillna(PAPER_SPLIT_RATIO) if "split_ratio" in rows else PAPER_SPLIT_RATIO
+    rows["num_references"] = rows["num_references"].fillna(0)  # rows from before reference models had none
     # A unit rerun (or found in two directories) replaces its rows: keep the last copy.
-    return rows.drop_duplicates(subset=ROW_KEY, keep="last").reset_index(drop=True)
+    return largest_reference_count(rows.drop_duplicates(subset=ROW_KEY, keep="last")).reset_index(drop=True)
+
+
+def largest_reference_count(rows: pd.DataFrame) -> pd.DataFrame:
+    """Each cell's rows at its largest number of reference models only. A sweep over --references runs
+    a cell once per number; with fewer, its models are the first of the larger run's (reference j does
+    not depend on the number), so its results are the larger run's rows for the paper's attacks and
+    points of its budget curve for the others: kept, they would be counted twice in every mean."""
+    config = [c for c in rows.columns if c in CELL_CONFIG or c.startswith("defense_")]
+    if rows.empty or rows["num_references"].nunique() < 2:
+        return rows
+    largest = rows.groupby(config, dropna=False)["num_references"].transform("max")
+    return rows[rows["num_references"] == largest]
 
 
 def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
     """Every result row under `paths` (experiment directories), normalised; signal/ROC files listed.
     FileNotFoundError names a directory that does not exist; unreadable files are skipped, each
     with a warning and a note."""
-    frames, signal_files, roc_files, notes, pairs = [], {}, {}, [], []
+    frames, signal_files, roc_files, budget_files, notes, pairs = [], {}, {}, {}, [], []
     for path in paths:
         experiment = Path(path).expanduser()
         if experiment.is_dir() and not (experiment / results.ROWS_DIR).is_dir():
@@ -130,6 +149,7 @@ def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         signal_files.update(_unit_files(experiment, SIGNALS_DIR))
         roc_files.update(_unit_files(experiment, ROC_DIR))
+        budget_files.update(_unit_files(experiment, BUDGET_DIR))
         try:
             pairs.append(results.read_parquet(experiment / PAIRS_FILE))
         except ValueError as error:  # names the file
@@ -139,7 +159,7 @@ def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
     rows = normalise(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
     pairs = [p for p in pairs if p is not None]
     return Experiment(rows=rows, sources=[str(p) for p in paths], signal_files=signal_files,
-                      roc_files=roc_files, notes=notes,
+                      roc_files=roc_files, budget_files=budget_files, notes=notes,
                       pairs=pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=PAIRS_COLUMNS))
 
 
@@ -204,5 +224,7 @@ def label(value: object) -> str:
              "mentr": "Mentr", "top1_conf": "Top1-Conf", "nn": "NN", "top3_nn": "Top3-NN",
              "nncls": "NNCls", "blindmi": "BlindMI", "cifar10": "CIFAR10", "cifar100": "CIFAR100",
              "svhn": "SVHN", "chmnist": "CHMNIST", "purchase": "Purchase", "texas": "Texas",
-             "location": "Location", "digits": "Digits", "synthetic_tabular": "Synthetic tabular"}
+             "location": "Location", "digits": "Digits", "synthetic_tabular": "Synthetic tabular",
+             "mnist5k": "MNIST-5k", "lira": "LiRA online", "lira_offline": "LiRA offline", "rmia": "RMIA online",
+             "rmia_offline": "RMIA offline"}
     return names.get(str(value), str(value))

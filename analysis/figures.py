@@ -30,9 +30,11 @@ from analysis.data import (MODEL, ROC_DIR, SIGNALS_DIR, Experiment, Skipped, hea
                            representative_units)
 from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, heatmap, line_with_band,  # noqa: E402
                             model_name, pair_title, panels, points_with_whiskers, reference_line, save)
-from analysis.tables import (defense_fronts, defense_points, hyperparameters, split_ratio_table,  # noqa: E402
-                             to_markdown, unknown_pruning_loss, with_intervals)
-from miaray.config import ATTACKS, DEFENSES, METHODS  # noqa: E402
+from analysis.tables import (REFERENCE_BUDGET_METRICS, defense_fronts, defense_points, hyperparameters,  # noqa: E402
+                             reference_budget_table, split_ratio_table, to_markdown, unknown_pruning_loss,
+                             with_intervals)
+from miaray.attacks.metrics import measurable_fpr  # noqa: E402
+from miaray.config import ALL_ATTACKS, DEFENSES, METHODS, REFERENCE_ATTACKS  # noqa: E402
 from miaray import results  # noqa: E402
 from miaray.stats import wide  # noqa: E402
 from miaray.unknown_pruning import differently_pruned, sparsity_matrix_rows  # noqa: E402
@@ -257,7 +259,7 @@ def _attack_bars(ax, part: pd.DataFrame, originals: pd.DataFrame, title: str) ->
     """Bars per attack and sparsity with intervals; the Conf (Org.) line (the paper's) and, per attack
     that ran on the original too, a black tick at its accuracy there (like with like)."""
     grouped_bars(ax, _means(part, by=["sparsity", "attack"], metrics=["attack_acc"]), x="sparsity",
-                 series="attack", value="attack_acc", order=ATTACKS,
+                 series="attack", value="attack_acc", order=ALL_ATTACKS,
                  reference=_means(originals, by=["attack"], metrics=["attack_acc"]) if len(originals) else None)
     conf = originals[originals["attack"] == "conf"]
     conf_org = _means(conf.assign(_all=0), by=["_all"], metrics=["attack_acc"]).iloc[0] if len(conf) else None
@@ -492,6 +494,71 @@ def roc_curves(exp: Experiment, out: Path) -> list[Path]:
     return written
 
 
+# ---- Beyond the paper: reference attacks against their number of models ---------------------------------
+BUDGET_METRICS = dict(zip(REFERENCE_BUDGET_METRICS, ("AUC", "TPR at 1% FPR", "TPR at 0.1% FPR")))
+GUESS = {"attack_auc": 0.5, "tpr_at_fpr_0.01": 0.01, "tpr_at_fpr_0.001": 0.001}  # what guessing scores
+
+
+def _unsupported(ax, metric: str, n_nonmembers: float) -> None:
+    """Say on the panel that its FPR level cannot be measured on this many non-members."""
+    ax.text(0.5, 0.5, f"not measurable:\nFPR {GUESS[metric]:g} < 1 / {n_nonmembers:.0f} non-members", ha="center",
+            va="center", transform=ax.transAxes, fontsize=9, color="#8a5a00")
+    ax.set(xscale="linear", xticks=[], yticks=[])
+
+
+def fig_reference_budget(exp: Experiment, out: Path) -> list[Path]:
+    """Per model and method: AUC and TPR at 1% / 0.1% FPR (rows) of each reference attack against its
+    number of models, one column per sparsity: the pruned target (solid) and the original (dashed),
+    means over seeds with their 95% bands; the paper's headline attack on the pruned target (dotted)."""
+    table = reference_budget_table(exp)
+    grid = pruned(_grid(exp))
+    paper = grid[grid["attack"] == headline_attack(grid[~grid["attack"].isin(REFERENCE_ATTACKS)])] \
+        if (~grid["attack"].isin(REFERENCE_ATTACKS)).any() else grid.iloc[:0]
+    written = []
+    for (*model, method), part in table.groupby([*PAIR, "method"]):
+        sparsities = sorted(part["sparsity"].unique())
+        fig, axes = panels(len(BUDGET_METRICS) * len(sparsities), ncols=len(sparsities), size=(4.4, 3.3),
+                           title=f"Reference attacks against their number of models ({pair_title(*model)}, "
+                                 f"{label(method)}; solid: pruned target, dashed: original; mean over seeds, 95% "
+                                 "bands; offline attacks count shadows, online ones reference models)")
+        mine = paper[np.logical_and.reduce([paper[c] == v for c, v in zip([*PAIR, "method"], (*model, method))])]
+        headline = _means(mine, by=["sparsity"], metrics=list(BUDGET_METRICS)).set_index("sparsity") \
+            if len(mine) else None
+        for row, (metric, name) in enumerate(BUDGET_METRICS.items()):
+            for col, sparsity in enumerate(sparsities):
+                ax = axes[row * len(sparsities) + col]
+                points = part[part["sparsity"] == sparsity]
+                ax.set(title=f"sparsity {sparsity:g}", xlabel="number of models", ylabel=name, xscale="log")
+                n_nonmembers = round(1 / points["fpr_floor"].max())
+                if metric != "attack_auc" and not measurable_fpr(GUESS[metric], n_nonmembers):
+                    _unsupported(ax, metric, n_nonmembers)
+                    continue
+                for attack in [a for a in REFERENCE_ATTACKS if a in set(points["attack"])]:
+                    for target_model, style in (("pruned", "-"), ("original", "--")):
+                        line = points[(points["attack"] == attack) & (points["target_model"] == target_model)]
+                        if len(line):
+                            line_with_band(ax, line, x="n_references", y=metric, color=color(attack), linestyle=style,
+                                           label=label(attack) if target_model == "pruned" else None)
+                ks = sorted(points["n_references"].unique())
+                ax.set_xticks(ks, [f"{k:g}" for k in ks])
+                ax.minorticks_off()
+                ax.axhline(GUESS[metric], color="grey", linewidth=0.8, linestyle=":", label="guessing")
+                if headline is not None and sparsity in headline.index:
+                    ax.axhline(headline.at[sparsity, metric], color=color(mine["attack"].iloc[0]), linewidth=1.2,
+                               linestyle="-.", label=f"{label(mine['attack'].iloc[0])} (pruned)")
+        axes[0].legend(fontsize=7)
+        written.append(save(fig, out / f"reference_budget_{model_name(*model)}_{method}.png"))
+    return written
+
+
+def table_reference_budget(exp: Experiment, out: Path) -> list[Path]:
+    return _write_table(reference_budget_table(exp), out / "table_reference_budget",
+                        "Reference attacks against their number of models (`n_references`: shadows for the offline "
+                        "attacks, reference models for the online ones), pruned and original target, mean over seeds "
+                        "[95% interval]; a TPR at an FPR below `fpr_floor` = 1 / n_nonmembers is blank (not "
+                        "measurable on the set)")
+
+
 # ---- driver ----------------------------------------------------------------------------------------------
 FIGURES: dict[str, Callable[[Experiment, Path], list[Path]]] = {
     "Fig. 1 (signal histograms)": fig01_histograms,
@@ -511,6 +578,8 @@ FIGURES: dict[str, Callable[[Experiment, Path], list[Path]]] = {
     "Fig. 18 (adaptive attacks per method)": fig18_adaptive,
     "Fig. 19 (adaptive attacks per dataset)": fig19_adaptive_datasets,
     "ROC curves (log scale)": roc_curves,
+    "Reference attacks vs number of models (figure)": fig_reference_budget,
+    "Reference attacks vs number of models (table, blank TPR = not measurable)": table_reference_budget,
 }
 
 

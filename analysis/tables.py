@@ -10,6 +10,7 @@ many seeds (`n_seeds`). `with_intervals` turns each triple into one column of te
 - cell_table: per cell, original vs pruned utility and attack success, and the best attack.
 - defense_points / defense_fronts: each defense's (test accuracy, attack accuracy) points, as seed
   means, and the Pareto fronts of those means.
+- reference_budget_table: LiRA and RMIA at every number of models, from the units' `budget/` files.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.data import (MODEL, Skipped, headline_attack, known_pruning, main_grid, ok, original, paper_split,
-                           pruned)
+from analysis.data import (BUDGET_DIR, MODEL, Experiment, Skipped, headline_attack, known_pruning, main_grid, ok,
+                           original, paper_split, pruned)
+from miaray.config import REFERENCE_ATTACKS
 from miaray.results import pareto_front, summary
 from miaray.stats import wide
 from miaray.unknown_pruning import differently_pruned, matched_losses
@@ -33,6 +35,8 @@ DEFENSE_OBJECTIVES = {"target_test_acc": "max", "attack_acc": "min"}
 # The paper's Fig. 16-19 drop a defense point below 75% of Basic's test accuracy or above its attack accuracy.
 PAPER_MIN_RELATIVE_ACC = 0.75
 CI_SUFFIXES = ("_ci_low", "_ci_high")
+REFERENCE_BUDGET_METRICS = ("attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001")
+BUDGET_GROUP = [*CELL, "target_model", "attack", "n_references"]
 
 
 def interval_text(mean: float, low: float, high: float, *, digits: int = 3) -> str:
@@ -220,3 +224,28 @@ def to_markdown(table: pd.DataFrame, *, digits: int = 4) -> str:
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
     body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join([header, rule, *body]) + "\n"
+
+
+def reference_budget_table(exp: Experiment) -> pd.DataFrame:
+    """The reference attacks (LiRA, RMIA) at every number of models `n_references` (the shadows offline,
+    the reference models online), from the `budget/` files of the main grid's units: per (model,
+    method, sparsity, target model, attack, n_references), AUC and TPR at 1% and 0.1% FPR as means over
+    seeds with intervals, `n_seeds`, and `fpr_floor` = 1 / n_nonmembers (a TPR at a lower FPR is NaN:
+    not measurable on the set). Pruned target first, attacks in REFERENCE_ATTACKS order."""
+    if not exp.budget_files:
+        raise Skipped(f"no {BUDGET_DIR}/<unit_id>.parquet files: no unit ran {', '.join(REFERENCE_ATTACKS)} "
+                      "(e.g. python sweeps/full_grid.py --preset lira)")
+    cells = main_grid(exp.rows).drop_duplicates("unit_id")[["unit_id", *CELL, "seed"]]
+    units = [unit for unit in cells["unit_id"] if unit in exp.budget_files]
+    if not units:
+        raise Skipped(f"{len(exp.budget_files)} {BUDGET_DIR}/ files, none of a successful known-pruning Basic unit")
+    lines = exp.read_unit_files(BUDGET_DIR, units)  # unreadable files are left out, with a note
+    if lines.empty:
+        raise Skipped(f"no readable {BUDGET_DIR}/ file among the main grid's {len(units)} units")
+    lines = lines.merge(cells, on="unit_id")
+    table = _seed_means(lines, by=BUDGET_GROUP, metrics=REFERENCE_BUDGET_METRICS)
+    floor = 1.0 / lines.groupby(BUDGET_GROUP, dropna=False)["n_nonmembers"].min().rename("fpr_floor")
+    table = table.merge(floor.reset_index(), on=BUDGET_GROUP, how="left")
+    rank = {"target_model": {"pruned": 0, "original": 1}, "attack": {a: i for i, a in enumerate(REFERENCE_ATTACKS)}}
+    return table.sort_values(BUDGET_GROUP, key=lambda c: c.map(rank[c.name]) if c.name in rank else c,
+                             ignore_index=True)

@@ -113,7 +113,7 @@ def measure(config: UnitConfig, *, store: Store, device: str | None, data_root: 
     signal_row.update(images=queried)
     phases.run(f"signals, originals ({len(roles)} models)", lambda: {
         role: model_signals(ctx, model, config.original_key(role), role) for role, (model, _) in originals.items()})
-    shadows = {role: signals[role] for role in roles[1:]}
+    shadows = {role: signals[role] for role in config.shadow_roles()}
     for name in config.attacks:
         phases.run(f"attack {name}", lambda name=name: attack_rows(ctx, target=signals["target"], shadows=shadows,
                                                                    attacks=(name,)))

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Every GPU check and timing in one call, for a session with a lent GPU (estimated 7-8 minutes on an H200, not yet run):
+# Every GPU check and timing in one call, for a session with a lent GPU (estimated 7-8 minutes on an H200 without step 4, none of it run yet):
 #   bash benchmarks/gpu_session.sh            # JSON and logs under $OUT (default: ./gpu_session_out)
 # 1. the CUDA-graph tests (fit's captured step, the attacks' graphed forward) where pytest is installed;
 # 2. bench_gpu.py: the check row, fit / fit eager, the training modes, packing, the projection (6 min cap);
-# 3. bench_attacks.py: graph vs eager check, seconds per attack step, the attack-training projection.
+# 3. bench_attacks.py: graph vs eager check, seconds per attack step, the attack-training projection;
+# 4. bench_references.py: seconds per reference model (train, prune + fine-tune, phi) and per LiRA / RMIA
+#    attack on the lira preset's cell at 4 epochs (issue 14; not yet run on a GPU, its time unknown).
 # Each step runs even if an earlier one failed; the exit status is the first failure's.
 set -u
 cd "$(dirname "$0")/.."
@@ -30,4 +32,5 @@ else
 fi
 run bench_gpu python benchmarks/bench_gpu.py --deadline 360  # the device tool allows 600 s per call
 run bench_attacks python benchmarks/bench_attacks.py
+run bench_references python benchmarks/bench_references.py --device cuda --max-epochs 4  # 13 models, 4 + 2 epochs each
 exit "$status"

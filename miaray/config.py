@@ -26,6 +26,8 @@ ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "top3_nn", "nncls", "blin
 # Beyond the paper: attacks that read reference models (LiRA, RMIA; REFERENCE section 4). Offline ones use
 # OUT models only (the shadows); online ones need reference models trained on halves of the target's pool.
 REFERENCE_ATTACKS = ("lira_offline", "rmia_offline", "lira", "rmia")
+ONLINE_ATTACKS = ("lira", "rmia")  # the reference attacks that read reference models (the others: shadows)
+ALL_ATTACKS = ATTACKS + REFERENCE_ATTACKS  # every name `attacks` takes, in the order tables show them
 TRAINED_ATTACKS = ("nn", "top3_nn", "nncls", "samia")  # attack models with a training schedule
 DEFENSES = ("basic", "ppb", "dp", "adv")
 # Hyperparameters each defense takes, with the reference defaults (REFERENCE section 5).
@@ -43,8 +45,16 @@ DEFENSE_PARAM_RANGES: dict[str, tuple[float, bool, bool]] = {
     "noise_multiplier": (0.0, True, False), "max_grad_norm": (0.0, False, False), "delta": (0.0, False, False),
 }
 # Seeds go to sklearn's train_test_split (the shadow i split uses seed + i), whose random_state must lie
-# in [0, 2**32 - 1]; the role seeds seed * 1000 + index (+ 500) go to torch, which takes up to 2**64 - 1.
+# in [0, 2**32 - 1]; the role seeds (`UnitConfig.role_seed`) go to torch, which takes up to 2**64 - 1.
 MAX_SEED = 2**32 - 1
+# Role seeds: seed * ROLE_SEED_STRIDE + the role's offset (target 0, shadow i 1 + i, reference j
+# REFERENCE_SEED_OFFSET + j) initialise a model and order its batches; its fine-tuning after pruning
+# adds FINETUNE_SEED_OFFSET. The counts below keep all of them apart within a seed: originals in
+# [0, 500), fine-tunings in [500, 1000).
+ROLE_SEED_STRIDE, REFERENCE_SEED_OFFSET, FINETUNE_SEED_OFFSET = 1000, 200, 500
+MAX_SHADOWS = REFERENCE_SEED_OFFSET - 1                         # 199
+MAX_REFERENCES = FINETUNE_SEED_OFFSET - REFERENCE_SEED_OFFSET   # 300
+MAX_QUERY_SHIFT = 4  # pixels; LiRA's code shifts CIFAR-10 queries by up to 4, and digits are 8 x 8
 # Train / test / validation percent of each half (members / non-members / early stopping): the paper's
 # split (REFERENCE section 1), and the four of its Table 2 (appendix A.5).
 PAPER_SPLIT = (45, 45, 10)
@@ -53,6 +63,18 @@ TABLE2_SPLITS = (PAPER_SPLIT, (50, 40, 10), (60, 30, 10), (70, 20, 10))
 
 class ConfigError(ValueError):
     """A configuration field holds a value miaray cannot run; the message names field and choices."""
+
+
+ROLE_KINDS = ("target", "shadow", "reference")
+
+
+def role_kind(role: str) -> str:
+    """What a role name is: 'target', 'shadow' ('shadow<i>') or 'reference' ('reference<j>')."""
+    for kind in ROLE_KINDS:
+        index = role.removeprefix(kind)
+        if role.startswith(kind) and (index.isdigit() if kind != "target" else not index):
+            return kind
+    raise ValueError(f"unknown role {role!r}: 'target', 'shadow<i>' or 'reference<j>'")
 
 
 def _choice(field_name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -162,6 +184,10 @@ class TrainConfig:
         return max_epochs, self.finetune_epochs or max(1, max_epochs // 2)
 
 
+# UnitConfig fields that came after results were stored (issue 14): their defaults leave unit ids as they were.
+ADDED_FIELD_DEFAULTS: dict[str, Any] = {"num_references": 0, "query_mirror": False, "query_shift": 0}
+
+
 @dataclass(frozen=True)
 class UnitConfig:
     """One grid cell. Target and shadows are built by the same code with a different role."""
@@ -173,6 +199,9 @@ class UnitConfig:
     seed: int = 0
     width: float = 1.0               # channel multiplier; < 1 makes narrow models for tests
     num_shadows: int = 5
+    # Reference models of the online attacks (lira, rmia): trained on halves of the target's pool,
+    # pruned and fine-tuned like the target. 0: none.
+    num_references: int = 0
     shadow_method: str | None = None     # None: same as method (known pruning)
     shadow_sparsity: float | None = None  # None: same as sparsity; 0.0: unpruned shadows
     attacks: tuple[str, ...] = ATTACKS
@@ -180,6 +209,11 @@ class UnitConfig:
     # the original and the pruned target are compared attack by attack; ("conf",): the paper's baseline.
     original_attacks: tuple[str, ...] | None = None
     attack_epochs: int | None = None  # None: each attack's reference schedule (SAMIA 100, MLPs 30)
+    # LiRA's query augmentations (REFERENCE section 4): phi also of the mirrored image and of the image
+    # moved by -shift..shift pixels in each direction, averaged by lira and lira_offline. Off: the paper
+    # trains without augmentation, and digits are not mirror-symmetric.
+    query_mirror: bool = False
+    query_shift: int = 0
     defense: str = "basic"
     defense_params: tuple[tuple[str, float], ...] = ()  # overrides of DEFENSE_PARAMS[defense]
     adaptive: bool = False           # shadows fine-tuned with the target's defense too
@@ -226,16 +260,20 @@ class UnitConfig:
         if self.shadow_sparsity is not None:
             check_number("shadow_sparsity", self.shadow_sparsity, low=0.0, high=1.0, high_inclusive=False)
         check_number("width", self.width, low=0.0, low_inclusive=False)
-        check_number("num_shadows", self.num_shadows, low=1, integer=True)
+        check_number("num_shadows", self.num_shadows, low=1, high=MAX_SHADOWS, integer=True,
+                     why="role seeds keep shadows and reference models apart")
+        check_number("num_references", self.num_references, low=0, high=MAX_REFERENCES, integer=True,
+                     why="role seeds keep reference models apart from the fine-tunings")
         check_number("seed", self.seed, low=0, high=MAX_SEED - (self.num_shadows - 1), integer=True,
                      why=f"shadow i splits with seed + i, and sklearn takes seeds up to {MAX_SEED}")
         for name, attacks in (("attacks", self.attacks), ("original_attacks", self.resolved_original_attacks)):
             if not attacks:
                 raise ConfigError(f"{name} is empty; choose at least one of: {', '.join(ATTACKS)}")
             for attack in attacks:
-                _choice(name, attack, ATTACKS)
+                _choice(name, attack, ALL_ATTACKS)
             if len(set(attacks)) != len(attacks):
                 raise ConfigError(f"{name}={', '.join(attacks)} names an attack twice")
+        self._validate_reference_attacks(image=image)
         if self.attack_epochs is not None:
             check_number("attack_epochs", self.attack_epochs, low=1, integer=True)
         _choice("defense", self.defense, DEFENSES)
@@ -252,9 +290,35 @@ class UnitConfig:
         self.train.validate()
         return self
 
+    def _validate_reference_attacks(self, *, image: bool) -> None:
+        """What LiRA and RMIA need (REFERENCE section 4), in `attacks` or `original_attacks`."""
+        requested = set(self.attacks) | set(self.resolved_original_attacks)
+        n = self.num_references
+        if "lira" in requested and (n < 2 or n % 2):
+            raise ConfigError(f"attack 'lira' (online LiRA) needs an even num_references >= 2, got {n}: reference "
+                              "models come in complementary pairs, so every target sample has as many IN as OUT models")
+        if "rmia" in requested and n < 1:
+            raise ConfigError("attack 'rmia' (online RMIA) needs num_references >= 1, got 0")
+        if n and not requested & set(ONLINE_ATTACKS):
+            raise ConfigError(f"num_references={n}, but no online attack ({', '.join(ONLINE_ATTACKS)}) in attacks or "
+                              "original_attacks reads reference models: add one, or set num_references=0")
+        if "rmia_offline" in requested and self.num_shadows < 2:
+            raise ConfigError("attack 'rmia_offline' calibrates its a by attacking one shadow with the others: "
+                              f"it needs num_shadows >= 2, got {self.num_shadows}")
+        if not isinstance(self.query_mirror, bool):
+            raise ConfigError(f"query_mirror={self.query_mirror!r} is not valid: give True or False")
+        check_number("query_shift", self.query_shift, low=0, high=MAX_QUERY_SHIFT, integer=True)
+        if self.query_mirror or self.query_shift:
+            if not image:
+                raise ConfigError(f"query_mirror / query_shift augment images; dataset {self.dataset!r} is tabular")
+            if not requested & {"lira", "lira_offline"}:
+                raise ConfigError("query_mirror / query_shift are LiRA's query augmentations: they need 'lira' or "
+                                  "'lira_offline' in attacks or original_attacks")
+
     # ---- cache keys ----------------------------------------------------------------------
     def original_key(self, role: str) -> dict[str, Any]:
-        """What determines an original (unpruned) model: role is 'target' or 'shadow<i>'. The split
+        """What determines an original (unpruned) model: role is 'target', 'shadow<i>' or 'reference<j>'
+        (the number of reference models is left out: reference j is the same whatever it is). The split
         decides its training data; the fine-tuning budget is left out (only pruned models use it)."""
         train = {k: v for k, v in dataclasses.asdict(self.train).items() if k != "finetune_epochs"}
         train["max_epochs"] = self.train.epochs(tabular=self.tabular)[0]  # the default filled in: same model
@@ -262,15 +326,16 @@ class UnitConfig:
                 "seed": self.seed, "role": role, "split": self.split, "train": train}
 
     def pruned_key(self, role: str) -> dict[str, Any]:
-        """What determines a pruned + fine-tuned model. Shadows use the shadow method/sparsity and,
-        unless the attack is adaptive, no defense."""
-        is_target = role == "target"
-        defended = is_target or self.adaptive
+        """What determines a pruned + fine-tuned model. Reference models are pruned and fine-tuned exactly
+        like the target (method, sparsity, defense); shadows use the shadow method/sparsity and, unless
+        the attack is adaptive, no defense."""
+        like_target = role_kind(role) != "shadow"
+        defended = like_target or self.adaptive
         return {**self.original_key(role), "kind": "pruned",
                 # The epochs that run, default filled in: an explicit max_epochs // 2 is the same model.
                 "finetune_epochs": self.train.epochs(tabular=self.tabular)[1],
-                "method": self.method if is_target else self.resolved_shadow_method,
-                "sparsity": self.sparsity if is_target else self.resolved_shadow_sparsity,
+                "method": self.method if like_target else self.resolved_shadow_method,
+                "sparsity": self.sparsity if like_target else self.resolved_shadow_sparsity,
                 "defense": self.defense if defended else "basic",
                 "defense_params": self.resolved_defense_params if defended else {}}
 
@@ -280,11 +345,45 @@ class UnitConfig:
         key = self.pruned_key(role)
         return self.original_key(role) if key["sparsity"] == 0.0 else key
 
+    def phi_key(self, model_key: Mapping[str, Any]) -> dict[str, Any]:
+        """Cache key of a model's phi (`miaray.reference_attacks`): the model's key and the queries."""
+        return {**model_key, "kind": "phi", "queries": {"mirror": self.query_mirror, "shift": self.query_shift}}
+
+    def phi_roles(self, attacks: Sequence[str]) -> list[str]:
+        """The roles whose phi `attacks` read: none without a reference attack; else the target, the
+        shadows (offline attacks) and the reference models (online attacks)."""
+        wanted = set(attacks) & set(REFERENCE_ATTACKS)
+        if not wanted:
+            return []
+        return ["target", *(self.shadow_roles() if wanted - set(ONLINE_ATTACKS) else []),
+                *(self.reference_roles() if wanted & set(ONLINE_ATTACKS) else [])]
+
     def roles(self) -> list[str]:
-        return ["target"] + [f"shadow{i}" for i in range(self.num_shadows)]
+        """Every model of the unit: the target, the shadows, the reference models."""
+        return ["target", *self.shadow_roles(), *self.reference_roles()]
+
+    def shadow_roles(self) -> list[str]:
+        return [f"shadow{i}" for i in range(self.num_shadows)]
+
+    def reference_roles(self) -> list[str]:
+        return [f"reference{j}" for j in range(self.num_references)]
+
+    def role_seed(self, role: str) -> int:
+        """Seed of a model's initialisation and batch order: distinct per role, fixed per seed (its
+        fine-tuning after pruning uses this + FINETUNE_SEED_OFFSET)."""
+        kind = role_kind(role)
+        index = 0 if kind == "target" else int(role.removeprefix(kind))
+        offset = {"target": 0, "shadow": 1 + index, "reference": REFERENCE_SEED_OFFSET + index}[kind]
+        return self.seed * ROLE_SEED_STRIDE + offset
 
     def unit_id(self) -> str:
-        return stable_hash(dataclasses.asdict(self))
+        """Content hash of the configuration. Fields added after results existed are left out while
+        they hold their defaults, so the units that do not use them keep their ids (and their rows)."""
+        fields = dataclasses.asdict(self)
+        for name, default in ADDED_FIELD_DEFAULTS.items():
+            if fields[name] == default:
+                del fields[name]
+        return stable_hash(fields)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -44,7 +44,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from miaray import results
-from miaray.config import ATTACKS, DEFENSE_PARAMS, ConfigError, UnitConfig, parse_name_values
+from miaray.config import ALL_ATTACKS, DEFENSE_PARAMS, ConfigError, UnitConfig, parse_name_values
 from miaray.pareto import pareto_front
 from miaray.sweep import (GridSpec, RunSettings, build_originals, build_parser, connect, int_at_least, parse_args,
                           settings_from_args, worker_context)
@@ -382,7 +382,7 @@ def trials_table(study: optuna.Study, *, rows: pd.DataFrame) -> pd.DataFrame:
 
     ok = rows[(rows["status"] == "ok") & (rows["target_model"] == "pruned")]
     wide = ok.set_index(["unit_id", "attack"])[list(METRICS)].groupby(level=[0, 1]).first().unstack("attack")
-    order = sorted(wide.columns, key=lambda c: (ATTACKS.index(c[1]), METRICS.index(c[0])))
+    order = sorted(wide.columns, key=lambda c: (ALL_ATTACKS.index(c[1]), METRICS.index(c[0])))
     wide = wide[order]
     wide.columns = [f"{attack}_{metric}" for metric, attack in order]
     return table.merge(wide, left_on="unit_id", right_index=True, how="left")

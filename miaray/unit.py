@@ -1,11 +1,12 @@
 """One unit of work: train (or load) originals -> prune -> fine-tune -> signals -> attacks -> rows.
 
-`run_unit(config)` composes the science for one grid cell. The target and the shadows go through the
-same functions with a different `role`; every model, mask and signal set is cached in the `Store`
-under a key of exactly the configuration that determines it, so the cells of one (dataset, arch,
-seed) share their originals and a pruned shadow set serves every target that uses it. The attacks on
-the unpruned target are stored the same way (`original_attack_key`): computed by the first cell of a
-(dataset, arch, seed), loaded by the others.
+`run_unit(config)` composes the science for one grid cell. The target, the shadows and the reference
+models (online LiRA / RMIA) go through the same functions with a different `role`; every model, mask
+and signal set is cached in the `Store` under a key of exactly the configuration that determines it,
+so the cells of one (dataset, arch, seed) share their originals and a pruned shadow set serves every
+target that uses it. The attacks on the unpruned target are stored the same way
+(`original_attack_key`): computed by the first cell of a (dataset, arch, seed), loaded by the others.
+The reference-model attacks and their budget curves are composed in `miaray.reference_attacks`.
 
     python -m miaray.unit --dataset digits --arch resnet18 --method l1_unstructured --sparsity 0.7
 """
@@ -32,14 +33,16 @@ from miaray.attacks import make_attack
 from miaray.attacks.blindmi import reference_transform
 from miaray.attacks.metrics import METRICS, evaluate_scores
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
-from miaray.config import (ATTACKS, DEFENSE_PARAMS, DEFENSES, METHODS, PAPER_SPLIT, TRAINED_ATTACKS, ConfigError,
-                           TrainConfig, UnitConfig, format_split, parse_name_values, parse_split)
+from miaray.config import (ALL_ATTACKS, ATTACKS, DEFENSE_PARAMS, DEFENSES, FINETUNE_SEED_OFFSET, METHODS, ONLINE_ATTACKS,
+                           PAPER_SPLIT, REFERENCE_ATTACKS, TRAINED_ATTACKS, ConfigError, TrainConfig, UnitConfig,
+                           format_split, parse_name_values, parse_split)
 from miaray.data import Dataset, load_dataset
 from miaray.data.registry import EMBEDDED_DATASETS
 from miaray.data.splits import Split, Splits, make_splits
 from miaray.defenses import make_defense
 from miaray.models import build_model
 from miaray.prune import prune, sparsity_report
+from miaray.reference_attacks import PARAMETERS, RMIA_GAMMA, ReferencePhi, run_reference_attack
 from miaray.results import write_parquet, write_unit_rows
 from miaray.store import Store
 from miaray.train import TensorSplit, TrainingDiverged, evaluate, fit
@@ -82,11 +85,6 @@ class UnitContext:
             model = model.to(memory_format=torch.channels_last)
         return model
 
-    def role_seed(self, role: str) -> int:
-        """Seed of a model's initialisation and batch order: distinct per role, fixed per seed."""
-        index = 0 if role == "target" else 1 + int(role.removeprefix("shadow"))
-        return self.config.seed * 1000 + index
-
 
 def _accuracies(ctx: UnitContext, model: torch.nn.Module, role: str) -> dict[str, float]:
     s = ctx.split(role)
@@ -104,11 +102,11 @@ def original_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
 
     def build() -> tuple[dict, dict]:
         ctx.log(f"{role}: training original ({cfg.arch}, up to {epochs} epochs)")
-        torch.manual_seed(ctx.role_seed(role))
+        torch.manual_seed(cfg.role_seed(role))
         model = ctx.new_model()
         result = fit(model, ctx.tensors(role), epochs=epochs, lr=cfg.train.lr,
                      weight_decay=cfg.train.weight_decay, batch_size=cfg.train.batch_size,
-                     patience=cfg.train.patience, monitor=cfg.train.monitor, seed=ctx.role_seed(role),
+                     patience=cfg.train.patience, monitor=cfg.train.monitor, seed=cfg.role_seed(role),
                      bn_l1=cfg.train.slimming_l1)
         meta = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "seconds": result.seconds, **_accuracies(ctx, model, role)}
@@ -135,7 +133,8 @@ def pruned_model(ctx: UnitContext, role: str, original: tuple[torch.nn.Module, d
 
     def build() -> tuple[dict, dict]:
         model = copy.deepcopy(original[0]) if original else original_model(ctx, role)[0]
-        torch.manual_seed(ctx.role_seed(role) + 500)  # dropout (fc) draws the same whatever ran before
+        seed = cfg.role_seed(role) + FINETUNE_SEED_OFFSET
+        torch.manual_seed(seed)  # dropout (fc) draws the same whatever ran before
         ctx.log(f"{role}: pruning {key['method']} at {key['sparsity']}, fine-tuning with "
                 f"{key['defense']} (up to {finetune_epochs} epochs)")
         masks = prune(model, method=key["method"], sparsity=key["sparsity"])
@@ -143,11 +142,11 @@ def pruned_model(ctx: UnitContext, role: str, original: tuple[torch.nn.Module, d
         data = ctx.tensors(role)
         # ADV's reference non-members: the model's own validation split (held out from training).
         defense = make_defense(key["defense"], key["defense_params"], num_classes=ctx.data.num_classes,
-                               reference=(data.x_val, data.y_val), seed=ctx.role_seed(role))
+                               reference=(data.x_val, data.y_val), seed=cfg.role_seed(role))
         result = fit(model, data, epochs=finetune_epochs, lr=cfg.train.lr,
                      weight_decay=cfg.train.weight_decay, batch_size=cfg.train.batch_size,
                      patience=cfg.train.patience, monitor=cfg.train.monitor,
-                     seed=ctx.role_seed(role) + 500, masks=masks, defense=defense)
+                     seed=seed, masks=masks, defense=defense)
         meta = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "seconds": result.seconds, "achieved_sparsity": report["sparsity"],
                 "bn_channel_fraction": report.get("bn_channel_fraction"),
@@ -189,26 +188,38 @@ def original_attack_key(config: UnitConfig, attack: str) -> dict[str, Any]:
     the target and of every shadow (their keys: dataset, arch, width, seed, split, training), the
     attack, its training epochs (trained attacks only) and seed, and the metric names (a cached row
     holds exactly these). Not the pruning method, sparsity or defense: the 20 cells of a (dataset,
-    arch, seed) share it."""
-    return {"kind": "original_attack", "target": config.original_key("target"),
-            "shadows": [config.original_key(role) for role in config.roles()[1:]], "attack": attack,
-            "attack_epochs": config.attack_epochs if attack in TRAINED_ATTACKS else None,
-            "seed": config.seed, "metrics": list(METRICS)}
+    arch, seed) share it. A reference attack (LiRA, RMIA) reads the originals of the models it
+    reads instead of the shadows (the shadows offline, the reference models online: the number of
+    them sets its budgets), its queries and the parameters its rows state."""
+    key = {"kind": "original_attack", "target": config.original_key("target"),
+           "shadows": [config.original_key(role) for role in config.shadow_roles()], "attack": attack,
+           "attack_epochs": config.attack_epochs if attack in TRAINED_ATTACKS else None,
+           "seed": config.seed, "metrics": list(METRICS)}
+    if attack in REFERENCE_ATTACKS:
+        online = attack in ONLINE_ATTACKS
+        key.update(shadows=[] if online else key["shadows"],
+                   references=[config.original_key(role) for role in config.reference_roles()] if online else [],
+                   queries=config.phi_key({})["queries"], parameters=list(PARAMETERS), rmia_gamma=RMIA_GAMMA)
+    return key
 
 
 def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals], attacks: tuple[str, ...],
-                cache_key: Callable[[str], dict[str, Any]] | None = None
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Fit each attack on the pooled shadow signals only, score it on the target.
+                cache_key: Callable[[str], dict[str, Any]] | None = None, phi: ReferencePhi | None = None
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Fit each attack on the shadows' (or reference models') signals only, score it on the target.
 
-    With `cache_key`, an attack's result (metrics and ROC points) is kept in the store under
-    `cache_key(attack)` and loaded, not recomputed, by every later unit that asks for the same key.
-    Returns (one metrics row per attack, ROC points per attack); `time_attack_s` is what this call
-    spent (loading, for a stored result)."""
+    The paper's attacks fit on the pooled shadow signals; the reference attacks (LiRA, RMIA) read
+    `phi` (`miaray.reference_attacks`) at every budget. With `cache_key`, an attack's result (metrics,
+    ROC points, budget) is kept in the store under `cache_key(attack)` and loaded, not recomputed, by
+    every later unit that asks for the same key. Returns (one metrics row per attack, ROC points per
+    attack, the reference attacks' budget lines); `time_attack_s` is what this call spent (loading,
+    for a stored result)."""
     truth = membership(ctx, "target")
     on_device: dict[str, Any] = {}
 
     def compute(name: str) -> tuple[dict[str, Any], dict]:
+        if name in REFERENCE_ATTACKS:
+            return run_reference_attack(name, phi, truth), {}
         if not on_device:  # pooled once, and only when an attack must actually run
             # Attack models train where the data lives (the GPU when there is one).
             on_device.update(pooled=Signals.concat(list(shadows.values())).to(ctx.device),
@@ -221,17 +232,19 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
         return {"metrics": evaluate_scores(attack, scores, truth), "fpr": torch.from_numpy(fpr),
                 "tpr": torch.from_numpy(tpr)}, {}
 
-    rows, roc = [], []
+    rows, roc, budget = [], [], []
     for name in attacks:
         start = time.perf_counter()
         result, _ = (compute(name) if cache_key is None
                      else ctx.store.get_or_build(cache_key(name), lambda: compute(name)))
         metrics = result["metrics"]
-        rows.append({"attack": name, **metrics, "time_attack_s": time.perf_counter() - start})
+        rows.append({"attack": name, **metrics, **result.get("params", {}), "time_attack_s": time.perf_counter() - start})
         roc += [{"attack": name, "fpr": f, "tpr": t} for f, t in zip(result["fpr"].tolist(), result["tpr"].tolist())]
-        ctx.log(f"attack {name:10s} acc {metrics['attack_acc']:.3f}  auc {metrics['attack_auc']:.3f}"
+        budget += [{"attack": name, **line} for line in result.get("budget", [])]
+        ctx.log(f"attack {name:12s} acc {metrics['attack_acc']:.3f}  auc {metrics['attack_auc']:.3f}"
+                + (f"  ({result['params']['n_references']} models)" if "params" in result else "")
                 + ("" if cache_key is None else " (unpruned target)"))
-    return rows, roc
+    return rows, roc, budget
 
 
 def _gaps(ctx: UnitContext, signals: Signals, accuracies: dict) -> dict[str, float]:
@@ -257,7 +270,8 @@ def config_columns(config: UnitConfig) -> dict[str, Any]:
             "method": config.method, "sparsity": config.sparsity, "seed": config.seed,
             "width": config.width, "shadow_method": config.resolved_shadow_method,
             "shadow_sparsity": config.resolved_shadow_sparsity, "defense": config.defense,
-            "adaptive": config.adaptive, "split_ratio": format_split(config.split)}
+            "adaptive": config.adaptive, "split_ratio": format_split(config.split),
+            "num_references": config.num_references}
     for name in sorted({p for params in DEFENSE_PARAMS.values() for p in params}):
         cols[f"defense_{name}"] = config.resolved_defense_params.get(name, math.nan)
     return cols
@@ -278,26 +292,41 @@ def make_context(config: UnitConfig, *, store: Store | None = None, data_root: s
     x = data.x.to(device)
     if device.type == "cuda" and data.is_image:
         x = x.contiguous(memory_format=torch.channels_last)
-    splits = make_splits(len(data.y), seed=config.seed, num_shadows=config.num_shadows, split=config.split)
+    splits = make_splits(len(data.y), seed=config.seed, num_shadows=config.num_shadows, split=config.split,
+                         num_references=config.num_references)
     return UnitContext(config=config, data=data, x=x, y=data.y.to(device), splits=splits,
                        store=store or Store(), device=device, log=log or (lambda message: None))
 
 
-def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,
-             device: str | torch.device | None = None, log: Callable[[str], None] | None = None,
-             artifacts_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Run one grid cell and return its rows: one per attack on the pruned target
-    (`target_model == "pruned"`), then one per attack of `config.resolved_original_attacks` on the
-    unpruned target (`"original"`; with ("conf",) the paper's 'Conf (Org.)' baseline).
+@dataclass
+class UnitResult:
+    """What one unit produces: its rows, and the per-unit tables a sweep keeps beside them: the
+    target's per-sample signals, the attacks' ROC points and the reference attacks' budget lines
+    (each with `target_model`; empty for a failed unit)."""
 
-    A unit whose training diverges (NaN loss, typical under large DP noise) returns rows with
-    status 'failed' and the reason, instead of numbers. With `artifacts_dir`, the target's per-sample
-    signals go to `signals/<unit_id>.parquet` and the attacks' ROC curves to `roc/<unit_id>.parquet`.
-    """
+    rows: list[dict[str, Any]]
+    signals: pd.DataFrame
+    roc: pd.DataFrame
+    budget: pd.DataFrame
+
+    # Written by `write_artifacts` as <dir>/<name>/<unit_id>.parquet (a table without lines is not written).
+    TABLES = ("signals", "roc", "budget")
+
+    def write_artifacts(self, directory: str | Path, unit_id: str) -> None:
+        root = os.fspath(directory).rstrip("/")  # a local folder or a URI such as s3://bucket/prefix
+        for name in self.TABLES:
+            table = getattr(self, name)
+            if len(table):
+                write_parquet(table.assign(unit_id=unit_id), f"{root}/{name}/{unit_id}.parquet")
+
+
+def unit_result(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,
+                device: str | torch.device | None = None, log: Callable[[str], None] | None = None) -> UnitResult:
+    """Run one grid cell (`run_unit`) and return everything it produces."""
     start = time.perf_counter()
     ctx = make_context(config, store=store, data_root=data_root, device=device, log=log)
     base = config_columns(config)
-    shadow_roles = config.roles()[1:]
+    shadow_roles = config.shadow_roles()
     try:
         t0 = time.perf_counter()
         originals = {role: original_model(ctx, role) for role in config.roles()}
@@ -306,11 +335,19 @@ def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str |
         t2 = time.perf_counter()
     except TrainingDiverged as error:
         ctx.log(f"unit failed: {error}")
-        return failed_rows(config, str(error), time_total_s=time.perf_counter() - start)
+        empty = pd.DataFrame()
+        return UnitResult(failed_rows(config, str(error), time_total_s=time.perf_counter() - start), empty, empty, empty)
 
-    signals = {role: model_signals(ctx, model, config.model_key(role), role) for role, (model, _) in pruned.items()}
-    original_signals = {role: model_signals(ctx, model, config.original_key(role), role)
-                        for role, (model, _) in originals.items()}
+    # The paper's attacks read the target's and the shadows' signals; the reference attacks their phi
+    # (and the reference models'), each stored per model.
+    signal_roles = ["target", *shadow_roles]
+    signals = {role: model_signals(ctx, pruned[role][0], config.model_key(role), role) for role in signal_roles}
+    original_signals = {role: model_signals(ctx, originals[role][0], config.original_key(role), role)
+                        for role in signal_roles}
+    phi = ReferencePhi.of(ctx, {role: model for role, (model, _) in pruned.items()}, attacks=config.attacks,
+                          model_key=config.model_key)
+    original_phi = ReferencePhi.of(ctx, {role: model for role, (model, _) in originals.items()},
+                                   attacks=config.resolved_original_attacks, model_key=config.original_key)
     t3 = time.perf_counter()
     target_meta, original_meta = pruned["target"][1], originals["target"][1]
     common = {**base, "status": "ok", "error": "",
@@ -319,30 +356,45 @@ def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str |
               "achieved_sparsity": target_meta["achieved_sparsity"],
               "finetune_epochs": target_meta["epochs_run"], "original_epochs": original_meta["epochs_run"],
               "time_originals_s": t1 - t0, "time_prune_finetune_s": t2 - t1, "time_signals_s": t3 - t2}
-    rows, rocs, tables = [], [], []
+    rows, rocs, budgets, tables = [], [], [], []
     # The pruned target attacked by every requested attack, then the unpruned target by
     # `original_attacks` (by default the same list; ("conf",) is the paper's "Conf (Org.)" baseline),
-    # fitted on the unpruned shadows. The latter depend on the originals only: stored once per
-    # (dataset, arch, seed, ...), shared by every cell.
-    for target_model, sigs, meta, attacks, cache_key in (
-            ("pruned", signals, target_meta, config.attacks, None),
-            ("original", original_signals, original_meta, config.resolved_original_attacks,
+    # fitted on the unpruned shadows (and reference models). The latter depend on the originals only:
+    # stored once per (dataset, arch, seed, ...), shared by every cell.
+    for target_model, sigs, phis, meta, attacks, cache_key in (
+            ("pruned", signals, phi, target_meta, config.attacks, None),
+            ("original", original_signals, original_phi, original_meta, config.resolved_original_attacks,
              lambda attack: original_attack_key(config, attack))):
-        metric_rows, roc = attack_rows(ctx, target=sigs["target"], shadows={r: sigs[r] for r in shadow_roles},
-                                       attacks=attacks, cache_key=cache_key)
+        metric_rows, roc, budget = attack_rows(ctx, target=sigs["target"], shadows={r: sigs[r] for r in shadow_roles},
+                                               attacks=attacks, cache_key=cache_key, phi=phis)
         rows += [{**common, "target_model": target_model, "target_train_acc": meta["train_acc"],
                   "target_test_acc": meta["test_acc"], **_gaps(ctx, sigs["target"], meta), **row}
                  for row in metric_rows]
         rocs += [{"target_model": target_model, **point} for point in roc]
+        budgets += [{"target_model": target_model, **line} for line in budget]
         tables.append(_signal_table(ctx, sigs["target"], target_model))
     for row in rows:
         row["time_total_s"] = time.perf_counter() - start
+    return UnitResult(rows, pd.concat(tables, ignore_index=True), pd.DataFrame(rocs), pd.DataFrame(budgets))
+
+
+def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,
+             device: str | torch.device | None = None, log: Callable[[str], None] | None = None,
+             artifacts_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """Run one grid cell and return its rows: one per attack on the pruned target
+    (`target_model == "pruned"`), then one per attack of `config.resolved_original_attacks` on the
+    unpruned target (`"original"`; with ("conf",) the paper's 'Conf (Org.)' baseline). A reference
+    attack's row is its full budget (`n_references` models) and states its parameters.
+
+    A unit whose training diverges (NaN loss, typical under large DP noise) returns rows with
+    status 'failed' and the reason, instead of numbers. With `artifacts_dir`, the target's per-sample
+    signals go to `signals/<unit_id>.parquet`, the attacks' ROC curves to `roc/<unit_id>.parquet` and
+    the reference attacks' results at every budget (k = 1, 2, 4, ... models) to `budget/<unit_id>.parquet`.
+    """
+    result = unit_result(config, store=store, data_root=data_root, device=device, log=log)
     if artifacts_dir is not None:
-        unit_id = base["unit_id"]
-        root = os.fspath(artifacts_dir).rstrip("/")  # a local folder or a URI such as s3://bucket/prefix
-        write_parquet(pd.concat(tables).assign(unit_id=unit_id), f"{root}/signals/{unit_id}.parquet")
-        write_parquet(pd.DataFrame(rocs).assign(unit_id=unit_id), f"{root}/roc/{unit_id}.parquet")
-    return rows
+        result.write_artifacts(artifacts_dir, config.unit_id())
+    return result.rows
 
 
 # ---- command line -----------------------------------------------------------------------------
@@ -363,8 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shadow-method", default=None, help="default: the target's method")
     p.add_argument("--shadow-sparsity", type=float, default=None, help="default: the target's; 0 = unpruned")
     p.add_argument("--attacks", default="conf",
-                   help=f"'all' or a comma list of {', '.join(ATTACKS)} (default: conf, the cheapest; "
-                        "SAMIA's 100-epoch schedule costs minutes on a CPU)")
+                   help=f"'all' (the paper's nine) or a comma list of {', '.join(ALL_ATTACKS)} (default: conf, the "
+                        "cheapest; SAMIA's 100-epoch schedule costs minutes on a CPU). lira_offline and rmia_offline "
+                        "read the shadows; lira and rmia need --references")
     p.add_argument("--original-attacks", default="same", metavar="same|conf|LIST",
                    help="attacks on the unpruned target, fitted on the unpruned shadows: 'same' as "
                         "--attacks (compared attack by attack; computed once per dataset, arch and seed, "
@@ -377,6 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of the trained attacks (nn, top3_nn, nncls, samia); default: their "
                         "reference schedules (SAMIA 100, MLPs 30)")
     p.add_argument("--adaptive", action="store_true", help="fine-tune the shadows with the same defense")
+    p.add_argument("--references", type=int, default=0,
+                   help="reference models of the online attacks lira (an even number >= 2) and rmia (>= 1): each "
+                        "trains on a random half of the target's members and non-members and is pruned and "
+                        "fine-tuned like the target")
+    p.add_argument("--query-mirror", action="store_true",
+                   help="LiRA's query augmentation: also query the mirrored image (lira, lira_offline)")
+    p.add_argument("--query-shift", type=int, default=0, metavar="PIXELS",
+                   help="LiRA's query augmentation: also query the image moved by up to PIXELS (<= 4) each way")
     p.add_argument("--max-epochs", type=int, default=None, help="default: 100 images / 50 tabular")
     p.add_argument("--patience", type=int, default=5)
     p.add_argument("--cache", default=None, help="artifact cache folder (default: $MIARAY_CACHE or "
@@ -408,7 +469,7 @@ def check_out(path: str) -> None:
 def _attack_list(text: str, *, option: str) -> tuple[str, ...]:
     attacks = ATTACKS if text.strip() == "all" else tuple(a.strip() for a in text.split(",") if a.strip())
     if not attacks:
-        raise ConfigError(f"{option} {text!r} is empty: give 'all' or a comma list of {', '.join(ATTACKS)}")
+        raise ConfigError(f"{option} {text!r} is empty: give 'all' or a comma list of {', '.join(ALL_ATTACKS)}")
     return attacks
 
 
@@ -418,7 +479,8 @@ def config_from_args(args: argparse.Namespace) -> UnitConfig:
     original_attacks = None if args.original_attacks.strip() == "same" else _attack_list(args.original_attacks,
                                                                                       option="--original-attacks")
     return UnitConfig(dataset=args.dataset, arch=args.arch, method=args.method, sparsity=args.sparsity,
-                      seed=args.seed, width=width, num_shadows=args.shadows, shadow_method=args.shadow_method,
+                      seed=args.seed, width=width, num_shadows=args.shadows, num_references=args.references,
+                      query_mirror=args.query_mirror, query_shift=args.query_shift, shadow_method=args.shadow_method,
                       shadow_sparsity=args.shadow_sparsity, attacks=attacks, original_attacks=original_attacks,
                       attack_epochs=args.attack_epochs, defense=args.defense,
                       defense_params=parse_name_values(args.defense_param, option="--defense-param"), adaptive=args.adaptive,
@@ -430,10 +492,10 @@ def config_from_args(args: argparse.Namespace) -> UnitConfig:
 SHOWN_METRICS = tuple(m for m in METRICS if not m.startswith("n_"))
 
 
-def format_rows(rows: list[dict[str, Any]]) -> str:
+def format_rows(rows: list[dict[str, Any]], *, budget: pd.DataFrame | None = None) -> str:
     """For people: each target's accuracy and gaps, then per attack every metric on the pruned target
     next to the same attack on the unpruned one ('-' where it did not run there, 'nan' where the set
-    cannot measure it)."""
+    cannot measure it); then, given the `budget` lines, the reference attacks per number of models."""
     df = pd.DataFrame(rows)
     if (df["status"] != "ok").any():
         return f"FAILED: {df['error'].iloc[0]}"
@@ -452,7 +514,7 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
                  f"{int(first['n_nonmembers'])} non-members of the target; advantage = tpr - fpr at the attack's "
                  "own decision, max_advantage = best threshold chosen with the target's labels (an oracle bound)")
     lines.append("")
-    order = [a for a in ATTACKS if a in set(df["attack"])]
+    order = [a for a in ALL_ATTACKS if a in set(df["attack"])]
     models = [m for m in ("pruned", "original") if m in set(df["target_model"])]
     table = (df.set_index(["attack", "target_model"])[list(SHOWN_METRICS)].unstack("target_model")
              .reindex(index=order, columns=pd.MultiIndex.from_product([SHOWN_METRICS, models])))
@@ -466,7 +528,25 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
     text.columns = pd.MultiIndex.from_tuples([(metric, "org." if model == "original" else model)
                                               for metric, model in text.columns])
     lines.append(text.to_string())
+    if budget is not None and len(budget):
+        lines += ["", "reference attacks by number of models (shadows offline, reference models online; "
+                  "the last line of each attack is its row above):", format_budget(budget)]
     return "\n".join(lines)
+
+
+BUDGET_METRICS = ("attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001")
+
+
+def format_budget(budget: pd.DataFrame) -> str:
+    """The budget lines for people: per reference attack and number of models, AUC and TPR at low FPR
+    on the pruned target next to the unpruned one."""
+    models = [m for m in ("pruned", "original") if m in set(budget["target_model"])]
+    table = budget.set_index(["attack", "n_references", "target_model"])[list(BUDGET_METRICS)].unstack("target_model")
+    order = [(a, k) for a in ALL_ATTACKS for k in sorted(set(budget.loc[budget["attack"] == a, "n_references"]))]
+    table = table.reindex(index=order, columns=pd.MultiIndex.from_product([BUDGET_METRICS, models]))
+    table.columns = pd.MultiIndex.from_tuples([(metric, "org." if model == "original" else model)
+                                              for metric, model in table.columns])
+    return table.to_string(float_format=lambda v: f"{v:.4f}", na_rep="nan")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -484,11 +564,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{time.perf_counter() - start:7.1f}s] {message}", file=sys.stderr, flush=True)
 
     store = Store(args.cache)
-    rows = run_unit(config, store=store, data_root=args.data_root, device=args.device, log=log,
-                    artifacts_dir=args.artifacts)
-    print(format_rows(rows))
+    result = unit_result(config, store=store, data_root=args.data_root, device=args.device, log=log)
+    rows = result.rows
+    print(format_rows(rows, budget=result.budget))
     print(f"\nfinished in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     if args.artifacts:
+        result.write_artifacts(args.artifacts, config.unit_id())
         print(f"rows: {write_unit_rows(experiment=args.artifacts, unit_id=config.unit_id(), rows=rows)}",
               file=sys.stderr)
     if args.out:

@@ -29,7 +29,7 @@ from analysis.figures import FIGURES, main as figures_main, write_figures
 from analysis.report import main as report_main
 from analysis.tables import defense_fronts, defense_points, unknown_pruning_loss
 from miaray import results
-from miaray.config import ATTACKS
+from miaray.config import ATTACKS, REFERENCE_ATTACKS
 from miaray.sweep import record_pairs
 from miaray.stats import t_interval
 from miaray.unknown_pruning import accuracy_loss_table, headline_attack, matched_losses, sparsity_matrix_table
@@ -71,7 +71,12 @@ def _unit(exp: Path, uid: str, cell: dict, rng: np.random.Generator, *, files: b
     roc = pd.concat([pd.DataFrame({"unit_id": uid, "target_model": model, "attack": attack, "fpr": fpr,
                                    "tpr": np.sqrt(fpr)})
                      for model, attack in [("pruned", a) for a in ATTACKS] + [("original", "conf")]])
-    for kind, frame in (("signals", signals), ("roc", roc)):
+    # The reference attacks at 1, 2 and 4 models, stronger with more (what unit.UnitResult.budget holds).
+    budget = pd.DataFrame([{"unit_id": uid, "target_model": model, "attack": attack, "n_references": k,
+                            "attack_auc": 0.55 + 0.02 * k, "tpr_at_fpr_0.01": 0.01 * k, "tpr_at_fpr_0.001": math.nan,
+                            "n_nonmembers": 405}
+                           for model in ("pruned", "original") for attack in REFERENCE_ATTACKS for k in (1, 2, 4)])
+    for kind, frame in (("signals", signals), ("roc", roc), ("budget", budget)):
         (exp / kind).mkdir(parents=True, exist_ok=True)
         frame.to_parquet(exp / kind / f"{uid}.parquet")
 
@@ -143,7 +148,10 @@ def test_every_figure_written_from_complete_results(full_figures: tuple[list, Pa
                      "fig13_unknown_sparsity_l1_unstructured.png", "table1_unknown_pruning.csv",
                      "table1_unknown_pruning.md", "fig16_defenses_digits_resnet18_w0.25_s0.5.png",
                      "fig17_defenses_l1_unstructured_s0.5.png", "fig18_adaptive_digits_resnet18_w0.25_s0.5.png",
-                     "fig19_adaptive_l1_unstructured_s0.5.png", "roc_digits_resnet18_w0.25.png"}
+                     "fig19_adaptive_l1_unstructured_s0.5.png", "roc_digits_resnet18_w0.25.png",
+                     "reference_budget_digits_resnet18_w0.25_l1_unstructured.png",
+                     "reference_budget_digits_resnet18_w0.25_slimming.png", "table_reference_budget.csv",
+                     "table_reference_budget.md"}
     assert names == {p.name for p in out.iterdir()}
     for path in out.glob("*.png"):
         _png_ok(path.read_bytes())

@@ -13,7 +13,7 @@ import pandas as pd
 import ray
 
 from miaray import results
-from miaray.config import (ARCHS, ATTACKS, DATASETS, DEFENSE_PARAMS, DEFENSES, METHODS, ConfigError,
+from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSE_PARAMS, DEFENSES, METHODS, ConfigError,
                            parse_name_values, parse_split)
 from miaray.store import default_root
 from miaray.sweep.cluster import RunSettings, absolute, cluster_info, connect, default_gpus, resource_problems
@@ -38,6 +38,7 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         first = rows.iloc[0]
         line = {k: first[k] for k in ("dataset", "arch", "width", "method", "sparsity", "split_ratio",
                                       "shadow_method", "shadow_sparsity", "defense", "seed")}
+        line["num_references"] = first.get("num_references", 0)  # rows from before reference models: none
         head = headline(rows.to_dict("records"))  # what the cell's trial reported to Tune
         if head["status"] != "ok":
             line.update(test_acc=math.nan, best_attack="FAILED", best_attack_acc=math.nan,
@@ -51,13 +52,14 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
     # Keep the four keys of a cell, and the others only where they say something.
-    constant = [c for c in ("width", "split_ratio", "defense", "seed") if table[c].nunique() == 1]
+    table["num_references"] = table["num_references"].fillna(0).astype(int)
+    constant = [c for c in ("width", "split_ratio", "defense", "seed", "num_references") if table[c].nunique() == 1]
     constant += ["shadow_method", "shadow_sparsity"] if len(known_pruning(table)) == len(table) else []
     if "error" in table:
         table["error"] = table["error"].fillna("")
     # Every key of a cell, so the order depends on the cells only, never on when each one finished.
     keys = ["dataset", "arch", "width", "method", "sparsity", "split_ratio", "shadow_method", "shadow_sparsity",
-            "defense", "seed"]
+            "defense", "num_references", "seed"]
     return table.sort_values(keys, kind="stable", ignore_index=True).drop(columns=constant)
 
 
@@ -148,8 +150,11 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
                    help="comma list of train/test/validation percentages of each half, e.g. 45/45/10,60/30/10 "
                         "(paper Table 2; default: the preset's)")
     g.add_argument("--width", type=float, help="channel multiplier (< 1: narrow models)")
-    g.add_argument("--attacks", type=_csv(str), help=f"comma list of {', '.join(ATTACKS)} (default: the preset's)")
+    g.add_argument("--attacks", type=_csv(str), help=f"comma list of {', '.join(ALL_ATTACKS)} (default: the preset's)")
     g.add_argument("--shadows", type=int_at_least(1), help="shadow models per cell (default 5)")
+    g.add_argument("--references", type=_csv(int), metavar="N,...",
+                   help="reference models per cell for the online attacks lira (even) and rmia, an axis: e.g. 4,8 "
+                        "(default: the preset's, 0 = none)")
     g.add_argument("--defense", choices=DEFENSES, help="defense applied while fine-tuning the target")
     g.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
                    help="defense hyperparameter, e.g. lambda=4 (ppb), noise_multiplier=1 (dp), alpha=4 (adv)")
@@ -190,7 +195,7 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
     """The preset with the command-line overrides, validated (raises ConfigError)."""
     spec = presets[args.preset]
     overrides = {field: getattr(args, field) for field in
-                 ("datasets", "archs", "methods", "sparsities", "seeds", "width", "attacks", "defense",
+                 ("datasets", "archs", "methods", "sparsities", "seeds", "width", "attacks", "references", "defense",
                   "max_epochs", "attack_epochs") if getattr(args, field) is not None}
     if args.shadows is not None:
         overrides["num_shadows"] = args.shadows
@@ -202,7 +207,7 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
         overrides["adaptive"] = True
     spec = dataclasses.replace(spec, **overrides)
     for name, values, choices in (("datasets", spec.datasets, DATASETS), ("archs", spec.archs, ARCHS),
-                                  ("methods", spec.methods, METHODS), ("attacks", spec.attacks, ATTACKS)):
+                                  ("methods", spec.methods, METHODS), ("attacks", spec.attacks, ALL_ATTACKS)):
         check_axis(name, values, choices)
     check_axis("defense", (spec.defense,), DEFENSES)
     if spec.defense_params and not DEFENSE_PARAMS[spec.defense]:

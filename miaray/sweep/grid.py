@@ -8,8 +8,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from miaray.config import (ARCHS, ATTACKS, IMAGE_ARCHS, IMAGE_DATASETS, METHODS, PAPER_SPLIT, STRUCTURED_METHODS,
-                           TABLE2_SPLITS, ConfigError, TrainConfig, UnitConfig, format_split, stable_hash)
+from miaray.config import (ARCHS, ATTACKS, IMAGE_ARCHS, IMAGE_DATASETS, METHODS, PAPER_SPLIT, REFERENCE_ATTACKS,
+                           STRUCTURED_METHODS, TABLE2_SPLITS, ConfigError, TrainConfig, UnitConfig, format_split, stable_hash)
 
 PAPER_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location")
@@ -29,6 +29,7 @@ class GridSpec:
     width: float = 1.0
     attacks: tuple[str, ...] = ATTACKS
     num_shadows: int = 5
+    references: tuple[int, ...] = (0,)  # reference models per cell (online LiRA / RMIA); an axis
     defense: str = "basic"
     defense_params: tuple[tuple[str, float], ...] = ()
     adaptive: bool = False
@@ -37,13 +38,19 @@ class GridSpec:
 
     def unit(self, **fields: Any) -> UnitConfig:
         """A unit of this grid with the given cell fields (dataset, arch, method, sparsity, seed, ...).
-        Without a `split` field it takes the grid's split, which must then be the only one: a study that
-        does not expand the split axis must not drop some of its values unnoticed."""
+        Without a `split` (`num_references`) field it takes the grid's split (number of reference
+        models), which must then be the only one: a study that does not expand that axis must not drop
+        some of its values unnoticed."""
         if "split" not in fields:
             if len(self.splits) != 1:
                 raise ConfigError(f"splits={','.join(map(format_split, self.splits))}: this study runs one "
                                   "split ratio; only the known-pruning grid (full_grid.py) expands several")
             fields["split"] = self.splits[0]
+        if "num_references" not in fields:
+            if len(self.references) != 1:
+                raise ConfigError(f"references={','.join(map(str, self.references))}: this study runs one number "
+                                  "of reference models; only the known-pruning grid (full_grid.py) expands several")
+            fields["num_references"] = self.references[0]
         return UnitConfig(width=self.width, attacks=self.attacks, num_shadows=self.num_shadows,
                           defense=self.defense, defense_params=self.defense_params, adaptive=self.adaptive,
                           attack_epochs=self.attack_epochs, train=TrainConfig(max_epochs=self.max_epochs),
@@ -59,10 +66,10 @@ class GridSpec:
         return self.methods
 
     def cells(self) -> list[UnitConfig]:
-        """The known-pruning grid: every pair x method x sparsity x seed x split."""
-        return [self.unit(dataset=d, arch=a, method=m, sparsity=s, seed=seed, split=split)
+        """The known-pruning grid: every pair x method x sparsity x seed x split x number of references."""
+        return [self.unit(dataset=d, arch=a, method=m, sparsity=s, seed=seed, split=split, num_references=n)
                 for d, a in self.pairs() for m in self.methods_for(d) for s in self.sparsities
-                for seed in self.seeds for split in self.splits]
+                for seed in self.seeds for split in self.splits for n in self.references]
 
     def validate(self) -> "GridSpec":
         """Reject a bad axis value (naming field and choices) or an empty grid, before Ray starts."""
@@ -129,6 +136,14 @@ PRESETS: dict[str, GridSpec] = {
     # at the full schedule SAMIA alone costs several CPU-minutes per cell.
     "quick": GridSpec(datasets=("digits",), archs=("resnet18",), methods=METHODS, sparsities=(0.5, 0.9),
                       width=0.125, attack_epochs=20),
+    # Beyond the paper (issue 14): LiRA and RMIA, offline on the shadows and online with 8 reference models
+    # pruned and fine-tuned like their target, against the threshold attacks and SAMIA, on mnist5k (1,125
+    # non-members: TPR at 1% and 0.1% FPR measurable). Sized for at most 60 minutes on a 2-core CPU: see
+    # LIRA_SIZING below.
+    "lira": GridSpec(datasets=("mnist5k",), archs=("resnet18",), methods=("l1_unstructured",), sparsities=(0.5, 0.9),
+                     seeds=(0, 1, 2), width=0.125,
+                     attacks=("conf", "xent", "mentr", "top1_conf", "samia", *REFERENCE_ATTACKS),
+                     num_shadows=4, references=(8,), max_epochs=12, attack_epochs=20),
     # Paper Table 2 (appendix A.5): the paper's headline cell under its four train/test/validation splits.
     "table2": GridSpec(datasets=("cifar10",), archs=("resnet18",), methods=("l1_unstructured",),
                        sparsities=(0.7,), splits=TABLE2_SPLITS),

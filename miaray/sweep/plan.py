@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from miaray.config import METHODS, PAPER_SPLIT, UnitConfig, format_split, stable_hash
+from miaray.config import METHODS, PAPER_SPLIT, UnitConfig, format_split, role_kind, stable_hash
 from miaray.store import Store
 from miaray.sweep.grid import unique
 
@@ -47,20 +47,20 @@ class Plan:
 
     def table(self) -> pd.DataFrame:
         """Per dataset and arch: cells, then the models to build: originals, pruned targets by method,
-        pruned shadows, and all models."""
+        pruned shadows, pruned reference models, and all models."""
         kinds = [(c, "originals") for c, _ in self.originals.values()]
-        kinds += [(c, c.method if role == "target" else "pruned_shadows") for c, role in self.pruned.values()]
+        kinds += [(c, c.method if role == "target" else f"pruned_{role_kind(role)}s") for c, role in self.pruned.values()]
         kinds += [(c, "cells") for c in self.cells]
         frame = pd.DataFrame([{"dataset": c.dataset, "arch": c.arch, "kind": k} for c, k in kinds])
         table = pd.crosstab([frame["dataset"], frame["arch"]], frame["kind"], margins=True,
                             margins_name="total")
         table["models"] = table["total"] - table["cells"]
-        order = ["cells", "originals", *METHODS, "pruned_shadows", "models"]
+        order = ["cells", "originals", *METHODS, "pruned_shadows", "pruned_references", "models"]
         return table[[c for c in order if c in table.columns]].rename_axis(columns=None)
 
     def describe(self) -> str:
         targets = Counter(c.method for c, role in self.pruned.values() if role == "target")
-        shadows = sum(1 for _, role in self.pruned.values() if role != "target")
+        kinds = Counter(role_kind(role) for _, role in self.pruned.values())
         pairs = {(c.dataset, c.arch) for c in self.cells}
         return "\n".join([
             f"plan: {len(self.cells)} cells over {len(pairs)} (dataset, arch) pairs; models to build "
@@ -69,8 +69,10 @@ class Plan:
             f"originals: {len(self.originals)}",
             f"pruned target models: {sum(targets.values())} ("
             + ", ".join(f"{m} {targets[m]}" for m in METHODS if targets[m]) + ")",
-            f"pruned shadow models: {shadows} ({len(self.shared_pruned())} pruned models shared by "
-            f"several cells, built before the cells)"])
+            f"pruned shadow models: {kinds['shadow']} ({len(self.shared_pruned())} pruned models shared by "
+            f"several cells, built before the cells)"]
+            + ([f"pruned reference models: {kinds['reference']} (online LiRA / RMIA; pruned and fine-tuned like "
+                "their target)"] if kinds["reference"] else []))
 
 
 # ---- models and labels ---------------------------------------------------------------------------
@@ -85,6 +87,7 @@ def cell_label(config: UnitConfig) -> str:
     if config.shadow_method is not None or config.shadow_sparsity is not None:
         label += f" shadows {config.resolved_shadow_method}@{config.resolved_shadow_sparsity:g}"
     label += f" seed {config.seed}" if config.seed else ""
+    label += f" references {config.num_references}" if config.num_references else ""
     return label + (f" split {format_split(config.split)}" if config.split != PAPER_SPLIT else "")
 
 
@@ -97,12 +100,25 @@ def build_label(cell: UnitConfig, role: str, pruned: bool) -> str:
     return label
 
 
+def queries(cell: UnitConfig, role: str, pruned: bool) -> tuple[bool, bool]:
+    """What the cell's attacks read from the model of `role`: (its signals: the target's and the
+    shadows', for the paper's attacks; its phi: for the reference attacks that read the role)."""
+    attacks = cell.attacks if pruned else cell.resolved_original_attacks
+    return role_kind(role) != "reference", role in cell.phi_roles(attacks)
+
+
+def build_keys(cell: UnitConfig, role: str, pruned: bool) -> list[dict[str, Any]]:
+    """The store entries a build of the model of `role` leaves: the model, and what `queries` says."""
+    key = model_key(cell, role, pruned)
+    signals, phi = queries(cell, role, pruned)
+    return [key, *([{**key, "kind": "signals"}] if signals else []), *([cell.phi_key(key)] if phi else [])]
+
+
 def missing_builds(jobs: dict[str, tuple[UnitConfig, str]], *, pruned: bool,
                    store: Store) -> dict[str, tuple[UnitConfig, str]]:
-    """The jobs whose model or signals the store lacks."""
+    """The jobs whose model, signals or phi the store lacks."""
     return {h: (cell, role) for h, (cell, role) in jobs.items()
-            if not all(store.has(key) for key in (model_key(cell, role, pruned),
-                                                  {**model_key(cell, role, pruned), "kind": "signals"}))}
+            if not all(store.has(key) for key in build_keys(cell, role, pruned))}
 
 
 # ---- jobs: what one trial does -------------------------------------------------------------------

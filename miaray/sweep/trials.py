@@ -22,7 +22,7 @@ from miaray.store import Store
 from miaray.sweep.cluster import RunSettings, worker_context
 from miaray.sweep.grid import unique
 from miaray.sweep.plan import (Plan, build_label, cell_label, job_label, missing_builds, model_key, parse_job,
-                               sweep_jobs)
+                               queries, sweep_jobs)
 from miaray.sweep.progress import Progress, eta, trial_name
 
 TUNE_DIR = "tune"  # <experiment>/tune/<run>: each run's Tune state, kept for its logs only
@@ -30,15 +30,21 @@ TUNE_DIR = "tune"  # <experiment>/tune/<run>: each run's Tune state, kept for it
 
 # ---- models: built once, before the cells that use them -------------------------------------------
 def build_model(cell: UnitConfig, role: str, pruned: bool, settings: RunSettings) -> None:
-    """Train (or prune and fine-tune) the model of `role` into the store, with its signals."""
+    """Train (or prune and fine-tune) the model of `role` into the store, with its signals and phi
+    (what `queries` says the cell's attacks read)."""
     # The science stack is imported in the worker only: planning and --dry-run need no torch models.
+    from miaray.reference_attacks import stored_phi
     from miaray.unit import make_context, model_signals, original_model, pruned_model
 
     ctx = make_context(cell, **worker_context(settings, label=build_label(cell, role, pruned)))
     model, _ = (pruned_model if pruned else original_model)(ctx, role)
     # Every cell that uses the model queries it: its signals are built here, in parallel, once, rather
     # than by the first cells, which would otherwise queue behind each other on the store's locks.
-    model_signals(ctx, model, model_key(cell, role, pruned), role)
+    signals, phi = queries(cell, role, pruned)
+    if signals:
+        model_signals(ctx, model, model_key(cell, role, pruned), role)
+    if phi:
+        stored_phi(ctx, model, model_key(cell, role, pruned))
 
 
 @ray.remote
