@@ -32,7 +32,8 @@ from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, h
                             model_name, pair_title, panels, points_with_whiskers, reference_line, save)
 from analysis.tables import (defense_fronts, defense_points, hyperparameters, split_ratio_table,  # noqa: E402
                              to_markdown, unknown_pruning_loss, with_intervals)
-from miaray.config import ATTACKS, DEFENSES, METHODS  # noqa: E402
+from miaray.cli import add_debug_option, check_writable_folder, entry_point  # noqa: E402
+from miaray.config import ATTACKS, DEFENSES, METHODS, ConfigError  # noqa: E402
 from miaray import results  # noqa: E402
 from miaray.stats import wide  # noqa: E402
 from miaray.unknown_pruning import differently_pruned, sparsity_matrix_rows  # noqa: E402
@@ -558,15 +559,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="figures.py", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
     p.add_argument("--out", required=True, type=Path, help="folder for the PNG, CSV and markdown files")
-    return p
+    return add_debug_option(p)
 
 
+@entry_point(prog="figures.py")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_writable_folder(str(args.out), option="--out")
         exp = load_experiments(args.results)
-    except FileNotFoundError as error:  # a results argument that names no folder: one line, exit 2
+    except (ConfigError, FileNotFoundError) as error:  # a results argument that names no folder: exit 2
         parser.error(str(error))
     outcomes = write_figures(exp, args.out)
     for note in exp.notes:
