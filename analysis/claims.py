@@ -55,7 +55,8 @@ import pandas as pd  # noqa: E402
 
 from analysis.data import (MODEL, Experiment, headline_attack, load_experiments, main_grid, ok, original,  # noqa: E402
                            paper_split, pruned)
-from miaray.config import ALL_ATTACKS  # noqa: E402
+from miaray.cli import add_debug_option, check_output_file, entry_point  # noqa: E402
+from miaray.config import ALL_ATTACKS, ConfigError, check_number  # noqa: E402
 from miaray.stats import paired_effect, pearson_interval, t_interval  # noqa: E402
 from miaray.unknown_pruning import known_pruning, matched_losses  # noqa: E402
 
@@ -321,6 +322,7 @@ def verdict_counts(table: pd.DataFrame) -> str:
     return ", ".join(f"{counts.get(v, 0)} {v}" for v in (HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_RUN))
 
 
+@entry_point(prog="claims.py")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="claims.py", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
@@ -329,8 +331,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="C5b: the largest test-accuracy loss that counts as small")
     p.add_argument("--max-loss", type=float, default=MAX_LOSS,
                    help="C6: the largest relative attack-accuracy loss that counts as little")
-    args = p.parse_args(argv)
-    exp = load_experiments(args.results)
+    args = add_debug_option(p).parse_args(argv)
+    try:
+        for option, value in (("--max-accuracy-cost", args.max_accuracy_cost), ("--max-loss", args.max_loss)):
+            check_number(option, value, low=0.0, high=1.0)
+        if args.out:
+            check_output_file(args.out, option="--out")
+        exp = load_experiments(args.results)
+    except (ConfigError, FileNotFoundError) as error:  # a results argument that names no folder: exit 2
+        p.error(str(error))
     table = claims_table(exp, max_accuracy_cost=args.max_accuracy_cost, max_loss=args.max_loss)
     for note in exp.notes:
         print(f"note: {note}")

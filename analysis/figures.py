@@ -34,7 +34,8 @@ from analysis.tables import (REFERENCE_BUDGET_METRICS, defense_fronts, defense_p
                              reference_budget_table, split_ratio_table, to_markdown, unknown_pruning_loss,
                              with_intervals)
 from miaray.attacks.metrics import measurable_fpr  # noqa: E402
-from miaray.config import ALL_ATTACKS, DEFENSES, METHODS, REFERENCE_ATTACKS  # noqa: E402
+from miaray.cli import add_debug_option, check_writable_folder, entry_point  # noqa: E402
+from miaray.config import ALL_ATTACKS, DEFENSES, METHODS, REFERENCE_ATTACKS, ConfigError  # noqa: E402
 from miaray import results  # noqa: E402
 from miaray.stats import wide  # noqa: E402
 from miaray.unknown_pruning import differently_pruned, sparsity_matrix_rows  # noqa: E402
@@ -627,15 +628,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="figures.py", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
     p.add_argument("--out", required=True, type=Path, help="folder for the PNG, CSV and markdown files")
-    return p
+    return add_debug_option(p)
 
 
+@entry_point(prog="figures.py")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_writable_folder(str(args.out), option="--out")
         exp = load_experiments(args.results)
-    except FileNotFoundError as error:  # a results argument that names no folder: one line, exit 2
+    except (ConfigError, FileNotFoundError) as error:  # a results argument that names no folder: exit 2
         parser.error(str(error))
     outcomes = write_figures(exp, args.out)
     for note in exp.notes:

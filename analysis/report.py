@@ -26,6 +26,8 @@ from analysis.data import Experiment, Skipped, load_experiments  # noqa: E402
 from analysis.figures import summary, write_figures  # noqa: E402
 from analysis.tables import (cell_table, defense_fronts, defense_points, hyperparameters,  # noqa: E402
                              with_intervals)
+from miaray.cli import add_debug_option, check_output_file, entry_point  # noqa: E402
+from miaray.config import ConfigError  # noqa: E402
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
@@ -144,14 +146,16 @@ def render(exp: Experiment) -> str:
             + "\n</body></html>\n")
 
 
+@entry_point(prog="report.py")
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="report.py", description=__doc__.split("\n\n")[0])
     p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
     p.add_argument("--out", required=True, type=Path, help="the HTML file to write")
-    args = p.parse_args(argv)
+    args = add_debug_option(p).parse_args(argv)
     try:
+        check_output_file(args.out, option="--out")
         exp = load_experiments(args.results)
-    except FileNotFoundError as error:  # a results argument that names no folder: one line, exit 2
+    except (ConfigError, FileNotFoundError) as error:  # a results argument that names no folder: exit 2
         p.error(str(error))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(exp), encoding="utf-8")

@@ -111,7 +111,7 @@ def write_unit_rows(*, experiment: str | os.PathLike, unit_id: str, rows: Iterab
 def _has_ok_rows(path: str) -> bool:
     try:
         rows = read_parquet(path)
-    except (OSError, pa.ArrowException):  # a damaged file holds no result worth keeping
+    except (OSError, ValueError, pa.ArrowException):  # a damaged file holds no result worth keeping
         return False
     return rows is not None and "status" in rows and bool((rows["status"] == "ok").any())
 

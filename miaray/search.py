@@ -44,7 +44,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from miaray import results
-from miaray.config import ALL_ATTACKS, DEFENSE_PARAMS, ConfigError, UnitConfig, parse_name_values
+from miaray.cli import entry_point
+from miaray.config import (ALL_ATTACKS, DEFENSE_PARAMS, MAX_SEED, ConfigError, UnitConfig, check_number,
+                           parse_name_values)
 from miaray.pareto import pareto_front
 from miaray.sweep import (GridSpec, RunSettings, build_originals, build_parser, connect, int_at_least, parse_args,
                           settings_from_args, worker_context)
@@ -181,11 +183,16 @@ class Search:
         if "://" in self.settings.experiment:
             raise ConfigError(f"the study is a SQLite file, so --storage must be a local folder, not "
                               f"{self.settings.experiment!r}")
+        check_number("sampler_seed", self.sampler_seed, low=0, high=MAX_SEED, integer=True)
         for point in self.points:
             unknown = set(dict(point)) - set(self.space)
             if unknown:
                 raise ConfigError(f"point {dict(point)}: {sorted(unknown)} not searched; searched: "
                                   f"{', '.join(self.space)}")
+            for name, value in point:  # outside the space Optuna warns but runs it; <= 0 breaks its log scale
+                space = self.space[name]
+                check_number(f"point {name}", value, low=0.0, low_inclusive=False,
+                             why=f"the search space is log-scaled, {space.low:g} to {space.high:g}")
         return self
 
 
@@ -376,11 +383,11 @@ def trials_table(study: optuna.Study, *, rows: pd.DataFrame) -> pd.DataFrame:
                       "error": trial.user_attrs.get("error", ""), "unit_id": trial.user_attrs.get("unit_id"),
                       "on_front": trial.number in front})
     table = pd.DataFrame(lines)
-    if table.empty or rows.empty:
+    ok = rows[(rows["status"] == "ok") & (rows["target_model"] == "pruned")] if len(rows) else rows
+    if table.empty or ok.empty:  # no trial succeeded: no attack metrics to add
         return table
     from miaray.unit import METRICS  # the metric names' one home (a lazy import, as in miaray.sweep)
 
-    ok = rows[(rows["status"] == "ok") & (rows["target_model"] == "pruned")]
     wide = ok.set_index(["unit_id", "attack"])[list(METRICS)].groupby(level=[0, 1]).first().unstack("attack")
     order = sorted(wide.columns, key=lambda c: (ALL_ATTACKS.index(c[1]), METRICS.index(c[0])))
     wide = wide[order]
@@ -494,6 +501,7 @@ def _default_concurrency(settings: RunSettings) -> int:
     return max(1, int(fits))
 
 
+@entry_point(prog="defense_search.py", resume="finished trials are kept; rerun the same command to resume")
 def defense_search_main(argv: list[str] | None = None) -> int:
     """`sweeps/defense_search.py`: one search, then the Pareto table, files and plot."""
     parser = build_search_parser()

@@ -33,6 +33,7 @@ from miaray.attacks import make_attack
 from miaray.attacks.blindmi import reference_transform
 from miaray.attacks.metrics import METRICS, evaluate_scores
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
+from miaray.cli import add_debug_option, check_output_file, check_writable_folder, entry_point
 from miaray.config import (ALL_ATTACKS, ATTACKS, DEFENSE_PARAMS, DEFENSES, FINETUNE_SEED_OFFSET, METHODS, ONLINE_ATTACKS,
                            PAPER_SPLIT, REFERENCE_ATTACKS, TRAINED_ATTACKS, ConfigError, TrainConfig, UnitConfig,
                            format_split, parse_name_values, parse_split)
@@ -448,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--artifacts", default=None, metavar="DIR",
                    help="write what a sweep cell writes into DIR: rows/<unit_id>.parquet (read by "
                         "miaray.results.load and analysis/), signals/ and roc/ (per-sample signals, ROC curves)")
-    return p
+    return add_debug_option(p)
 
 
 OUT_SUFFIXES = (".csv", ".parquet")
@@ -459,11 +460,17 @@ def check_out(path: str) -> None:
     target = Path(path).expanduser()
     if target.suffix not in OUT_SUFFIXES:
         raise ConfigError(f"--out {path!r}: the file must end in {' or '.join(OUT_SUFFIXES)}")
-    folder = target.parent
-    if not folder.is_dir():
-        raise ConfigError(f"--out {path!r}: the folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ConfigError(f"--out {path!r}: not writable")
+    check_output_file(path, option="--out", create_folder=False)
+
+
+def check_device(device: str) -> None:
+    """Refuse a --device torch cannot use, before any work (a tiny allocation there tells)."""
+    try:
+        torch.empty(1, device=torch.device(device))
+    except (RuntimeError, AssertionError) as error:  # AssertionError: a torch built without that device
+        raise ConfigError(f"--device {device!r}: torch {torch.__version__} cannot use it "
+                          f"({' '.join(str(error).split())[:160]}); give cpu, or cuda on a machine with a "
+                          "CUDA build of torch and a GPU (default: cuda when available)") from None
 
 
 def _attack_list(text: str, *, option: str) -> tuple[str, ...]:
@@ -549,6 +556,7 @@ def format_budget(budget: pd.DataFrame) -> str:
     return table.to_string(float_format=lambda v: f"{v:.4f}", na_rep="nan")
 
 
+@entry_point(prog="python -m miaray.unit", resume="the models built so far are cached")
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -556,6 +564,11 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args)
         if args.out:
             check_out(args.out)
+        if args.device:
+            check_device(args.device)
+        for option, folder in (("--cache", args.cache), ("--artifacts", args.artifacts)):
+            if folder:
+                check_writable_folder(folder, option=option)
     except ConfigError as error:
         parser.error(str(error))  # exits 2 before any training, naming the field and the choices
     start = time.perf_counter()

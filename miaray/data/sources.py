@@ -119,7 +119,8 @@ def locate(source: Source, root: Path, *, download: bool | None) -> tuple[str, .
     forms = " or ".join(" + ".join(layout) for layout in source.layouts)
     raise DatasetNotFoundError(
         f"dataset {source.name!r}: none of the accepted files were found in {root}. "
-        f"Put one of these there: {forms} (or pass root=... / set ${DATA_ENV}). "
+        f"Put one of these there: {forms} (or point --data-root, root=... or ${DATA_ENV} at a folder "
+        "holding them). "
         f"Source: {source.origin}. {reason}")
 
 

@@ -13,10 +13,12 @@ import pandas as pd
 import ray
 
 from miaray import results
+from miaray.cli import add_debug_option, check_writable_folder, entry_point
 from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSE_PARAMS, DEFENSES, METHODS, ConfigError,
                            parse_name_values, parse_split)
 from miaray.store import default_root
-from miaray.sweep.cluster import RunSettings, absolute, cluster_info, connect, default_gpus, resource_problems
+from miaray.sweep.cluster import (RunSettings, absolute, check_address, cluster_info, connect, default_gpus,
+                                  resource_problems)
 from miaray.sweep.grid import PRESETS, UNKNOWN_PRESETS, GridSpec, check_axis, method_pairs, sparsity_matrix, unique
 from miaray.sweep.plan import Plan
 from miaray.sweep.shared import share
@@ -135,6 +137,16 @@ def experiment_name(text: str) -> str:
     return text
 
 
+def ray_address(text: str) -> str:
+    """An argparse type: 'auto', 'local', HOST:PORT or a ray:// address (whether it answers is checked
+    when the sweep connects)."""
+    try:
+        check_address(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix(f"--address {text!r}: ")) from None
+    return text
+
+
 def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -> argparse.ArgumentParser:
     """The options every sweep script shares."""
     p = argparse.ArgumentParser(prog=prog, description=description,
@@ -172,7 +184,7 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
     r.add_argument("--cache", help="artifact store (default: <storage>/cache for a local --storage, else "
                                    "$MIARAY_CACHE or ~/.cache/miaray/store; on a cluster a shared mount)")
     r.add_argument("--data-root", help="dataset folder (default: $MIARAY_DATA, else each worker's default)")
-    r.add_argument("--address", default="auto",
+    r.add_argument("--address", default="auto", type=ray_address,
                    help="Ray to use: 'auto' (whatever Ray instance runs on this machine, e.g. a cluster's head, "
                         "else a new local instance), 'local' (always a new local instance) or the host:port "
                         "of a cluster")
@@ -188,6 +200,7 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
                    help="continue the experiment --storage/--name (which must exist): cells with ok rows are "
                         "kept, the others run; a plain rerun does the same")
     r.add_argument("--dry-run", action="store_true", help="print the plan and exit; trains nothing")
+    add_debug_option(r)
     return p
 
 
@@ -218,16 +231,18 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
 
 def settings_from_args(args: argparse.Namespace, *, name: str) -> RunSettings:
     """Where results, Tune state, cache and data live, and the resources per trial. Once connected, it
-    also checks them against the cluster (raises ConfigError naming each option that cannot work):
-    resources no node can give, a local --storage or --cache some node does not see."""
+    also checks them (raises ConfigError naming each option that cannot work): a local --storage or
+    --cache this machine cannot write or some node does not see, resources no node can give."""
     storage = absolute(args.storage)
     experiment = f"{storage.rstrip('/')}/{args.name or name}"
     cache = absolute(args.cache) if args.cache else str(default_root()) if "://" in storage else f"{storage}/cache"
     data_root = args.data_root or os.environ.get("MIARAY_DATA")
     settings = RunSettings(experiment=experiment, store=cache, data_root=absolute(data_root) if data_root else None,
                            cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial or 0.0)
-    if not ray.is_initialized():  # a dry run: no cluster to check against
+    if not ray.is_initialized():  # a dry run: no cluster to check against, no folder to create
         return settings
+    for option, folder in (("--storage", storage), ("--storage/--name", experiment), ("--cache", cache)):
+        check_writable_folder(folder, option=option)  # here, before any trial writes there
     info = cluster_info()
     if args.gpus_per_trial is None:
         gpus, why = default_gpus(info)
@@ -258,6 +273,7 @@ def _run_settings(args: argparse.Namespace, parser: argparse.ArgumentParser, *, 
         parser.error(str(error))  # before any trial
 
 
+@entry_point(prog="full_grid.py", resume="cells with ok rows are kept; rerun the same command to run the others")
 def full_grid_main(argv: list[str] | None = None) -> int:
     """`sweeps/full_grid.py`: the known-pruning grid (paper section 5.2)."""
     parser = build_parser(prog="full_grid.py", presets=PRESETS,
@@ -277,6 +293,7 @@ def full_grid_main(argv: list[str] | None = None) -> int:
     return 0 if complete(df, cells) else 1
 
 
+@entry_point(prog="unknown_pruning.py", resume="cells with ok rows are kept; rerun the same command to run the others")
 def unknown_pruning_main(argv: list[str] | None = None) -> int:
     """`sweeps/unknown_pruning.py`: unknown sparsity (matrix) and unknown method and sparsity (pairs)."""
     parser = build_parser(prog="unknown_pruning.py", presets=UNKNOWN_PRESETS,
@@ -294,6 +311,9 @@ def unknown_pruning_main(argv: list[str] | None = None) -> int:
     except ConfigError as error:  # e.g. several --splits: this study runs one
         parser.error(str(error))
     cells = unique(matrix + [c for pair in pairs for c in pair])
+    if not cells:  # --study method on one (method, sparsity) setting: no shadow can be pruned otherwise
+        parser.error(f"--study {args.study}: the grid has one pruning setting per dataset and arch, so no shadow "
+                     "can be pruned differently from its target; give several --sparsities or --methods")
     print(Plan.of(cells).describe(), flush=True)
     if args.dry_run:
         return 0

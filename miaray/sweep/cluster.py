@@ -90,10 +90,44 @@ def cluster_info() -> ClusterInfo:
                        node_types=autoscaler_node_types())
 
 
+PROBE_TIMEOUT_S = 10.0  # a head that does not accept a TCP connection in this time is not there
+
+
+def check_address(address: str, *, option: str = "--address") -> tuple[str, int] | None:
+    """(host, port) of a host:port address, None for 'auto', 'local' and a ray:// client address;
+    anything else raises ConfigError."""
+    if address in ("auto", "local") or address.startswith("ray://"):
+        return None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{option} {address!r}: give 'auto', 'local' or the HOST:PORT of a Ray cluster's head "
+                          "(e.g. 10.0.0.5:6379)")
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, *, option: str = "--address") -> None:
+    """Refuse a host:port where nothing accepts a connection: Ray itself would retry for many minutes,
+    deaf to Ctrl-C. A malformed address is a ConfigError, one that does not answer a ConnectionError."""
+    host_port = check_address(address, option=option)
+    if host_port is None:
+        return
+    try:
+        socket.create_connection(host_port, timeout=PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        raise ConnectionError(f"{option} {address}: no Ray cluster answers there ({error.strerror or error}); "
+                              "start its head (`ray start --head`), give the address `ray status` prints on "
+                              "the head, or use --address auto (this machine) or local") from None
+
+
 def connect(*, address: str = "auto") -> ClusterInfo:
     """Join Ray and print the cluster joined (the first progress line): 'auto' joins the Ray instance
     running on this machine if there is one (a cluster's head, or any local `ray start`), else starts
-    a local instance; 'local' always starts a new local instance; host:port joins that cluster."""
+    a local instance; 'local' always starts a new local instance; host:port joins that cluster, which
+    must answer (`check_reachable`; so must $RAY_ADDRESS, which 'auto' follows)."""
+    if not ray.is_initialized() and address != "local":
+        given = address if address != "auto" else os.environ.get("RAY_ADDRESS", "").strip()
+        if given:
+            check_reachable(given, option="--address" if address != "auto" else "$RAY_ADDRESS")
     if ray.is_initialized():
         joined = "using the Ray instance this process already joined"
     elif address == "auto":

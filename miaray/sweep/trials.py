@@ -125,6 +125,9 @@ def run_job(trial_config: dict) -> None:
     tune.report({**headline(rows), **timing})
 
 
+TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"  # read by Tune when a run starts
+
+
 def _trial_dirname(trial: Any) -> str:
     config, build = parse_job(trial.config["job"])
     return config.unit_id() if build is None else "build-" + stable_hash(model_key(config, **build))
@@ -152,7 +155,18 @@ def run_trials(*, jobs: Sequence[str], settings: RunSettings, retries: int) -> t
         run_config=tune.RunConfig(name=time.strftime("%Y%m%d-%H%M%S-") + str(os.getpid()),
                                   storage_path=f"{settings.experiment.rstrip('/')}/{TUNE_DIR}", verbose=0,
                                   callbacks=[Progress()], failure_config=tune.FailureConfig(max_failures=retries)))
-    return tuner.fit()
+    # Ctrl-C stops the driver at once (KeyboardInterrupt: the scripts exit 130), not by Tune's graceful
+    # stop, which ends advising Tuner.restore: nothing resumes Tune's state, and every file a trial
+    # writes is atomic, so the finished cells and models are kept either way.
+    previous = os.environ.get(TUNE_SIGINT_ENV)
+    os.environ[TUNE_SIGINT_ENV] = "1"
+    try:
+        return tuner.fit()
+    finally:
+        if previous is None:
+            os.environ.pop(TUNE_SIGINT_ENV)
+        else:
+            os.environ[TUNE_SIGINT_ENV] = previous
 
 
 def _record_lost_trials(grid: tune.ResultGrid, settings: RunSettings) -> None:
@@ -160,8 +174,10 @@ def _record_lost_trials(grid: tune.ResultGrid, settings: RunSettings) -> None:
     from miaray.unit import failed_rows
     present = results.unit_files(settings.experiment)
     for result in grid:
+        if result.error is None or result.config is None:  # no error, or never started (a stopped run)
+            continue
         config, build = parse_job(result.config["job"])
-        if result.error is None or build is not None:
+        if build is not None:
             continue
         if config.unit_id() not in present:
             message = str(result.error).strip().splitlines()[-1]
