@@ -9,7 +9,8 @@ The phases are the public steps `miaray.unit.run_unit` composes, called one by o
 Peak memory: CUDA max_memory_allocated per phase on a GPU; on the CPU the peak resident set size
 sampled every 10 ms during the phase. The last section projects the quick preset (or `--grid`) from
 these measurements with the same function as bench_gpu.py's GPU projection. The width follows
-the quick preset and `python -m miaray.unit` (0.125 on the embedded datasets, 1 otherwise); the
+the quick preset and `python -m miaray.unit` (`miaray.config.default_width`: 0.125 on the embedded
+image sets, 1 otherwise); the
 trained attacks follow the `--grid` preset's `attack_epochs` (20 for quick), unlike `python -m
 miaray.unit` (`--attack-epochs 0` runs each attack's reference schedule, as does `--grid ''`).
 """
@@ -31,8 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from _common import (PairPlan, Rates, add_out_argument, format_projection, format_table,  # noqa: E402
                      machine_description, peak_memory_mb, reset_peak_memory, write_json)
-from miaray.config import ATTACKS, TrainConfig, UnitConfig  # noqa: E402
-from miaray.data.registry import EMBEDDED_DATASETS  # noqa: E402
+from miaray.config import ATTACKS, TrainConfig, UnitConfig, default_width  # noqa: E402
 from miaray.prune import prune  # noqa: E402
 from miaray.store import Store  # noqa: E402
 from miaray.unit import (attack_rows, make_context, model_signals, original_model, pruned_model,  # noqa: E402
@@ -154,7 +154,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dataset", default="digits")
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--width", type=float, default=None,
-                   help="default: 0.125 on embedded datasets (as the quick preset and python -m miaray.unit), else 1")
+                   help="default: miaray.config.default_width, as python -m miaray.unit (0.125 on digits and mnist5k, else 1)")
     p.add_argument("--method", default="l1_unstructured")
     p.add_argument("--sparsity", type=float, default=0.7)
     p.add_argument("--shadows", type=int, default=5)
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    width = args.width if args.width is not None else (0.125 if args.dataset in EMBEDDED_DATASETS else 1.0)
+    width = args.width if args.width is not None else default_width(args.dataset)
     config = UnitConfig(dataset=args.dataset, arch=args.arch, method=args.method, sparsity=args.sparsity,
                         width=width, num_shadows=args.shadows, attacks=tuple(args.attacks.split(",")),
                         attack_epochs=args.attack_epochs or None,  # 0 / None: reference schedules

@@ -44,6 +44,8 @@ DEFENSE_PARAM_RANGES: dict[str, tuple[float, bool, bool]] = {
     "lambda": (0.0, True, False), "alpha": (0.0, True, False), "k": (1.0, True, True),
     "noise_multiplier": (0.0, True, False), "max_grad_norm": (0.0, False, False), "delta": (0.0, False, False),
 }
+# Channel multipliers of `default_width` (the datasets not named run at 1.0).
+DEFAULT_WIDTHS: dict[str, float] = {"digits": 0.125, "mnist5k": 0.125, "synthetic_tabular": 1.0}
 # Seeds go to sklearn's train_test_split (the shadow i split uses seed + i), whose random_state must lie
 # in [0, 2**32 - 1]; the role seeds (`UnitConfig.role_seed`) go to torch, which takes up to 2**64 - 1.
 MAX_SEED = 2**32 - 1
@@ -120,6 +122,29 @@ def parse_name_values(items: Sequence[str], *, option: str) -> tuple[tuple[str, 
         if not sep or not name.strip():
             raise ConfigError(f"{option} {item!r}: expected NAME=VALUE with a number, e.g. lambda=4")
     return tuple(pairs)
+
+
+def parse_attacks(text: str, *, option: str) -> tuple[str, ...]:
+    """A command-line attack list: 'all' or a comma list (names are checked by `UnitConfig.validate`);
+    an empty one raises ConfigError naming the option."""
+    attacks = ATTACKS if text.strip() == "all" else tuple(a.strip() for a in text.split(",") if a.strip())
+    if not attacks:
+        raise ConfigError(f"{option} {text!r} is empty: give 'all' or a comma list of {', '.join(ALL_ATTACKS)}")
+    return attacks
+
+
+def parse_original_attacks(text: str, *, option: str) -> tuple[str, ...] | None:
+    """The command-line value of `UnitConfig.original_attacks`: 'same' (None: the unit's attack list),
+    'conf' (the paper's Conf (Org.) baseline), 'all' or a comma list, as `parse_attacks`."""
+    return None if text.strip() == "same" else parse_attacks(text, option=option)
+
+
+def default_width(dataset: str) -> float:
+    """The channel multiplier a unit of `dataset` runs at when none is given: narrow ResNets on the
+    embedded image sets (minutes on a CPU), the full (256, 128) fc net on synthetic_tabular (seconds on
+    a CPU; narrower ones barely learn its 100 classes: `miaray.data.embedded.load_synthetic_tabular`),
+    the reference width elsewhere."""
+    return DEFAULT_WIDTHS.get(dataset, 1.0)
 
 
 def format_split(split: Sequence[int]) -> str:

@@ -34,11 +34,11 @@ from miaray.attacks.blindmi import reference_transform
 from miaray.attacks.metrics import METRICS, evaluate_scores
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
 from miaray.cli import add_debug_option, check_output_file, check_writable_folder, entry_point
-from miaray.config import (ALL_ATTACKS, ATTACKS, DEFENSE_PARAMS, DEFENSES, FINETUNE_SEED_OFFSET, METHODS, ONLINE_ATTACKS,
+from miaray.config import (ALL_ATTACKS, DEFENSE_PARAMS, DEFENSES, FINETUNE_SEED_OFFSET, METHODS, ONLINE_ATTACKS,
                            PAPER_SPLIT, REFERENCE_ATTACKS, TRAINED_ATTACKS, ConfigError, TrainConfig, UnitConfig,
-                           format_split, parse_name_values, parse_split)
+                           default_width, format_split, parse_attacks,
+                           parse_name_values, parse_original_attacks, parse_split)
 from miaray.data import Dataset, load_dataset
-from miaray.data.registry import EMBEDDED_DATASETS
 from miaray.data.splits import Split, Splits, make_splits
 from miaray.defenses import make_defense
 from miaray.models import build_model
@@ -408,8 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--width", type=float, default=None,
-                   help="channel multiplier (default: 0.125 on the embedded datasets digits and "
-                        "synthetic_tabular, so the unit runs in minutes on a CPU; 1.0 otherwise)")
+                   help="channel multiplier (default: 0.125 on the embedded image sets digits and mnist5k, so "
+                        "the unit runs in minutes on a CPU; 1.0 otherwise, synthetic_tabular included)")
     p.add_argument("--shadows", type=int, default=5, help="number of shadow models")
     p.add_argument("--split", default=format_split(PAPER_SPLIT), metavar="TRAIN/TEST/VAL",
                    help="percent of each half for members / non-members / early stopping (paper Table 2)")
@@ -473,18 +473,10 @@ def check_device(device: str) -> None:
                           "CUDA build of torch and a GPU (default: cuda when available)") from None
 
 
-def _attack_list(text: str, *, option: str) -> tuple[str, ...]:
-    attacks = ATTACKS if text.strip() == "all" else tuple(a.strip() for a in text.split(",") if a.strip())
-    if not attacks:
-        raise ConfigError(f"{option} {text!r} is empty: give 'all' or a comma list of {', '.join(ALL_ATTACKS)}")
-    return attacks
-
-
 def config_from_args(args: argparse.Namespace) -> UnitConfig:
-    width = args.width if args.width is not None else (0.125 if args.dataset in EMBEDDED_DATASETS else 1.0)
-    attacks = _attack_list(args.attacks, option="--attacks")
-    original_attacks = None if args.original_attacks.strip() == "same" else _attack_list(args.original_attacks,
-                                                                                      option="--original-attacks")
+    width = args.width if args.width is not None else default_width(args.dataset)
+    attacks = parse_attacks(args.attacks, option="--attacks")
+    original_attacks = parse_original_attacks(args.original_attacks, option="--original-attacks")
     return UnitConfig(dataset=args.dataset, arch=args.arch, method=args.method, sparsity=args.sparsity,
                       seed=args.seed, width=width, num_shadows=args.shadows, num_references=args.references,
                       query_mirror=args.query_mirror, query_shift=args.query_shift, shadow_method=args.shadow_method,

@@ -15,7 +15,7 @@ import ray
 from miaray import results
 from miaray.cli import add_debug_option, check_writable_folder, entry_point
 from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSE_PARAMS, DEFENSES, METHODS, ConfigError,
-                           parse_name_values, parse_split)
+                           parse_name_values, parse_original_attacks, parse_split)
 from miaray.store import default_root
 from miaray.sweep.cluster import (RunSettings, absolute, check_address, cluster_info, connect, default_gpus,
                                   resource_problems)
@@ -161,8 +161,13 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
     g.add_argument("--splits", type=_csv(str), metavar="TRAIN/TEST/VAL,...",
                    help="comma list of train/test/validation percentages of each half, e.g. 45/45/10,60/30/10 "
                         "(paper Table 2; default: the preset's)")
-    g.add_argument("--width", type=float, help="channel multiplier (< 1: narrow models)")
+    g.add_argument("--widths", "--width", type=_csv(float), dest="widths",
+                   help="comma list of channel multipliers (< 1: narrow models), e.g. 0.125,0.5")
     g.add_argument("--attacks", type=_csv(str), help=f"comma list of {', '.join(ALL_ATTACKS)} (default: the preset's)")
+    g.add_argument("--original-attacks", metavar="same|conf|all|LIST",
+                   help="attacks on the unpruned target, fitted on the unpruned shadows: 'same' as --attacks "
+                        "(compared attack by attack), 'conf' (the paper's Conf (Org.) baseline, cheapest), 'all', "
+                        "or a comma list (default: the preset's)")
     g.add_argument("--shadows", type=int_at_least(1), help="shadow models per cell (default 5)")
     g.add_argument("--references", type=_csv(int), metavar="N,...",
                    help="reference models per cell for the online attacks lira (even) and rmia, an axis: e.g. 4,8 "
@@ -208,8 +213,10 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
     """The preset with the command-line overrides, validated (raises ConfigError)."""
     spec = presets[args.preset]
     overrides = {field: getattr(args, field) for field in
-                 ("datasets", "archs", "methods", "sparsities", "seeds", "width", "attacks", "references", "defense",
+                 ("datasets", "archs", "methods", "sparsities", "seeds", "widths", "attacks", "references", "defense",
                   "max_epochs", "attack_epochs") if getattr(args, field) is not None}
+    if args.original_attacks is not None:
+        overrides["original_attacks"] = parse_original_attacks(args.original_attacks, option="--original-attacks")
     if args.shadows is not None:
         overrides["num_shadows"] = args.shadows
     if args.splits is not None:

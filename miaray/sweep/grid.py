@@ -18,7 +18,8 @@ PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas",
 @dataclass(frozen=True)
 class GridSpec:
     """The axes of a sweep. `cells()` expands them into the valid unit configurations: tabular data
-    takes the fc net and l1_unstructured only, images the three CNNs and every method."""
+    takes the fc net and l1_unstructured only, images the three CNNs and every method. `widths` (the
+    channel multipliers) is an axis like `seeds`: each width trains its own originals."""
 
     datasets: tuple[str, ...]
     archs: tuple[str, ...]
@@ -26,8 +27,10 @@ class GridSpec:
     sparsities: tuple[float, ...]
     seeds: tuple[int, ...] = (0,)
     splits: tuple[tuple[int, int, int], ...] = (PAPER_SPLIT,)  # train/test/validation % of each half
-    width: float = 1.0
+    widths: tuple[float, ...] = (1.0,)
     attacks: tuple[str, ...] = ATTACKS
+    # Attacks on the unpruned target (UnitConfig.original_attacks): None, the same as `attacks`.
+    original_attacks: tuple[str, ...] | None = None
     num_shadows: int = 5
     references: tuple[int, ...] = (0,)  # reference models per cell (online LiRA / RMIA); an axis
     defense: str = "basic"
@@ -38,20 +41,19 @@ class GridSpec:
 
     def unit(self, **fields: Any) -> UnitConfig:
         """A unit of this grid with the given cell fields (dataset, arch, method, sparsity, seed, ...).
-        Without a `split` (`num_references`) field it takes the grid's split (number of reference
-        models), which must then be the only one: a study that does not expand that axis must not drop
-        some of its values unnoticed."""
-        if "split" not in fields:
-            if len(self.splits) != 1:
-                raise ConfigError(f"splits={','.join(map(format_split, self.splits))}: this study runs one "
-                                  "split ratio; only the known-pruning grid (full_grid.py) expands several")
-            fields["split"] = self.splits[0]
-        if "num_references" not in fields:
-            if len(self.references) != 1:
-                raise ConfigError(f"references={','.join(map(str, self.references))}: this study runs one number "
-                                  "of reference models; only the known-pruning grid (full_grid.py) expands several")
-            fields["num_references"] = self.references[0]
-        return UnitConfig(width=self.width, attacks=self.attacks, num_shadows=self.num_shadows,
+        Without a `split`, `width` or `num_references` field it takes the grid's value of that axis,
+        which must then be the only one: a study that does not expand that axis must not drop some of its
+        values unnoticed."""
+        for name, axis, values, text, what in (
+                ("split", "splits", self.splits, format_split, "split ratio"),
+                ("width", "widths", self.widths, "{:g}".format, "width"),
+                ("num_references", "references", self.references, str, "number of reference models")):
+            if name not in fields:
+                if len(values) != 1:
+                    raise ConfigError(f"{axis}={','.join(map(text, values))}: this study runs one {what}; only "
+                                      f"the known-pruning grid (full_grid.py) expands several")
+                fields[name] = values[0]
+        return UnitConfig(attacks=self.attacks, original_attacks=self.original_attacks, num_shadows=self.num_shadows,
                           defense=self.defense, defense_params=self.defense_params, adaptive=self.adaptive,
                           attack_epochs=self.attack_epochs, train=TrainConfig(max_epochs=self.max_epochs),
                           **fields)
@@ -66,9 +68,10 @@ class GridSpec:
         return self.methods
 
     def cells(self) -> list[UnitConfig]:
-        """The known-pruning grid: every pair x method x sparsity x seed x split x number of references."""
-        return [self.unit(dataset=d, arch=a, method=m, sparsity=s, seed=seed, split=split, num_references=n)
-                for d, a in self.pairs() for m in self.methods_for(d) for s in self.sparsities
+        """The known-pruning grid: every pair x width x method x sparsity x seed x split x number of
+        reference models."""
+        return [self.unit(dataset=d, arch=a, width=w, method=m, sparsity=s, seed=seed, split=split, num_references=n)
+                for d, a in self.pairs() for w in self.widths for m in self.methods_for(d) for s in self.sparsities
                 for seed in self.seeds for split in self.splits for n in self.references]
 
     def validate(self) -> "GridSpec":
@@ -135,13 +138,13 @@ PRESETS: dict[str, GridSpec] = {
     # CPU. The trained attacks run a fifth of SAMIA's 100-epoch schedule (same milestones, scaled):
     # at the full schedule SAMIA alone costs several CPU-minutes per cell.
     "quick": GridSpec(datasets=("digits",), archs=("resnet18",), methods=METHODS, sparsities=(0.5, 0.9),
-                      width=0.125, attack_epochs=20),
+                      widths=(0.125,), attack_epochs=20),
     # Beyond the paper (issue 14): LiRA and RMIA, offline on the shadows and online with 8 reference models
     # pruned and fine-tuned like their target, against the threshold attacks and SAMIA, on mnist5k (1,125
     # non-members: TPR at 1% and 0.1% FPR measurable). Sized for at most 60 minutes on a 2-core CPU: see
     # LIRA_SIZING below.
     "lira": GridSpec(datasets=("mnist5k",), archs=("resnet18",), methods=("l1_unstructured",), sparsities=(0.5, 0.9),
-                     seeds=(0, 1, 2), width=0.125,
+                     seeds=(0, 1, 2), widths=(0.125,),
                      attacks=("conf", "xent", "mentr", "top1_conf", "samia", *REFERENCE_ATTACKS),
                      num_shadows=4, references=(8,), max_epochs=12, attack_epochs=20),
     # Paper Table 2 (appendix A.5): the paper's headline cell under its four train/test/validation splits.
@@ -155,5 +158,5 @@ UNKNOWN_PRESETS: dict[str, GridSpec] = {
     "paper": GridSpec(datasets=("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas"), archs=ARCHS,
                       methods=METHODS, sparsities=PAPER_SPARSITIES),
     "quick": GridSpec(datasets=("digits",), archs=("resnet18",), methods=METHODS, sparsities=(0.5, 0.9),
-                      width=0.125, attacks=("conf", "mentr", "nn", "samia"), attack_epochs=20),
+                      widths=(0.125,), attacks=("conf", "mentr", "nn", "samia"), attack_epochs=20),
 }

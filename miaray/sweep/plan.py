@@ -46,14 +46,15 @@ class Plan:
         return {h: v for h, v in self.pruned.items() if self.users[h] > 1}
 
     def table(self) -> pd.DataFrame:
-        """Per dataset and arch: cells, then the models to build: originals, pruned targets by method,
-        pruned shadows, pruned reference models, and all models."""
+        """Per dataset and arch (and width, when the cells have several): cells, then the models to
+        build: originals, pruned targets by method, pruned shadows, pruned reference models, and all
+        models."""
         kinds = [(c, "originals") for c, _ in self.originals.values()]
         kinds += [(c, c.method if role == "target" else f"pruned_{role_kind(role)}s") for c, role in self.pruned.values()]
         kinds += [(c, "cells") for c in self.cells]
-        frame = pd.DataFrame([{"dataset": c.dataset, "arch": c.arch, "kind": k} for c, k in kinds])
-        table = pd.crosstab([frame["dataset"], frame["arch"]], frame["kind"], margins=True,
-                            margins_name="total")
+        frame = pd.DataFrame([{"dataset": c.dataset, "arch": c.arch, "width": c.width, "kind": k} for c, k in kinds])
+        rows = ["dataset", "arch"] + (["width"] if frame["width"].nunique() > 1 else [])
+        table = pd.crosstab([frame[r] for r in rows], frame["kind"], margins=True, margins_name="total")
         table["models"] = table["total"] - table["cells"]
         order = ["cells", "originals", *METHODS, "pruned_shadows", "pruned_references", "models"]
         return table[[c for c in order if c in table.columns]].rename_axis(columns=None)
@@ -62,8 +63,11 @@ class Plan:
         targets = Counter(c.method for c, role in self.pruned.values() if role == "target")
         kinds = Counter(role_kind(role) for _, role in self.pruned.values())
         pairs = {(c.dataset, c.arch) for c in self.cells}
+        widths = sorted({c.width for c in self.cells})
         return "\n".join([
-            f"plan: {len(self.cells)} cells over {len(pairs)} (dataset, arch) pairs; models to build "
+            f"plan: {len(self.cells)} cells over {len(pairs)} (dataset, arch) pairs"
+            + (f" x {len(widths)} widths ({', '.join(f'{w:g}' for w in widths)})" if len(widths) > 1 else "")
+            + "; models to build "
             "(method columns count pruned targets):",
             self.table().to_string(), "",
             f"originals: {len(self.originals)}",
@@ -82,8 +86,8 @@ def model_key(cell: UnitConfig, role: str, pruned: bool) -> dict[str, Any]:
 
 
 def cell_label(config: UnitConfig) -> str:
-    """A cell for people: dataset/arch/method@sparsity, and what differs from the defaults."""
-    label = f"{config.dataset}/{config.arch}/{config.method}@{config.sparsity:g}"
+    """A cell for people: dataset/arch/method@sparsity, width, and what differs from the defaults."""
+    label = f"{config.dataset}/{config.arch}/{config.method}@{config.sparsity:g} width {config.width:g}"
     if config.shadow_method is not None or config.shadow_sparsity is not None:
         label += f" shadows {config.resolved_shadow_method}@{config.resolved_shadow_sparsity:g}"
     label += f" seed {config.seed}" if config.seed else ""
@@ -92,8 +96,8 @@ def cell_label(config: UnitConfig) -> str:
 
 
 def build_label(cell: UnitConfig, role: str, pruned: bool) -> str:
-    """A model build for people: dataset/arch, seed, role and (pruned) method@sparsity."""
-    label = f"{cell.dataset}/{cell.arch} seed {cell.seed} {role}"
+    """A model build for people: dataset/arch, width, seed, role and (pruned) method@sparsity."""
+    label = f"{cell.dataset}/{cell.arch} width {cell.width:g} seed {cell.seed} {role}"
     if pruned:
         key = cell.pruned_key(role)
         label += f" {key['method']}@{key['sparsity']:g}"
