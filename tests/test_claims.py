@@ -42,11 +42,12 @@ def write_synthetic(exp: Path, *, defenses: bool = True, unknown: bool = True, s
     attacks = [a for a in PLANTED if samia or a != "samia"]
     accs = {(s, seed): _attack_acc("samia", s, seed) for s in SPARSITIES for seed in SEEDS}
     # Gaps per unit against SAMIA's accuracy (the headline attack): the confidence gap follows it, the
-    # generalization gap mirrors it, the sensitivity gap is orthogonal to it (r = 0 exactly).
+    # generalization gap mirrors it, the sensitivity gap's magnitude is orthogonal to it (r = 0 exactly;
+    # negative, as measured: members' predictions are the less sensitive, and C3 reads |gap|).
     centred = np.array(list(accs.values())) - np.mean(list(accs.values()))
     other = np.random.default_rng(0).normal(size=len(centred))
     other -= other @ centred / (centred @ centred) * centred
-    gaps = {key: (2 * acc, 0.1 + o, 1 - acc) for (key, acc), o in zip(accs.items(), other)}
+    gaps = {key: (2 * acc, -(5.0 + o), 1 - acc) for (key, acc), o in zip(accs.items(), other)}
     for sparsity in SPARSITIES:
         for seed in SEEDS:
             cell = {**CELL, "sparsity": sparsity, "seed": seed, "shadow_method": "l1_unstructured",
@@ -99,9 +100,9 @@ def test_planted_effects_nulls_and_reversals(tmp_path: Path) -> None:
     assert _verdicts(table, "C2", attack="samia") == ["contradicted"]
     c2 = table[(table["claim"] == "C2") & (table["attack"] == "conf")].iloc[0]
     assert c2["effect"] == pytest.approx(0.1)
-    assert _verdicts(table, "C3", setting="confidence gap") == ["holds"]
-    assert _verdicts(table, "C3", setting="sensitivity gap") == ["inconclusive"]
-    assert _verdicts(table, "C3", setting="generalization gap") == ["contradicted"]
+    assert _verdicts(table, "C3", setting="|confidence gap|") == ["holds"]
+    assert _verdicts(table, "C3", setting="|sensitivity gap|") == ["inconclusive"]
+    assert _verdicts(table, "C3", setting="|generalization gap|") == ["contradicted"]
     # SAMIA is the weakest attack here: contradicted in each high-sparsity cell and pooled.
     assert _verdicts(table, "C4") == ["contradicted"] * 3
     assert set(table.loc[table["claim"] == "C4", "attack"]) == {"samia vs conf", "samia vs strongest other"}
