@@ -141,12 +141,13 @@ PRESETS: dict[str, GridSpec] = {
                       widths=(0.125,), attack_epochs=20),
     # Beyond the paper (issue 14): LiRA and RMIA, offline on the shadows and online with 8 reference models
     # pruned and fine-tuned like their target, against the threshold attacks and SAMIA, on mnist5k (1,125
-    # non-members: TPR at 1% and 0.1% FPR measurable). Sized for at most 60 minutes on a 2-core CPU: see
-    # LIRA_SIZING below.
+    # non-members: TPR at 1% and 0.1% FPR measurable). Sized for at most 60 minutes on a 2-core CPU (11
+    # originals per seed at about a minute each on one thread, at 8 epochs; 4 of fine-tuning): two shadows
+    # (the offline attacks' OUT models, LiRA's global variance) and the threshold attacks and SAMIA beside.
     "lira": GridSpec(datasets=("mnist5k",), archs=("resnet18",), methods=("l1_unstructured",), sparsities=(0.5, 0.9),
                      seeds=(0, 1, 2), widths=(0.125,),
                      attacks=("conf", "xent", "mentr", "top1_conf", "samia", *REFERENCE_ATTACKS),
-                     num_shadows=4, references=(8,), max_epochs=12, attack_epochs=20),
+                     num_shadows=2, references=(8,), max_epochs=8, attack_epochs=20),
     # The paper's claims with intervals (analysis/claims.py), on embedded data in at most 60 minutes on a
     # 2-core CPU: two pruning methods at two sparsities, 5 seeds, all nine attacks (the trained ones at a
     # fifth of their schedules), on the pruned and the original target alike, at the two regimes of the
