@@ -29,6 +29,20 @@ from miaray.unit import main as unit_main
     ({"split": (50, 50, 10)}, ["split=50/50/10", "three positive integer", "summing to 100", "45/45/10"]),
     ({"split": (0, 90, 10)}, ["split=0/90/10", "positive"]),
     ({"split": "45/45/10"}, ["split='45/45/10'", "three positive integer"]),
+    # LiRA / RMIA: reference models, shadows and query augmentations they need
+    ({"attacks": ("conf", "lira")}, ["'lira'", "even num_references >= 2, got 0"]),
+    ({"attacks": ("lira",), "num_references": 3}, ["even num_references >= 2, got 3"]),
+    ({"attacks": ("rmia",)}, ["'rmia'", "num_references >= 1, got 0"]),
+    ({"original_attacks": ("rmia",)}, ["'rmia'", "num_references >= 1"]),
+    ({"attacks": ("conf",), "num_references": 4}, ["num_references=4", "no online attack (lira, rmia)"]),
+    ({"attacks": ("rmia_offline",), "num_shadows": 1}, ["'rmia_offline'", "num_shadows >= 2, got 1"]),
+    ({"attacks": ("rmia",), "num_references": 301}, ["num_references=301", "[0, 300]"]),
+    ({"num_shadows": 200}, ["num_shadows=200", "[1, 199]"]),
+    ({"attacks": ("rmia",), "num_references": 1, "query_shift": 1}, ["LiRA's query augmentations"]),
+    ({"attacks": ("lira_offline",), "query_shift": 5}, ["query_shift=5", "[0, 4]"]),
+    ({"attacks": ("lira_offline",), "query_mirror": 1}, ["query_mirror=1", "True or False"]),
+    ({"attacks": ("lira_offline",), "query_mirror": True, "dataset": "synthetic_tabular", "arch": "fc"},
+     ["tabular"]),
 ])
 def test_bad_field_is_named(changes, words):
     config = UnitConfig(**{"dataset": "digits", "arch": "resnet18", **changes})

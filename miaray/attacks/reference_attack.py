@@ -18,11 +18,13 @@ where a model trained on the sample (``out_only`` blanks those cells).
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
+
+from miaray.attacks.base import Decider
 
 ArrayLike = Any  # numpy array, CPU torch tensor or nested lists
 
@@ -74,30 +76,15 @@ def out_only(phi: ArrayLike, inside: ArrayLike) -> np.ndarray:
     return np.where(mask if values.ndim == 2 else mask[:, :, None], np.nan, values)
 
 
-class ReferenceAttack(ABC):
-    """A fitted reference attack scores the target model's phi of the samples it was fitted on.
-
-    ``predict_proba`` gives a membership score (higher = more likely member), ``predict`` 0/1 at
-    ``decision_score``; fitted state lives in attributes ending in "_". ``label_only`` is False: the
-    metrics treat these like any scored attack.
+class ReferenceAttack(Decider):
+    """A fitted reference attack scores the target model's phi of the samples it was fitted on
+    (``predict_proba``, ``predict`` as every `Decider`). ``label_only`` is False: the metrics treat
+    these like any scored attack.
     """
 
-    name: ClassVar[str]
-    label_only: ClassVar[bool] = False
-    decision_score: ClassVar[float]
+    decision_score: ClassVar[float]  # set by each attack (see lira.py, rmia.py)
+    fit_call: ClassVar[str] = "fit with the reference signals"
 
     @abstractmethod
     def predict_proba(self, target: ArrayLike) -> np.ndarray:
         """Membership score per sample, float64."""
-
-    def predict(self, target: ArrayLike) -> np.ndarray:
-        """0/1 membership decision per sample (1 = member)."""
-        return self.predict_from_scores(self.predict_proba(target))
-
-    def predict_from_scores(self, scores: np.ndarray) -> np.ndarray:
-        """The 0/1 decisions for scores returned by predict_proba."""
-        return (np.asarray(scores) >= self.decision_score).astype(np.int64)
-
-    def _check_fitted(self) -> None:
-        if not any(k.endswith("_") and not k.startswith("_") for k in vars(self)):
-            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit with the reference signals")
