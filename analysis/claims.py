@@ -58,7 +58,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.data import (MODEL, Experiment, headline_attack, load_experiments, main_grid, ok, original,  # noqa: E402
                            paper_split, pruned)
-from miaray.cli import add_debug_option, check_output_file, entry_point  # noqa: E402
+from miaray.cli import HelpFormatter, add_debug_option, check_output_file, entry_point  # noqa: E402
 from miaray.config import ALL_ATTACKS, ConfigError, check_number  # noqa: E402
 from miaray.stats import paired_effect, pearson_interval, t_interval  # noqa: E402
 from miaray.unknown_pruning import known_pruning, matched_losses  # noqa: E402
@@ -325,16 +325,21 @@ def verdict_counts(table: pd.DataFrame) -> str:
     return ", ".join(f"{counts.get(v, 0)} {v}" for v in (HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_RUN))
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="claims.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
+    p.add_argument("--out", type=Path, help="also write the table to this .csv file (default: print only)")
+    p.add_argument("--max-accuracy-cost", type=float, default=MAX_ACCURACY_COST,
+                   help="C5b: the largest test-accuracy loss that counts as small, a fraction in [0, 1]")
+    p.add_argument("--max-loss", type=float, default=MAX_LOSS,
+                   help="C6: the largest relative attack-accuracy loss that counts as little, a fraction in [0, 1]")
+    return add_debug_option(p)
+
+
 @entry_point(prog="claims.py")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="claims.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
-    p.add_argument("--out", type=Path, help="write the table to this .csv file")
-    p.add_argument("--max-accuracy-cost", type=float, default=MAX_ACCURACY_COST,
-                   help="C5b: the largest test-accuracy loss that counts as small")
-    p.add_argument("--max-loss", type=float, default=MAX_LOSS,
-                   help="C6: the largest relative attack-accuracy loss that counts as little")
-    args = add_debug_option(p).parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         for option, value in (("--max-accuracy-cost", args.max_accuracy_cost), ("--max-loss", args.max_loss)):
             check_number(option, value, low=0.0, high=1.0)

@@ -34,7 +34,7 @@ from analysis.tables import (REFERENCE_BUDGET_METRICS, defense_fronts, defense_p
                              reference_budget_table, split_ratio_table, to_markdown, unknown_pruning_loss,
                              with_intervals)
 from miaray.attacks.metrics import measurable_fpr  # noqa: E402
-from miaray.cli import add_debug_option, check_writable_folder, entry_point  # noqa: E402
+from miaray.cli import HelpFormatter, add_debug_option, check_writable_folder, entry_point  # noqa: E402
 from miaray.config import ALL_ATTACKS, DEFENSES, METHODS, REFERENCE_ATTACKS, ConfigError  # noqa: E402
 from miaray import results  # noqa: E402
 from miaray.stats import wide  # noqa: E402
@@ -625,9 +625,10 @@ def summary(outcomes: list[Outcome]) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="figures.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="figures.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
     p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
-    p.add_argument("--out", required=True, type=Path, help="folder for the PNG, CSV and markdown files")
+    p.add_argument("--out", required=True, type=Path, help="folder for the PNG, CSV and markdown files (created if missing)")
     return add_debug_option(p)
 
 

@@ -26,7 +26,7 @@ from analysis.data import Experiment, Skipped, load_experiments  # noqa: E402
 from analysis.figures import summary, write_figures  # noqa: E402
 from analysis.tables import (cell_table, defense_fronts, defense_points, hyperparameters,  # noqa: E402
                              with_intervals)
-from miaray.cli import add_debug_option, check_output_file, entry_point  # noqa: E402
+from miaray.cli import HelpFormatter, add_debug_option, check_output_file, entry_point  # noqa: E402
 from miaray.config import ConfigError  # noqa: E402
 
 STYLE = """
@@ -146,12 +146,17 @@ def render(exp: Experiment) -> str:
             + "\n</body></html>\n")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="report.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
+    p.add_argument("--out", required=True, type=Path, help="the HTML file to write (self-contained: figures embedded)")
+    return add_debug_option(p)
+
+
 @entry_point(prog="report.py")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="report.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("results", nargs="+", help="experiment directories (<storage>/<name>, holding rows/)")
-    p.add_argument("--out", required=True, type=Path, help="the HTML file to write")
-    args = add_debug_option(p).parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         check_output_file(args.out, option="--out")
         exp = load_experiments(args.results)

@@ -83,7 +83,7 @@ def default_out(name: str) -> str | None:
 def add_out_argument(parser: argparse.ArgumentParser, name: str) -> None:
     """`--out FILE`, the JSON output of every benchmark (default `$OUT/<name>` when $OUT is set)."""
     parser.add_argument("--out", default=default_out(name),
-                        help=f"JSON output file (default: $OUT/{name} when $OUT is set)")
+                        help=f"JSON output file (default: $OUT/{name} when $OUT is set, else print only)")
 
 
 def machine_description(device: torch.device) -> str:

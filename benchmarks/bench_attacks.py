@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from _common import (PairPlan, add_out_argument, default_out, format_table,  # noqa: E402
                      machine_description, paper_classes, paper_grid, project, write_json)
 from bench_gpu import fit_rates  # noqa: E402
+from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.attacks import make_attack  # noqa: E402
 from miaray.attacks.signals import Signals  # noqa: E402
 from miaray.config import TRAINED_ATTACKS  # noqa: E402
@@ -143,17 +144,24 @@ def grand_total(gpu_json: str, *, attacks_h: float, mode: str, machine: str) -> 
             f"= {train_h + signals_h + attacks_h:.2f} h")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--rows", type=int, default=4096, help="pooled shadow rows per fit")
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per fit (after a 1-epoch warm-up)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU (default: torch's)")
-    parser.add_argument("--attacks", default=",".join(TRAINED_ATTACKS))
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda (default: cuda when available, else cpu)")
+    parser.add_argument("--rows", type=int, default=4096, help="pooled shadow rows per fit, >= 128 (one batch)")
+    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per fit, >= 1 (after a 1-epoch warm-up)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads on the CPU, >= 1 (default: torch's)")
+    parser.add_argument("--attacks", default=",".join(TRAINED_ATTACKS),
+                        help=f"comma list of {', '.join(TRAINED_ATTACKS)}")
     parser.add_argument("--gpu-json", default=default_out("bench_gpu.json"),
-                        help="bench_gpu.py's JSON, for the grand total (default: $OUT/bench_gpu.json)")
+                        help="bench_gpu.py's JSON, for the grand total (default: $OUT/bench_gpu.json when $OUT is "
+                             "set, else no grand total)")
     add_out_argument(parser, "bench_attacks.json")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

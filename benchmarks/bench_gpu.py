@@ -51,6 +51,7 @@ from _common import (NO_EARLY_STOP, REFERENCE_TRAIN_GFLOP, Rates, StopAssumption
                      format_projection, format_table, machine_description, paper_grid, peak_memory_mb,
                      reset_peak_memory, write_json)
 from miaray.attacks.blindmi import reference_transform  # noqa: E402
+from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.attacks.signals import compute_signals  # noqa: E402
 from miaray.models import build_model  # noqa: E402
 from miaray.prune import prune  # noqa: E402
@@ -429,21 +430,26 @@ def print_projections(rates: dict[str, Rates], header: str) -> str:
     return text
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test of the same code")
-    p.add_argument("--images", type=int, default=13_500, help="training images per model (CIFAR10 member set)")
-    p.add_argument("--tabular-rows", type=int, default=44_398, help="fc training rows (Purchase100 member set)")
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--width", type=float, default=1.0, help="channel multiplier (< 1 only for smoke tests)")
-    p.add_argument("--epochs", type=int, default=2, help="timed epochs per item (after 1 warm-up epoch)")
-    p.add_argument("--archs", default=",".join((*IMAGE_ARCHS, "fc")))
-    p.add_argument("--modes", default=",".join(MODES), help=f"subset of {', '.join(MODES)}")
-    p.add_argument("--packed", type=int, default=4, help="processes of the packing test (<= 1: skip it)")
-    p.add_argument("--deadline", type=float, default=420.0, help="seconds; later items are skipped")
-    p.add_argument("--quick", action="store_true", help="1 timed epoch, 240 s deadline")
+    p.add_argument("--images", type=int, default=13_500, help="training images per model, >= 1 (CIFAR10 member set)")
+    p.add_argument("--tabular-rows", type=int, default=44_398, help="fc training rows, >= 1 (Purchase100 member set)")
+    p.add_argument("--batch", type=int, default=128, help="training batch size in images, >= 1")
+    p.add_argument("--width", type=float, default=1.0, help="channel multiplier > 0 (< 1 only for smoke tests)")
+    p.add_argument("--epochs", type=int, default=2, help="timed epochs per item, >= 1 (after 1 warm-up epoch)")
+    p.add_argument("--archs", default=",".join((*IMAGE_ARCHS, "fc")), help=f"comma list of {', '.join(IMAGE_ARCHS)}, fc")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma list, a subset of {', '.join(MODES)}")
+    p.add_argument("--packed", type=int, default=4, help="processes of the packing test, an integer (<= 1: skip it)")
+    p.add_argument("--deadline", type=float, default=420.0, help="seconds after which no item starts (each is skipped once less than 20 s remain)")
+    p.add_argument("--quick", action="store_true", help="1 timed epoch, a deadline of at most 240 s")
     add_out_argument(p, "bench_gpu.json")
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     if args.quick:
         args.epochs, args.deadline = 1, min(args.deadline, 240.0)

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from _common import add_out_argument, format_table, write_json  # noqa: E402
 from miaray import sweep  # noqa: E402
+from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.config import stable_hash  # noqa: E402
 from miaray.store import Store  # noqa: E402
 
@@ -104,25 +105,33 @@ def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "segments": segments, "row_status": status, "loadavg": os.getloadavg()}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    def csv(kind: type) -> Any:
-        return lambda text: tuple(kind(v) for v in text.split(",") if v)
+def _csv(kind: type) -> Any:
+    return lambda text: tuple(kind(v) for v in text.split(",") if v)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    csv = _csv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", default="quick", choices=sorted(sweep.PRESETS))
-    p.add_argument("--attacks", type=csv(str), default=None, help="override the preset's attacks")
-    p.add_argument("--methods", type=csv(str), default=None)
-    p.add_argument("--sparsities", type=csv(float), default=None)
-    p.add_argument("--shadows", type=int, default=None)
-    p.add_argument("--max-epochs", type=int, default=None)
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--data-root", default=None)
+                                formatter_class=HelpFormatter)
+    p.add_argument("--preset", default="quick", choices=sorted(sweep.PRESETS), help="the sweep preset run")
+    p.add_argument("--attacks", type=csv(str), default=None, help="comma list of attacks (default: the preset's)")
+    p.add_argument("--methods", type=csv(str), default=None, help="comma list of pruning methods (default: the preset's)")
+    p.add_argument("--sparsities", type=csv(float), default=None,
+                   help="comma list of sparsities in (0, 1) (default: the preset's)")
+    p.add_argument("--shadows", type=int, default=None, help="shadow models per cell, >= 1 (default: the preset's)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="epoch cap, >= 1 (default: the preset's, else 100 images / 50 tabular)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray, >= 1 (default: all of this machine's)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per trial, > 0")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $MIARAY_DATA, else ~/.cache/miaray/data)")
     p.add_argument("--keep", default=None, help="folder for storage and store (default: a temporary one, removed)")
     p.add_argument("--verbose", action="store_true", help="show the workers' logs")
     add_out_argument(p, "bench_grid.json")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

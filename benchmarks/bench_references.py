@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from _common import add_out_argument, format_table, machine_description, write_json  # noqa: E402
+from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.config import REFERENCE_ATTACKS, TrainConfig, role_kind  # noqa: E402
 from miaray.reference_attacks import ReferencePhi, run_reference_attack, stored_phi  # noqa: E402
 from miaray.store import Store  # noqa: E402
@@ -98,18 +99,22 @@ def totals(lines: list[dict[str, Any]], config) -> str:
             f"{config.num_shadows} shadows, every step: {others:.0f} CPU-s")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--preset", default="lira", help="sweep preset whose first cell is measured")
-    p.add_argument("--references", type=int, default=None, help="reference models (default: the preset's)")
-    p.add_argument("--shadows", type=int, default=None, help="shadow models (default: the preset's)")
-    p.add_argument("--max-epochs", type=int, default=None, help="default: the preset's")
+                                formatter_class=HelpFormatter)
+    p.add_argument("--preset", default="lira", help="sweep preset whose first cell is measured, one of miaray.sweep.PRESETS")
+    p.add_argument("--references", type=int, default=None, help="reference models, >= 1 (default: the preset's)")
+    p.add_argument("--shadows", type=int, default=None, help="shadow models, >= 1 (default: the preset's)")
+    p.add_argument("--max-epochs", type=int, default=None, help="epoch cap, >= 1 (default: the preset's)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $MIARAY_DATA, else ~/.cache/miaray/data)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads, >= 1 (default: torch's choice)")
     add_out_argument(p, "bench_references.json")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from _common import add_out_argument, write_json  # noqa: E402
 from miaray import results  # noqa: E402
+from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.config import ATTACKS, DEFENSE_PARAMS  # noqa: E402
 
 TARGET_S = 2.0
@@ -58,13 +59,18 @@ def unit_rows(index: int, rng: np.random.Generator) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", type=int, default=100_000, help="result rows in total")
-    p.add_argument("--repeat", type=int, default=3, help="timed loads")
-    p.add_argument("--keep", type=Path, help="write the experiment here and keep it (default: a temp folder)")
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--rows", type=int, default=100_000, help="result rows in total, >= 1")
+    p.add_argument("--repeat", type=int, default=3, help="timed loads, >= 1")
+    p.add_argument("--keep", type=Path, help="write the experiment here and keep it (default: a temporary folder, "
+                                             "removed)")
     add_out_argument(p, "bench_results_load.json")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
 
     units = math.ceil(args.rows / ROWS_PER_UNIT)
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench_results_load_"))

@@ -24,6 +24,7 @@ from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from _common import add_out_argument, machine_description, write_json  # noqa: E402
+from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.attacks.signals import compute_signals, sensitivity_loop_reference  # noqa: E402
 
 PER_SAMPLE_CAP = 256
@@ -52,12 +53,16 @@ def seconds(fn, device: torch.device, *, repeat: int = 1) -> tuple[float, torch.
     return best, result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=1024, help="compute_signals batch_size")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=1024, help="compute_signals batch_size in images, >= 1")
     add_out_argument(parser, "bench_signals.json")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     rows = []
     device = torch.device(args.device)
     torch.manual_seed(0)

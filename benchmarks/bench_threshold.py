@@ -18,6 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from _common import add_out_argument, write_json  # noqa: E402
+from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.attacks.threshold import best_threshold, best_threshold_exhaustive  # noqa: E402
 
 
@@ -35,11 +36,16 @@ def timed(fn, *args, repeat: int = 1) -> tuple[float, tuple[float, float]]:
     return best, result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-exhaustive", type=int, default=100_000)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=HelpFormatter)
+    parser.add_argument("--max-exhaustive", type=int, default=100_000,
+                        help="largest number of scores the exhaustive reference search runs on (it is quadratic)")
     add_out_argument(parser, "bench_threshold.json")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     rows = []
     print(f"{'n':>9} {'scan s':>9} {'exhaustive s':>13} {'ratio':>9} {'same threshold':>15}")
     for n in (1_000, 10_000, 100_000, 1_000_000):

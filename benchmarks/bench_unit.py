@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from _common import (PairPlan, Rates, add_out_argument, format_projection, format_table,  # noqa: E402
                      machine_description, peak_memory_mb, reset_peak_memory, write_json)
+from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.config import ATTACKS, TrainConfig, UnitConfig, default_width  # noqa: E402
 from miaray.prune import prune  # noqa: E402
 from miaray.store import Store  # noqa: E402
@@ -148,27 +149,33 @@ def quick_preset_projection(result: dict[str, Any], config: UnitConfig, grid: st
             + f"\n+ attacks: {len(cells)} cells x {result['attack_s']:.1f}s = {attack_h:.3f} h")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", default="digits")
-    p.add_argument("--arch", default="resnet18")
+                                formatter_class=HelpFormatter)
+    p.add_argument("--dataset", default="digits", help="a dataset of miaray.config.DATASETS")
+    p.add_argument("--arch", default="resnet18", help="resnet18, vgg16, densenet121 or fc")
     p.add_argument("--width", type=float, default=None,
-                   help="default: miaray.config.default_width, as python -m miaray.unit (0.125 on digits and mnist5k, else 1)")
-    p.add_argument("--method", default="l1_unstructured")
-    p.add_argument("--sparsity", type=float, default=0.7)
-    p.add_argument("--shadows", type=int, default=5)
-    p.add_argument("--attacks", default=",".join(ATTACKS))
-    p.add_argument("--max-epochs", type=int, default=None, help="default: 100 images / 50 tabular")
+                   help="channel multiplier > 0 (default: miaray.config.default_width, as python -m miaray.unit: 0.125 on "
+                        "digits and mnist5k, else 1)")
+    p.add_argument("--method", default="l1_unstructured",
+                   help="l1_unstructured, l1_structured, l2_structured or slimming")
+    p.add_argument("--sparsity", type=float, default=0.7, help="fraction of weights pruned, in (0, 1)")
+    p.add_argument("--shadows", type=int, default=5, help="shadow models, >= 1")
+    p.add_argument("--attacks", default=",".join(ATTACKS), help="comma list of attacks")
+    p.add_argument("--max-epochs", type=int, default=None, help="epoch cap, >= 1 (default: 100 images / 50 tabular)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--data-root", default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--grid", default="quick", help="sweep preset to project from this unit ('' = none)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $MIARAY_DATA, else ~/.cache/miaray/data)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads, >= 1 (default: torch's choice)")
+    p.add_argument("--grid", default="quick", help="sweep preset to project from this unit, one of miaray.sweep.PRESETS ('' = none)")
     p.add_argument("--attack-epochs", type=int, default=None,
-                   help="epochs of the trained attacks (default: the --grid preset's attack_epochs, e.g. 20 "
-                        "for quick; 0 = each attack's reference schedule, also the default with --grid '')")
+                   help="epochs of the trained attacks, >= 0 (default: the --grid preset's attack_epochs, e.g. 20 "
+                        "for quick, or with --grid '' 0: each attack's reference schedule)")
     add_out_argument(p, "bench_unit.json")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if args.attack_epochs is None and args.grid:
         from miaray.sweep import PRESETS
 

@@ -38,6 +38,20 @@ EXPECTED_LAZY = (("miaray.store", "DamagedEntryError"), ("torch", "OutOfMemoryEr
 Main = Callable[..., int]
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every entry point's `--help`: an option's default stated once. "(default: X)" is appended only
+    where the help does not already say what its default is, the option takes a value and the default
+    is a value (an option whose default is None says in its help what happens without it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or not action.option_strings or action.nargs == 0 or default is None
+                or default is argparse.SUPPRESS or default in ([], "")):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def add_debug_option(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Give `parser` the `--debug` flag that `entry_point` reads (it reads the raw arguments, so that an
     error raised before or while parsing is covered too)."""

@@ -406,7 +406,9 @@ def pareto_table(table: pd.DataFrame) -> pd.DataFrame:
     optunas = set(complete.loc[complete["on_front"], "trial"])
     if ours != optunas:  # both are exact, so a difference is a bug in one of them: never hide it
         raise RuntimeError(f"Pareto fronts disagree: Optuna {sorted(optunas)}, miaray.pareto {sorted(ours)}")
-    return complete[complete["on_front"]].sort_values("target_test_acc", ascending=False, ignore_index=True)
+    # Best accuracy first; equal accuracies by trial number, so the printout never depends on finishing order.
+    return complete[complete["on_front"]].sort_values(["target_test_acc", "trial"], ascending=[False, True],
+                                                      kind="stable", ignore_index=True)
 
 
 def plot_pareto(table: pd.DataFrame, *, baseline: pd.DataFrame, title: str, path: str | Path) -> None:
@@ -485,11 +487,12 @@ def build_search_parser() -> argparse.ArgumentParser:
         "cell. The attack is always adaptive, and the same command resumes the study it finds in "
         "--storage/--name (--adaptive and --resume are implied)."))
     s = p.add_argument_group("search")
-    s.add_argument("--trials", type=int_at_least(1), default=16, help="total budget, the paper-grid points included")
-    s.add_argument("--concurrency", type=int_at_least(1), help="trials at once (default: as many as the cluster fits)")
+    s.add_argument("--trials", type=int_at_least(1), default=16, help="total budget in trials, >= 1, the paper-grid points included")
+    s.add_argument("--concurrency", type=int_at_least(1), help="trials at once, >= 1 (default: as many as the cluster fits at the per-trial resources)")
     s.add_argument("--point", action="append", default=[], metavar="NAME=VALUE[,NAME=VALUE]",
-                   help="a point to evaluate before the paper grid, e.g. noise_multiplier=3,max_grad_norm=0.5")
-    s.add_argument("--sampler-seed", type=int, default=0, help="seed of the TPE sampler")
+                   help="a point to evaluate before the paper grid, repeatable, e.g. noise_multiplier=3,max_grad_norm=0.5 "
+                        "(unnamed parameters at their defaults; may lie outside the search space)")
+    s.add_argument("--sampler-seed", type=int, default=0, help="integer seed of the TPE sampler")
     return p
 
 

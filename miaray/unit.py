@@ -33,8 +33,8 @@ from miaray.attacks import make_attack
 from miaray.attacks.blindmi import reference_transform
 from miaray.attacks.metrics import METRICS, evaluate_scores
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
-from miaray.cli import add_debug_option, check_output_file, check_writable_folder, entry_point
-from miaray.config import (ALL_ATTACKS, DEFENSE_PARAMS, DEFENSES, FINETUNE_SEED_OFFSET, METHODS, ONLINE_ATTACKS,
+from miaray.cli import HelpFormatter, add_debug_option, check_output_file, check_writable_folder, entry_point
+from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSE_PARAMS, DEFENSES, FINETUNE_SEED_OFFSET, METHODS, ONLINE_ATTACKS,
                            PAPER_SPLIT, REFERENCE_ATTACKS, TRAINED_ATTACKS, ConfigError, TrainConfig, UnitConfig,
                            default_width, format_split, parse_attacks,
                            parse_name_values, parse_original_attacks, parse_split)
@@ -401,20 +401,20 @@ def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str |
 # ---- command line -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m miaray.unit", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--arch", required=True)
+                                formatter_class=HelpFormatter)
+    p.add_argument("--dataset", required=True, help=f"one of {', '.join(DATASETS)}")
+    p.add_argument("--arch", required=True, help=f"one of {', '.join(ARCHS)}")
     p.add_argument("--method", default="l1_unstructured", help=f"one of {', '.join(METHODS)}")
-    p.add_argument("--sparsity", type=float, default=0.7)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sparsity", type=float, default=0.7, help="fraction of weights pruned, in (0, 1)")
+    p.add_argument("--seed", type=int, default=0, help="integer seed in [0, 2^32 - shadows)")
     p.add_argument("--width", type=float, default=None,
-                   help="channel multiplier (default: 0.125 on the embedded image sets digits and mnist5k, so "
+                   help="channel multiplier > 0 (default: 0.125 on the embedded image sets digits and mnist5k, so "
                         "the unit runs in minutes on a CPU; 1.0 otherwise, synthetic_tabular included)")
-    p.add_argument("--shadows", type=int, default=5, help="number of shadow models")
+    p.add_argument("--shadows", type=int, default=5, help="number of shadow models, >= 1")
     p.add_argument("--split", default=format_split(PAPER_SPLIT), metavar="TRAIN/TEST/VAL",
-                   help="percent of each half for members / non-members / early stopping (paper Table 2)")
-    p.add_argument("--shadow-method", default=None, help="default: the target's method")
-    p.add_argument("--shadow-sparsity", type=float, default=None, help="default: the target's; 0 = unpruned")
+                   help="percent of each half for members / non-members / early stopping, summing to 100 (paper Table 2)")
+    p.add_argument("--shadow-method", default=None, help=f"one of {', '.join(METHODS)} (default: the target's method)")
+    p.add_argument("--shadow-sparsity", type=float, default=None, help="in [0, 1) (default: the target's; 0 = unpruned shadows)")
     p.add_argument("--attacks", default="conf",
                    help=f"'all' (the paper's nine) or a comma list of {', '.join(ALL_ATTACKS)} (default: conf, the "
                         "cheapest; SAMIA's 100-epoch schedule costs minutes on a CPU). lira_offline and rmia_offline "
@@ -423,32 +423,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attacks on the unpruned target, fitted on the unpruned shadows: 'same' as "
                         "--attacks (compared attack by attack; computed once per dataset, arch and seed, "
                         "then loaded from the cache), 'conf' (the paper's Conf (Org.) baseline, cheapest), "
-                        "'all', or a comma list")
+                        "'all', or a comma list (default: same)")
     p.add_argument("--defense", default="basic", help=f"one of {', '.join(DEFENSES)}")
     p.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="e.g. lambda=4 (ppb), noise_multiplier=1 max_grad_norm=1 (dp), alpha=4 (adv)")
+                   help="defense hyperparameter, repeatable: e.g. lambda=4 (ppb, >= 0), noise_multiplier=1 (dp, >= 0), "
+                        "max_grad_norm=1 (dp, > 0), alpha=4 (adv, >= 0); unnamed ones keep their defaults")
     p.add_argument("--attack-epochs", type=int, default=None,
-                   help="epochs of the trained attacks (nn, top3_nn, nncls, samia); default: their "
-                        "reference schedules (SAMIA 100, MLPs 30)")
-    p.add_argument("--adaptive", action="store_true", help="fine-tune the shadows with the same defense")
+                   help="epochs of the trained attacks (nn, top3_nn, nncls, samia), >= 1 (default: their "
+                        "reference schedules, SAMIA 100, MLPs 30)")
+    p.add_argument("--adaptive", action="store_true", help="fine-tune the shadows with the same defense (the adaptive attacker)")
     p.add_argument("--references", type=int, default=0,
                    help="reference models of the online attacks lira (an even number >= 2) and rmia (>= 1): each "
                         "trains on a random half of the target's members and non-members and is pruned and "
-                        "fine-tuned like the target")
+                        "fine-tuned like the target; 0 = none")
     p.add_argument("--query-mirror", action="store_true",
                    help="LiRA's query augmentation: also query the mirrored image (lira, lira_offline)")
     p.add_argument("--query-shift", type=int, default=0, metavar="PIXELS",
-                   help="LiRA's query augmentation: also query the image moved by up to PIXELS (<= 4) each way")
-    p.add_argument("--max-epochs", type=int, default=None, help="default: 100 images / 50 tabular")
-    p.add_argument("--patience", type=int, default=5)
+                   help="LiRA's query augmentation: also query the image moved by up to PIXELS, in [0, 4], each way (0: off)")
+    p.add_argument("--max-epochs", type=int, default=None,
+                   help="epoch cap of training and fine-tuning, >= 1 (default: 100 images / 50 tabular)")
+    p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs, >= 1")
     p.add_argument("--cache", default=None, help="artifact cache folder (default: $MIARAY_CACHE or "
                                                   "~/.cache/miaray/store)")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: $MIARAY_DATA)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: $MIARAY_DATA, else ~/.cache/miaray/data)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--out", default=None, help="also write the rows to this .csv or .parquet file")
+    p.add_argument("--out", default=None, help="also write the rows to this .csv or .parquet file (default: print only)")
     p.add_argument("--artifacts", default=None, metavar="DIR",
                    help="write what a sweep cell writes into DIR: rows/<unit_id>.parquet (read by "
-                        "miaray.results.load and analysis/), signals/ and roc/ (per-sample signals, ROC curves)")
+                        "miaray.results.load and analysis/), signals/ and roc/ (per-sample signals, ROC curves); default: none")
     return add_debug_option(p)
 
 

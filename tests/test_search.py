@@ -154,3 +154,12 @@ def test_killed_driver_resumes_without_losing_or_leaving_trials(ray_cluster, tmp
     assert table["trial"].tolist() == [0, 2, 3] and table["defense_alpha"].tolist() == [0.5, 1.0, 2.0]
     assert set(table["origin"]) == {"paper_grid"}
     check_outputs(tmp_path / "adv", study)
+
+
+def test_the_printed_front_is_ordered_by_accuracy_then_trial_not_by_completion():
+    from miaray.search import ADVANTAGE, pareto_table
+
+    # Completion order 3, 2, 1; trials 1 and 3 are the same point, so both are on the front.
+    table = pd.DataFrame({"trial": [3, 2, 1], "state": ["COMPLETE"] * 3, "on_front": [True] * 3,
+                          "target_test_acc": [0.9, 0.8, 0.9], ADVANTAGE: [0.2, 0.1, 0.2]})
+    assert list(pareto_table(table)["trial"]) == [1, 3, 2]

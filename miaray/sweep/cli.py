@@ -13,7 +13,7 @@ import pandas as pd
 import ray
 
 from miaray import results
-from miaray.cli import add_debug_option, check_writable_folder, entry_point
+from miaray.cli import HelpFormatter, add_debug_option, check_writable_folder, entry_point
 from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSE_PARAMS, DEFENSES, METHODS, ConfigError,
                            parse_name_values, parse_original_attacks, parse_split)
 from miaray.store import default_root
@@ -150,57 +150,59 @@ def ray_address(text: str) -> str:
 def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -> argparse.ArgumentParser:
     """The options every sweep script shares."""
     p = argparse.ArgumentParser(prog=prog, description=description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     g = p.add_argument_group("grid (a preset, narrowed or changed by the filters)")
-    g.add_argument("--preset", choices=sorted(presets), default="quick")
-    g.add_argument("--datasets", type=_csv(str), help=f"comma list of {', '.join(DATASETS)}")
-    g.add_argument("--archs", type=_csv(str), help=f"comma list of {', '.join(ARCHS)}")
-    g.add_argument("--methods", type=_csv(str), help=f"comma list of {', '.join(METHODS)}")
-    g.add_argument("--sparsities", type=_csv(float), help="comma list in (0, 1), e.g. 0.5,0.9")
-    g.add_argument("--seeds", type=_csv(int), help="comma list of seeds (default 0)")
+    g.add_argument("--preset", choices=sorted(presets), default="quick",
+                   help="the grid the filters below narrow or change")
+    g.add_argument("--datasets", type=_csv(str), help=f"comma list of {', '.join(DATASETS)} (default: the preset's)")
+    g.add_argument("--archs", type=_csv(str), help=f"comma list of {', '.join(ARCHS)} (default: the preset's)")
+    g.add_argument("--methods", type=_csv(str), help=f"comma list of {', '.join(METHODS)} (default: the preset's)")
+    g.add_argument("--sparsities", type=_csv(float), help="comma list of target sparsities in (0, 1), e.g. 0.5,0.9 (default: the preset's)")
+    g.add_argument("--seeds", type=_csv(int), help="comma list of integer seeds in [0, 2^32 - shadows) (default: the preset's)")
     g.add_argument("--splits", type=_csv(str), metavar="TRAIN/TEST/VAL,...",
                    help="comma list of train/test/validation percentages of each half, e.g. 45/45/10,60/30/10 "
                         "(paper Table 2; default: the preset's)")
     g.add_argument("--widths", "--width", type=_csv(float), dest="widths",
-                   help="comma list of channel multipliers (< 1: narrow models), e.g. 0.125,0.5")
+                   help="comma list of channel multipliers > 0 (< 1: narrow models), e.g. 0.125,0.5 (default: the preset's)")
     g.add_argument("--attacks", type=_csv(str), help=f"comma list of {', '.join(ALL_ATTACKS)} (default: the preset's)")
     g.add_argument("--original-attacks", metavar="same|conf|all|LIST",
                    help="attacks on the unpruned target, fitted on the unpruned shadows: 'same' as --attacks "
                         "(compared attack by attack), 'conf' (the paper's Conf (Org.) baseline, cheapest), 'all', "
                         "or a comma list (default: the preset's)")
-    g.add_argument("--shadows", type=int_at_least(1), help="shadow models per cell (default 5)")
+    g.add_argument("--shadows", type=int_at_least(1), help="shadow models per cell, >= 1 (default: the preset's)")
     g.add_argument("--references", type=_csv(int), metavar="N,...",
                    help="reference models per cell for the online attacks lira (even) and rmia, an axis: e.g. 4,8 "
                         "(default: the preset's, 0 = none)")
-    g.add_argument("--defense", choices=DEFENSES, help="defense applied while fine-tuning the target")
+    g.add_argument("--defense", choices=DEFENSES, help="defense applied while fine-tuning the target (default: the preset's, basic)")
     g.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="defense hyperparameter, e.g. lambda=4 (ppb), noise_multiplier=1 (dp), alpha=4 (adv)")
-    g.add_argument("--adaptive", action="store_true", help="shadows fine-tuned with the target's defense")
+                   help="defense hyperparameter, repeatable, e.g. lambda=4 (ppb, >= 0), noise_multiplier=1 (dp, >= 0), alpha=4 "
+                        "(adv, >= 0); unnamed ones keep their defaults")
+    g.add_argument("--adaptive", action="store_true", help="fine-tune the shadows with the target's defense (the adaptive attacker)")
     g.add_argument("--max-epochs", type=int_at_least(1),
-                   help="override of the epoch cap (default 100 images / 50 tabular)")
+                   help="epoch cap of training and fine-tuning, >= 1 (default: the preset's, else 100 images / 50 tabular)")
     g.add_argument("--attack-epochs", type=int_at_least(1),
-                   help="epochs of the trained attacks (nn, top3_nn, nncls, samia; default: the preset's, "
+                   help="epochs of the trained attacks (nn, top3_nn, nncls, samia), >= 1 (default: the preset's, "
                         "else their reference schedules, SAMIA 100)")
     r = p.add_argument_group("run")
     r.add_argument("--storage", default="~/miaray-results",
-                   help="results and Tune state: a local folder or a URI such as s3://bucket/prefix")
+                   help="results and Tune state: a local folder or a URI such as s3://bucket/prefix (default: %(default)s)")
     r.add_argument("--name", type=experiment_name,
-                   help="experiment folder name under --storage (default: derived from the preset)")
+                   help="experiment folder name under --storage, one path component (default: <script>-<preset>)")
     r.add_argument("--cache", help="artifact store (default: <storage>/cache for a local --storage, else "
                                    "$MIARAY_CACHE or ~/.cache/miaray/store; on a cluster a shared mount)")
-    r.add_argument("--data-root", help="dataset folder (default: $MIARAY_DATA, else each worker's default)")
+    r.add_argument("--data-root", help="dataset folder (default: $MIARAY_DATA, else each worker's ~/.cache/miaray/data)")
     r.add_argument("--address", default="auto", type=ray_address,
                    help="Ray to use: 'auto' (whatever Ray instance runs on this machine, e.g. a cluster's head, "
                         "else a new local instance), 'local' (always a new local instance) or the host:port "
-                        "of a cluster")
+                        "of a cluster (default: %(default)s)")
     r.add_argument("--cpus-per-trial", type=number_in(0, MAX_CPUS, low_open=True), default=1.0,
-                   help="CPUs each trial and model build takes, in (0, %d]" % MAX_CPUS)
+                   help="CPUs each trial and model build takes, in (0, %d] (default: %%(default)s)" % MAX_CPUS)
     r.add_argument("--gpus-per-trial", type=number_in(0, 1, low_open=False),
-                   help="in [0, 1]; e.g. 0.25 packs four trials on a GPU (default: 1 if a node or autoscaler node "
+                   help="GPUs each trial and model build takes, in [0, 1]; e.g. 0.25 packs four trials on a GPU (default: 1 if a node or autoscaler node "
                         "type has a GPU, else 0)")
     r.add_argument("--retries", type=int_at_least(0), default=2,
-                   help="times a failed trial or model build is retried (spot nodes get interrupted; a retried "
-                        "cell loads the models the store holds)")
+                   help="times a failed trial or model build is retried, >= 0 (spot nodes get interrupted; a retried "
+                        "cell loads the models the store holds; default: %(default)s)")
     r.add_argument("--resume", action="store_true",
                    help="continue the experiment --storage/--name (which must exist): cells with ok rows are "
                         "kept, the others run; a plain rerun does the same")
@@ -307,9 +309,9 @@ def unknown_pruning_main(argv: list[str] | None = None) -> int:
                           description="Attack pruned targets with shadows pruned differently (paper 5.2.5).")
     parser.add_argument("--study", choices=("sparsity", "method", "both"), default="both",
                         help="sparsity: target x shadow sparsity matrix (l1_unstructured unless --methods); "
-                             "method: random (method, sparsity) pairs; both")
-    parser.add_argument("--pairs", type=int_at_least(1), default=20, help="random pairs per dataset and arch")
-    parser.add_argument("--pair-seed", type=int, default=0, help="seed of the random pair draws")
+                             "method: random (method, sparsity) pairs; both: the two")
+    parser.add_argument("--pairs", type=int_at_least(1), default=20, help="random pairs per dataset and arch, >= 1")
+    parser.add_argument("--pair-seed", type=int, default=0, help="integer seed of the random pair draws")
     args, spec = parse_args(argv, parser, UNKNOWN_PRESETS)
     matrix_spec = spec if args.methods else dataclasses.replace(spec, methods=("l1_unstructured",))
     try:
