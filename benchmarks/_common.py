@@ -137,7 +137,7 @@ class StopAssumption:
     so validation loss bottoms out early, and that a pruned model starts close to its optimum, so
     fine-tuning stops sooner still. `python benchmarks/bench_unit.py --dataset cifar10 --width 1
     --device cuda` prints measured mean stopping epochs to replace it. The only ones measured so far
-    are on digits (bench_unit.py, 2026-11-29, benchmarks/README.md): 151 epochs / 6 originals = 25,
+    are on digits (`python benchmarks/bench_unit.py`, 2026-11-29): 151 epochs / 6 originals = 25,
     108 / 6 = 18 per fine-tune."""
 
     image_original: int = 15

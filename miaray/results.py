@@ -192,7 +192,7 @@ def _current_table(path: str | os.PathLike) -> pa.Table | None:
 def compact(experiment: str | os.PathLike) -> None:
     """Write the snapshot that makes `load` fast (the sweep calls this when it ends).
 
-    `python benchmarks/bench_results_load.py` (100,000 rows, benchmarks/README.md): reading the
+    `python benchmarks/bench_results_load.py` (100,000 rows): reading the
     10,000 unit files took 20.7 s; `load` after `compact` 0.20 s best, 0.42 s median."""
     table = _current_table(experiment)
     if table is not None:

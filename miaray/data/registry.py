@@ -18,8 +18,7 @@ from miaray.data.sources import resolve_root
 def real_datasets() -> dict[str, RealDataset]:
     """The paper's seven datasets by name. Their loaders are imported on the first call: the image
     loaders take their file lists from torchvision, which a run on the embedded data never needs
-    (1.3-1.8 s per process: `python -X importtime -c "import miaray.unit, torchvision"`, see
-    benchmarks/README.md)."""
+    (1.3-1.8 s per process: `python -X importtime -c "import miaray.unit, torchvision"`)."""
     from miaray.data.images import IMAGE_DATASETS
     from miaray.data.tabular import TABULAR_DATASETS
 

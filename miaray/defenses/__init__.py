@@ -2,7 +2,7 @@
 
 Basic (early stopping + L2) is the loop itself; PPB, DP-SGD and ADV override its hooks. DP-SGD
 (`miaray.defenses.dp.DPDefense`) is imported when first made: Opacus adds 0.9-1.2 s per process
-(`python -X importtime -c "import miaray.unit, opacus"`, see benchmarks/README.md).
+(`python -X importtime -c "import miaray.unit, opacus"`).
 """
 
 from __future__ import annotations

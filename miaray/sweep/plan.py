@@ -154,6 +154,6 @@ def sweep_jobs(plan: Plan, store: Store) -> list[str]:
               for jobs, pruned in ((plan.originals, False), (plan.shared_pruned(), True))
               for cell, role in missing_builds(jobs, pruned=pruned, store=store).values()]
     # Sparsest first: heavier pruning needs more fine-tuning epochs (a quick-preset cell at 0.9 took
-    # 7-10 % longer than at 0.5 on average: benchmarks/README.md, bench_grid.py section), so the
+    # 7-10 % longer than at 0.5 on average: `python benchmarks/bench_grid.py`), so the
     # shorter cells fill the last free slots (longest job first).
     return builds + [job_text(cell) for cell in sorted(plan.cells, key=lambda c: -c.sparsity)]

@@ -149,7 +149,7 @@ def run_trials(*, jobs: Sequence[str], settings: RunSettings, retries: int) -> t
         trainable, param_space=space,
         # Reused actors keep one process per slot for the whole sweep: torch and miaray are imported
         # once per slot instead of once per trial (`import miaray.unit` took 3.8-4.5 s on the 2-core
-        # CI-like machine: benchmarks/README.md, bench_grid.py section).
+        # CI-like machine: `python benchmarks/bench_grid.py`).
         tune_config=tune.TuneConfig(trial_name_creator=trial_name, trial_dirname_creator=_trial_dirname,
                                     reuse_actors=True),
         run_config=tune.RunConfig(name=time.strftime("%Y%m%d-%H%M%S-") + str(os.getpid()),
