@@ -339,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @entry_point(prog="claims.py")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
     try:
         for option, value in (("--max-accuracy-cost", args.max_accuracy_cost), ("--max-loss", args.max_loss)):
             check_number(option, value, low=0.0, high=1.0)

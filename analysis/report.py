@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @entry_point(prog="report.py")
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
     try:
         check_output_file(args.out, option="--out")
         exp = load_experiments(args.results)
