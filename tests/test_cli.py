@@ -130,7 +130,7 @@ def bad(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "empty").mkdir()
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b" + bytes(range(256)) * 4)
-    return {"tmp": str(tmp_path), "file": str(tmp_path / "a_file"), "folder.csv": str(tmp_path / "folder.csv"),
+    return {"tmp": str(tmp_path), "file": str(tmp_path / "a_file"), "folder_csv": str(tmp_path / "folder.csv"),
             "empty": str(tmp_path / "empty"), "damaged": str(tmp_path / "damaged"),
             "missing": str(tmp_path / "missing"), "store": str(tmp_path / "store")}
 
@@ -143,7 +143,7 @@ CIFAR = ["--dataset", "cifar10", "--arch", "resnet18", "--cache", "{store}"]
     (unit_main, "python -m miaray.unit", [*UNIT, "--device", "nonsense"], 2, ["--device 'nonsense'", "give cpu"]),
     (unit_main, "python -m miaray.unit", [*UNIT, "--artifacts", "{file}"], 2,
      ["--artifacts", "is a file, not a folder"]),
-    (unit_main, "python -m miaray.unit", [*UNIT, "--out", "{folder.csv}"], 2, ["--out", "is a folder"]),
+    (unit_main, "python -m miaray.unit", [*UNIT, "--out", "{folder_csv}"], 2, ["--out", "is a folder"]),
     (unit_main, "python -m miaray.unit", [*CIFAR, "--data-root", "{empty}"], 1,
      ["dataset 'cifar10': none of the accepted files were found in {empty}", "--data-root"]),
     (unit_main, "python -m miaray.unit", [*CIFAR, "--data-root", "{damaged}"], 1,
@@ -162,7 +162,7 @@ CIFAR = ["--dataset", "cifar10", "--arch", "resnet18", "--cache", "{store}"]
      ["sampler_seed=-1", "[0, 4294967295]"]),
     (figures_main, "figures.py", ["{missing}", "--out", "{tmp}/figs"], 2, ["no experiment folder at {missing}"]),
     (figures_main, "figures.py", ["{tmp}", "--out", "{file}"], 2, ["--out", "is a file, not a folder"]),
-    (report_main, "report.py", ["{tmp}", "--out", "{folder.csv}"], 2, ["--out", "is a folder"]),
+    (report_main, "report.py", ["{tmp}", "--out", "{folder_csv}"], 2, ["--out", "is a folder"]),
     (claims_main, "claims.py", ["{missing}"], 2, ["no experiment folder at {missing}"]),
     (claims_main, "claims.py", ["{tmp}", "--max-loss", "nan"], 2, ["--max-loss=nan is not valid", "[0, 1]"]),
     (claims_main, "claims.py", ["{tmp}", "--out", "{file}/claims.csv"], 2, ["is a file, not a folder"]),
