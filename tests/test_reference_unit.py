@@ -26,7 +26,7 @@ from miaray.reference_attacks import PARAMETERS, ReferencePhi, budgets, fit_refe
 from miaray.store import Store  # noqa: E402
 from miaray.sweep import PRESETS, Plan, RunSettings, run_sweep, sweep_jobs  # noqa: E402
 from miaray.sweep.plan import parse_job  # noqa: E402
-from miaray.unit import main, make_context, membership, original_model, unit_result  # noqa: E402
+from miaray.unit import main, make_context, membership, unit_result  # noqa: E402
 
 ATTACKS = ("conf", *REFERENCE_ATTACKS)
 TINY = UnitConfig(dataset="digits", arch="resnet18", method="l1_unstructured", sparsity=0.7, width=0.125,
@@ -249,13 +249,3 @@ def test_the_sweep_builds_each_reference_model_once(ray_cluster, tmp_path):
     assert store.count_built("original") == 1 + 1 + 4 and store.count_built("pruned") == 1 + 1 + 4
     assert store.count_built("phi") == 2 * 5  # target and references, pruned and original (rmia reads no shadow)
 
-
-# ---- the lira preset ----------------------------------------------------------------------------------------
-LIRA_TARGET_TEST_ACC_FLOOR = 0.80
-
-
-def test_the_lira_presets_target_learns_mnist5k(tmp_path):
-    """The preset's original target at its own settings, trained for real (about 40 s on one CPU thread)."""
-    cell = PRESETS["lira"].cells()[0]
-    _, meta = original_model(make_context(cell, store=Store(tmp_path)), "target")
-    assert meta["test_acc"] > LIRA_TARGET_TEST_ACC_FLOOR, meta
