@@ -5,7 +5,7 @@
     python benchmarks/bench_references.py --device cuda             # on a GPU (gpu_session.sh; not yet run)
 
 One cell (default: the first of `sweeps/full_grid.py --preset lira`: mnist5k, ResNet18 width 0.125, L1
-unstructured 0.5, 4 shadows, 8 reference models, 12 epochs), built phase by phase on a fresh store with
+unstructured 0.5, 2 shadows, 8 reference models, 8 epochs), built phase by phase on a fresh store with
 the public steps `miaray.unit.run_unit` composes: per role kind (target, shadow, reference), the mean
 seconds per model of training the original, pruning + fine-tuning it, its signals (target and shadows:
 what the paper's attacks read) and its phi (`miaray.reference_attacks.stored_phi`, on the target's pool

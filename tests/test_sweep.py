@@ -25,7 +25,7 @@ ATTACKS = ("conf",)
 # Narrow nets, one epoch, the cheapest attack: every real stage runs, a cell takes seconds on a CPU.
 # The quick preset narrowed by TINY_ARGS: the scripts' flags and this spec name the same cells.
 TINY = dataclasses.replace(PRESETS["quick"], datasets=("digits",), archs=("resnet18",),
-                           methods=("l1_unstructured", "l1_structured"), sparsities=(0.5, 0.9), width=0.125,
+                           methods=("l1_unstructured", "l1_structured"), sparsities=(0.5, 0.9), widths=(0.125,),
                            attacks=ATTACKS, max_epochs=1)
 TINY_ARGS = ["--datasets", "digits", "--archs", "resnet18", "--methods", "l1_unstructured,l1_structured",
              "--sparsities", "0.5,0.9", "--width", "0.125", "--attacks", ",".join(ATTACKS), "--max-epochs", "1"]
