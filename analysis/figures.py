@@ -637,8 +637,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        exp = load_experiments(args.results)  # first: a typo in RESULTS creates no --out folder
         check_writable_folder(str(args.out), option="--out")
-        exp = load_experiments(args.results)
     except (ConfigError, FileNotFoundError) as error:  # a results argument that names no folder: exit 2
         parser.error(str(error))
     outcomes = write_figures(exp, args.out)
