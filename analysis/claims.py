@@ -56,10 +56,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.data import (MODEL, Experiment, headline_attack, load_experiments, main_grid, ok, original,  # noqa: E402
+from analysis.data import (MODEL, Experiment, headline_attack, load_for_command, main_grid, ok, original,  # noqa: E402
                            paper_split, pruned)
 from miaray.cli import HelpFormatter, add_debug_option, check_output_file, entry_point  # noqa: E402
-from miaray.config import ALL_ATTACKS, ConfigError, check_number  # noqa: E402
+from miaray.config import ALL_ATTACKS, check_number  # noqa: E402
 from miaray.stats import paired_effect, pearson_interval, t_interval  # noqa: E402
 from miaray.unknown_pruning import known_pruning, matched_losses  # noqa: E402
 
@@ -339,16 +339,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 @entry_point(prog="claims.py")
 def main(argv: list[str] | None = None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    try:
-        for option, value in (("--max-accuracy-cost", args.max_accuracy_cost), ("--max-loss", args.max_loss)):
-            check_number(option, value, low=0.0, high=1.0)
-        if args.out:
-            check_output_file(args.out, option="--out")
-        exp = load_experiments(args.results)
-    except (ConfigError, FileNotFoundError) as error:  # a results argument that names no folder: exit 2
-        p.error(str(error))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    checks = [lambda option=option, value=value: check_number(option, value, low=0.0, high=1.0)
+              for option, value in (("--max-accuracy-cost", args.max_accuracy_cost), ("--max-loss", args.max_loss))]
+    if args.out:
+        checks.append(lambda: check_output_file(args.out, option="--out"))
+    exp = load_for_command(parser, args.results, checks=checks)
     table = claims_table(exp, max_accuracy_cost=args.max_accuracy_cost, max_loss=args.max_loss)
     for note in exp.notes:
         print(f"note: {note}")

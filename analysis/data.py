@@ -12,17 +12,18 @@ rest is loaded; a directory that does not exist is an error.
 
 from __future__ import annotations
 
+import argparse
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from miaray import results, unknown_pruning
-from miaray.config import PAPER_SPLIT, format_split
+from miaray.config import PAPER_SPLIT, ConfigError, format_split
 from miaray.unknown_pruning import PAIRS_COLUMNS, PAIRS_FILE, known_pruning
 
 SIGNALS_DIR = "signals"
@@ -128,6 +129,20 @@ def largest_reference_count(rows: pd.DataFrame) -> pd.DataFrame:
         return rows
     largest = rows.groupby(config, dropna=False)["num_references"].transform("max")
     return rows[rows["num_references"] == largest]
+
+
+def load_for_command(parser: argparse.ArgumentParser, paths: Sequence[str | os.PathLike], *,
+                     checks: Sequence[Callable[[], None]] = ()) -> Experiment:
+    """`load_experiments` for an analysis script: a RESULTS folder that does not exist, or a failed check
+    of the script's own options (run after the load, so that a typo in RESULTS creates no output folder),
+    is the parser's usage error (one line, exit 2)."""
+    try:
+        exp = load_experiments(paths)
+        for check in checks:
+            check()
+    except (ConfigError, FileNotFoundError) as error:
+        parser.error(str(error))
+    return exp
 
 
 def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.data import (MODEL, ROC_DIR, SIGNALS_DIR, Experiment, Skipped, headline_attack,  # noqa: E402
-                           label, load_experiments, main_grid, ok, original, paper_split, pruned,
+                           label, load_for_command, main_grid, ok, original, paper_split, pruned,
                            representative_units)
 from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, heatmap, line_with_band,  # noqa: E402
                             model_name, pair_title, panels, points_with_whiskers, reference_line, save)
@@ -35,7 +35,7 @@ from analysis.tables import (REFERENCE_BUDGET_METRICS, defense_fronts, defense_p
                              with_intervals)
 from miaray.attacks.metrics import measurable_fpr  # noqa: E402
 from miaray.cli import HelpFormatter, add_debug_option, check_writable_folder, entry_point  # noqa: E402
-from miaray.config import ALL_ATTACKS, DEFENSES, METHODS, REFERENCE_ATTACKS, ConfigError  # noqa: E402
+from miaray.config import ALL_ATTACKS, DEFENSES, METHODS, REFERENCE_ATTACKS  # noqa: E402
 from miaray import results  # noqa: E402
 from miaray.stats import wide  # noqa: E402
 from miaray.unknown_pruning import differently_pruned, sparsity_matrix_rows  # noqa: E402
@@ -636,11 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        exp = load_experiments(args.results)  # first: a typo in RESULTS creates no --out folder
-        check_writable_folder(str(args.out), option="--out")
-    except (ConfigError, FileNotFoundError) as error:  # a results argument that names no folder: exit 2
-        parser.error(str(error))
+    exp = load_for_command(parser, args.results, checks=[lambda: check_writable_folder(str(args.out), option="--out")])
     outcomes = write_figures(exp, args.out)
     for note in exp.notes:
         print(f"note: {note}")

@@ -22,12 +22,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 import pandas as pd  # noqa: E402
 
 from analysis.claims import NOT_RUN, claims_table, verdict_counts  # noqa: E402
-from analysis.data import Experiment, Skipped, load_experiments  # noqa: E402
+from analysis.data import Experiment, Skipped, load_for_command  # noqa: E402
 from analysis.figures import summary, write_figures  # noqa: E402
 from analysis.tables import (cell_table, defense_fronts, defense_points, hyperparameters,  # noqa: E402
                              with_intervals)
 from miaray.cli import HelpFormatter, add_debug_option, check_output_file, entry_point  # noqa: E402
-from miaray.config import ConfigError  # noqa: E402
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1300px; color: #222; }
@@ -156,13 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 @entry_point(prog="report.py")
 def main(argv: list[str] | None = None) -> int:
-    p = build_parser()
-    args = p.parse_args(argv)
-    try:
-        check_output_file(args.out, option="--out")
-        exp = load_experiments(args.results)
-    except (ConfigError, FileNotFoundError) as error:  # a results argument that names no folder: exit 2
-        p.error(str(error))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    exp = load_for_command(parser, args.results, checks=[lambda: check_output_file(args.out, option="--out")])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(exp), encoding="utf-8")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
