@@ -13,6 +13,7 @@ that fails on an unexpected error is reported as such and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import traceback
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ from analysis.data import (MODEL, ROC_DIR, SIGNALS_DIR, Experiment, Skipped, hea
                            representative_units)
 from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, heatmap, line_with_band,  # noqa: E402
                             model_name, pair_title, panels, points_with_whiskers, reference_line, save)
-from analysis.tables import (REFERENCE_BUDGET_METRICS, defense_fronts, defense_points, hyperparameters,  # noqa: E402
+from analysis.tables import (CELL, DEFENSE_FRONT_COMMAND, REFERENCE_BUDGET_METRICS, defense_front_points,  # noqa: E402
+                             defense_front_table, defense_fronts, defense_points, hyperparameters,
                              reference_budget_table, split_ratio_table, to_markdown, unknown_pruning_loss,
                              with_intervals)
 from miaray.attacks.metrics import measurable_fpr  # noqa: E402
@@ -462,6 +464,89 @@ def fig19_adaptive_datasets(exp: Experiment, out: Path) -> list[Path]:
     return _defense_figures(exp, out, adaptive=True, by_method=False)
 
 
+# ---- Beyond the paper: every defense and setting of a cell compared --------------------------------------
+# The two panels of a view: the objective, its axis label, what guessing scores, and the front flag.
+FRONT_PANELS = (("best_attack_acc", "best attack balanced accuracy", 0.5, "on_front"),
+                ("best_tpr_at_fpr_0.01", "best attack TPR at 1% FPR", 0.01, "on_front_tpr"))
+
+
+def _setting_labels(view: pd.DataFrame) -> dict:
+    """Per point (index) its setting as the annotation: the hyperparameters that differ among its defense's
+    points in the view (all of its hyperparameters when it is the defense's only point); '' for Basic."""
+    params = [c for c in view.columns if c.startswith("defense_")]
+    labels = {}
+    for defense, mine in view.groupby("defense"):
+        taken = [c for c in params if mine[c].notna().any()]
+        varying = [c for c in taken if mine[c].nunique() > 1] or taken
+        labels.update({index: hyperparameters(row[varying]) for index, row in mine.iterrows()})
+    return labels
+
+
+def _front_panel(ax, view: pd.DataFrame, *, y: str, ylabel: str, guess: float, flag: str, title: str) -> None:
+    """Every point of a view (seed means, whiskers for the 95% intervals), a colour per defense, Basic as
+    a star, each annotated with its setting; the Pareto front across defenses as a step line (its
+    attainment line: no point beats it on both axes), and what guessing scores."""
+    x = "target_test_acc"
+    for defense in [d for d in DEFENSES if d in set(view["defense"])]:
+        mine = view[view["defense"] == defense]
+        basic = defense == "basic"
+        points_with_whiskers(ax, mine, x=x, y=y, color=color(defense), marker="*" if basic else "o",
+                             markersize=13 if basic else 6, alpha=0.85, zorder=3,
+                             label=f"{label(defense)} (undefended)" if basic else label(defense))
+    front = view[view[flag]].sort_values([x, y])
+    if len(front):
+        ax.step(front[x], front[y], where="pre", color="black", linestyle="--", linewidth=1.1, zorder=2,
+                label="Pareto front across defenses")
+    if flag != "on_front":  # where the points on the balanced-accuracy front land on this axis
+        ring = view[view["on_front"]]
+        ax.scatter(ring[x], ring[y], s=170, facecolors="none", edgecolors="grey", linewidths=1.0, zorder=4,
+                   label="on the balanced-accuracy front")
+    low, high = view[x].min(), view[x].max()
+    for index, text in _setting_labels(view).items():
+        if text and not math.isnan(view.at[index, y]):
+            # Right of the point, but left of those near the right edge (where Basic's star sits).
+            left = view.at[index, x] > low + 0.8 * (high - low)
+            ax.annotate(text, (view.at[index, x], view.at[index, y]), fontsize=6.5, xytext=(-5 if left else 5, 3),
+                        ha="right" if left else "left", textcoords="offset points",
+                        color=color(view.at[index, "defense"]))
+    ax.axhline(guess, color="grey", linewidth=0.9, linestyle=":", label=f"guessing ({guess:g})")
+    ax.set(title=title, xlabel="test accuracy (mean over seeds)", ylabel=f"{ylabel} (mean over seeds)")
+
+
+def fig_defense_front(exp: Experiment, out: Path) -> list[Path]:
+    """Per cell: a row per view (non-adaptive, adaptive attacks), two panels each: test accuracy against the
+    best attack's balanced accuracy and against its TPR at 1% FPR, every defense and setting as seed means
+    with 95% whiskers, the cross-defense Pareto front of each panel as a step line."""
+    points = defense_front_points(exp.rows)
+    written = []
+    for (*model, method, sparsity), cell in points.groupby(CELL, dropna=False):
+        views = sorted(set(cell["adaptive"]))
+        fig, axes = panels(len(FRONT_PANELS) * len(views), ncols=len(FRONT_PANELS), size=(6.0, 4.6),
+                           title=f"What defenses buy back ({pair_title(*model)}, {label(method)}, sparsity "
+                                 f"{sparsity:g}; mean over seeds, 95% intervals; per unit the best of "
+                                 f"{cell['attacks'].iloc[0] or 'no common attack'}; adaptive: the shadows "
+                                 "trained with the defense)")
+        for row, adaptive in enumerate(views):
+            view = cell[cell["adaptive"] == adaptive]
+            kind = "adaptive attacks" if adaptive else "non-adaptive attacks"
+            for col, (y, ylabel, guess, flag) in enumerate(FRONT_PANELS):
+                _front_panel(axes[row * len(FRONT_PANELS) + col], view, y=y, ylabel=ylabel, guess=guess, flag=flag,
+                             title=f"{kind}: {ylabel.removeprefix('best attack ')}")
+        for ax in axes[:len(FRONT_PANELS)]:
+            ax.legend(fontsize=7)
+        written.append(save(fig, out / f"defense_front_{model_name(*model)}_{method}_s{sparsity:g}.png"))
+    return written
+
+
+def table_defense_front(exp: Experiment, out: Path) -> list[Path]:
+    return _write_table(defense_front_table(defense_front_points(exp.rows)), out / "table_defense_front",
+                        "Defenses compared per cell and adaptive flag: every defense and setting (Basic, undefended, "
+                        "serves both views), mean over seeds [95% interval] of the test accuracy, the best attack's "
+                        "balanced accuracy and its TPR at 1% FPR (per unit the best of `attacks`); `on_front`: on the "
+                        "Pareto front across defenses (max test accuracy, min best balanced accuracy), `on_front_tpr`: "
+                        "the same with TPR at 1% FPR")
+
+
 # ---- ROC curves (beyond the paper) -------------------------------------------------------------------------
 def roc_curves(exp: Experiment, out: Path) -> list[Path]:
     if not exp.roc_files:
@@ -561,6 +646,9 @@ def table_reference_budget(exp: Experiment, out: Path) -> list[Path]:
 
 
 # ---- driver ----------------------------------------------------------------------------------------------
+# The report shows these two in their own section ("What defenses buy back").
+DEFENSE_FRONT_FIGURE = "Defenses compared: test accuracy vs best attack (figure)"
+DEFENSE_FRONT_TABLE = "Defenses compared: points and fronts across defenses (table)"
 FIGURES: dict[str, Callable[[Experiment, Path], list[Path]]] = {
     "Fig. 1 (signal histograms)": fig01_histograms,
     "Fig. 4 (per-class signals)": fig04_per_class,
@@ -578,6 +666,8 @@ FIGURES: dict[str, Callable[[Experiment, Path], list[Path]]] = {
     "Fig. 17 (defenses per dataset)": fig17_defenses_datasets,
     "Fig. 18 (adaptive attacks per method)": fig18_adaptive,
     "Fig. 19 (adaptive attacks per dataset)": fig19_adaptive_datasets,
+    DEFENSE_FRONT_FIGURE: fig_defense_front,
+    DEFENSE_FRONT_TABLE: table_defense_front,
     "ROC curves (log scale)": roc_curves,
     "Reference attacks vs number of models (figure)": fig_reference_budget,
     "Reference attacks vs number of models (table, blank TPR = not measurable)": table_reference_budget,

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""One self-contained HTML page summarising experiments: headline tables, defense fronts, all figures.
+"""One self-contained HTML page summarising experiments: headline tables, defense fronts, what defenses
+buy back, all figures.
 
     python analysis/report.py ~/miaray-results/full_grid-quick --out report.html
 
@@ -23,9 +24,10 @@ import pandas as pd  # noqa: E402
 
 from analysis.claims import NOT_RUN, claims_table, verdict_counts  # noqa: E402
 from analysis.data import Experiment, Skipped, load_for_command  # noqa: E402
-from analysis.figures import summary, write_figures  # noqa: E402
-from analysis.tables import (cell_table, defense_fronts, defense_points, hyperparameters,  # noqa: E402
-                             with_intervals)
+from analysis.figures import (DEFENSE_FRONT_FIGURE, DEFENSE_FRONT_TABLE, fig_defense_front, summary,  # noqa: E402
+                              write_figures)
+from analysis.tables import (cell_table, defense_front_points, defense_front_table, defense_fronts,  # noqa: E402
+                             defense_points, hyperparameters, with_intervals)
 from miaray.cli import HelpFormatter, add_debug_option, check_output_file, entry_point  # noqa: E402
 
 STYLE = """
@@ -84,22 +86,76 @@ def fronts(exp: Experiment, *, adaptive: bool) -> str:
             "of Basic's test accuracy, or leakier than Basic).</p>" + _table(with_intervals(front)))
 
 
-def claims(exp: Experiment) -> str:
-    """The paper's claims as verdicts (analysis/claims.py), then the commands for those not run."""
-    table = claims_table(exp)
+def _claim_rows(table: pd.DataFrame) -> list[str]:
+    """The tested claim rows as a table, then the commands of those not run."""
     tested = table[table["verdict"] != NOT_RUN].drop(columns=["command"])
-    intro = (f"<p>{html.escape(verdict_counts(table))}. Each row is an effect with its 95% interval: "
-             "<b>holds</b> when the interval lies entirely on the claim's side of the threshold, "
-             "<b>contradicted</b> when entirely on the other side, <b>inconclusive</b> otherwise (and with one seed, "
-             "which gives no interval). The statistic of each claim is in its row and in "
-             "<code>analysis/claims.py</code>.</p>")
-    parts = [intro, _table(tested) if len(tested) else ""]
+    parts = [_table(tested) if len(tested) else ""]
     missing = table[table["verdict"] == NOT_RUN]
     if len(missing):
         parts.append("<h3>Not run</h3><ul>" + "".join(
             f"<li>{html.escape(r['claim'])} ({html.escape(r['statement'])}): {html.escape(r['statistic'])}; "
             f"<code>{html.escape(r['command'])}</code></li>" for _, r in missing.iterrows()) + "</ul>")
+    return parts
+
+
+def claims(exp: Experiment) -> str:
+    """The paper's claims as verdicts (analysis/claims.py), then the commands for those not run."""
+    table = claims_table(exp)
+    intro = (f"<p>{html.escape(verdict_counts(table))}. Each row is an effect with its 95% interval: "
+             "<b>holds</b> when the interval lies entirely on the claim's side of the threshold, "
+             "<b>contradicted</b> when entirely on the other side, <b>inconclusive</b> otherwise (and with one seed, "
+             "which gives no interval). The statistic of each claim is in its row and in "
+             "<code>analysis/claims.py</code>.</p>")
+    return "\n".join([intro, *_claim_rows(table)])
+
+
+# The claims about defenses the section "What defenses buy back" repeats (those that exist: C5a, C5b, C5c,
+# C6, C7, C8 as analysis/claims.py defines them).
+DEFENSE_CLAIMS = r"C[5-8]"
+
+
+def _embedded(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def defenses_buy_back(exp: Experiment) -> str:
+    """Every defense and setting of a cell compared on the best attack, by balanced accuracy and by TPR at
+    1% FPR, with the Pareto front across defenses (figure and table), then the claims C5-C8. Without
+    defended rows: what is missing and the command that runs them, then the claims (not run)."""
+    parts = []
+    try:
+        points = defense_front_points(exp.rows)
+    except Skipped as reason:
+        parts.append(f'<p class="skip">Nothing to compare: {html.escape(str(reason))}</p>')
+    else:
+        parts.append(
+            "<p>Per cell and view (non-adaptive attacks; adaptive: the shadows fine-tuned with the defense), every "
+            "defense and setting as the mean over seeds of the target's test accuracy and of the best attack on it "
+            "(per unit the strongest of the attacks every point of the cell faced), judged twice: by balanced "
+            "accuracy at the attack's own shadow-calibrated threshold, and by TPR at 1% FPR. A defense can break "
+            "the attacker's calibration (balanced accuracy near 0.5) while the TPR at low FPR still shows the "
+            "membership signal. Basic (undefended, the star) is one point serving both views. <code>on_front</code>: "
+            "on the Pareto front across defenses (max test accuracy, min best balanced accuracy; "
+            "<code>miaray.results.defense_front</code>); <code>on_front_tpr</code>: the same by TPR at 1% FPR. "
+            f"{INTERVALS}</p>")
+        with tempfile.TemporaryDirectory() as tmp:
+            parts.extend(_embedded(path) for path in fig_defense_front(exp, Path(tmp)))
+        parts.append(_table(with_intervals(defense_front_table(points))))
+    table = claims_table(exp)
+    table = table[table["claim"].astype(str).str.match(DEFENSE_CLAIMS)]
+    parts.append("<h3>Claims about defenses (C5-C8)</h3>")
+    if table.empty:
+        parts.append('<p class="skip">No claim C5-C8 in <code>analysis/claims.py</code>.</p>')
+    else:
+        parts.append(f"<p>{html.escape(verdict_counts(table))}; see the claims section above for how a verdict is "
+                     "reached.</p>")
+        parts.extend(_claim_rows(table))
     return "\n".join(parts)
+
+
+# Figures with a section of their own ("What defenses buy back"): not repeated among all figures.
+SHOWN_ELSEWHERE = (DEFENSE_FRONT_FIGURE, DEFENSE_FRONT_TABLE)
 
 
 def figures_section(exp: Experiment) -> str:
@@ -108,15 +164,16 @@ def figures_section(exp: Experiment) -> str:
         outcomes = write_figures(exp, Path(tmp))
         parts = []
         for outcome in outcomes:
+            if outcome.name in SHOWN_ELSEWHERE:
+                continue
             for path in outcome.files:
                 if path.suffix == ".png":
-                    data = base64.b64encode(path.read_bytes()).decode("ascii")
-                    parts.append(f'<h3>{html.escape(outcome.name)}</h3>\n'
-                                 f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">')
+                    parts.append(f'<h3>{html.escape(outcome.name)}</h3>\n{_embedded(path)}')
                 elif path.suffix == ".csv":
                     parts.append(f"<h3>{html.escape(outcome.name)}</h3>\n{_table(with_intervals(pd.read_csv(path)))}")
     notes = [f'<li class="{"error" if o.error else "skip"}">{html.escape(o.name)}: '
-             f'{html.escape(o.error or o.skipped or "")}</li>' for o in outcomes if not o.files]
+             f'{html.escape(o.error or o.skipped or "")}</li>' for o in outcomes
+             if not o.files and (o.error or o.name not in SHOWN_ELSEWHERE)]
     if notes:
         parts.append("<h3>Not drawn</h3><ul>" + "".join(notes) + "</ul>")
     print(summary(outcomes))
@@ -130,6 +187,7 @@ def render(exp: Experiment) -> str:
                 _section("Original vs pruned: attack success per cell", lambda: headline(exp)),
                 _section("Defenses: Pareto fronts (non-adaptive attacks)", lambda: fronts(exp, adaptive=False)),
                 _section("Defenses: Pareto fronts (adaptive attacks)", lambda: fronts(exp, adaptive=True)),
+                _section("What defenses buy back", lambda: defenses_buy_back(exp)),
                 _section("Figures and tables", lambda: figures_section(exp))]
     failed = int((rows["status"] == "failed").sum()) if len(rows) else 0
     units = rows["unit_id"].nunique() if len(rows) else 0

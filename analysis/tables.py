@@ -10,6 +10,9 @@ many seeds (`n_seeds`). `with_intervals` turns each triple into one column of te
 - cell_table: per cell, original vs pruned utility and attack success, and the best attack.
 - defense_points / defense_fronts: each defense's (test accuracy, attack accuracy) points, as seed
   means, and the Pareto fronts of those means.
+- defense_front_points / defense_front_table: every defense and setting of a cell compared on the best
+  attack (balanced accuracy and TPR at 1% FPR), with the Pareto front across defenses
+  (`miaray.pareto.defense_front`).
 - reference_budget_table: LiRA and RMIA at every number of models, from the units' `budget/` files.
 """
 
@@ -24,7 +27,7 @@ import pandas as pd
 from analysis.data import (BUDGET_DIR, MODEL, Experiment, Skipped, headline_attack, known_pruning, main_grid, ok,
                            original, paper_split, pruned)
 from miaray.config import REFERENCE_ATTACKS
-from miaray.results import pareto_front, summary
+from miaray.results import defense_front, pareto_front, summary
 from miaray.stats import wide
 from miaray.unknown_pruning import differently_pruned, matched_losses
 
@@ -204,6 +207,37 @@ def defense_fronts(points: pd.DataFrame) -> pd.DataFrame:
     cell, over the points the paper keeps."""
     return pareto_front(points[~points["paper_dropped"]], objectives=DEFENSE_OBJECTIVES,
                         by=DEFENSE_GROUP + ["defense"])
+
+
+DEFENSE_FRONT_COMMAND = "python sweeps/full_grid.py --preset defenses"
+DEFENSE_FRONT_VALUES = ("target_test_acc", "best_attack_acc", "best_tpr_at_fpr_0.01", "epsilon")
+
+
+def defense_front_points(rows: pd.DataFrame) -> pd.DataFrame:
+    """`miaray.pareto.defense_front` of the paper split's rows: per cell and adaptive flag, one point per
+    (defense, setting) with Basic's, seed means with intervals of test accuracy, best attack accuracy and
+    best TPR at 1% FPR, and the front across defenses (`on_front`, `on_front_tpr`). Skipped, naming the
+    command that runs them, when there is no successful defended row."""
+    points = defense_front(paper_split(rows))
+    if points.empty:
+        defended = int((rows["defense"].isin(["ppb", "dp", "adv"])).sum()) if len(rows) else 0
+        found = (f" ({defended} defended row{'' if defended == 1 else 's'}, none successful on a pruned target "
+                 "with shadows pruned like it)") if defended else ""
+        raise Skipped(f"no defended rows (defense ppb, dp or adv) of the 45/45/10 split{found}: run "
+                      f"`{DEFENSE_FRONT_COMMAND}` (Basic and each defense setting, adaptive and not, in one "
+                      "experiment)")
+    return points
+
+
+def defense_front_table(points: pd.DataFrame) -> pd.DataFrame:
+    """The points of `defense_front_points` to show: the cell, `adaptive`, `defense`, `setting`, the seed
+    means with their intervals (epsilon only when a DP point has one), `n_seeds`, the attacks most often
+    the best, the front flags and the attacks the maxima are over."""
+    values = [v for v in DEFENSE_FRONT_VALUES if v != "epsilon" or points[v].notna().any()]
+    columns = [*CELL, "adaptive", "defense", "setting",
+               *[c for v in values for c in (v, *[f"{v}{s}" for s in CI_SUFFIXES])],
+               "n_seeds", "best_attack", "best_tpr_attack", "on_front", "on_front_tpr", "attacks"]
+    return points[columns].reset_index(drop=True)
 
 
 def hyperparameters(row: pd.Series) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import numbers
@@ -37,6 +38,11 @@ DEFENSE_PARAMS: dict[str, dict[str, float]] = {
     "dp": {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5},
     "adv": {"alpha": 4.0, "k": 1.0},
 }
+# The hyperparameter the paper's grid varies per defense: always named in a setting's label.
+PRIMARY_DEFENSE_PARAM = {"ppb": "lambda", "dp": "noise_multiplier", "adv": "alpha"}
+# A defense setting: the defense and its hyperparameters over the defaults, e.g. ("ppb", (("lambda", 4.0),)).
+DefenseSetting = tuple[str, tuple[tuple[str, float], ...]]
+BASIC: DefenseSetting = ("basic", ())
 # The valid values of each defense hyperparameter: (lowest, lowest included, integer). All must be
 # finite. DP's noise_multiplier may be 0: DP-SGD with clipping and no noise (epsilon is then infinite),
 # the ablation that separates clipping from noise; delta must also lie below 1.
@@ -122,6 +128,69 @@ def parse_name_values(items: Sequence[str], *, option: str) -> tuple[tuple[str, 
         if not sep or not name.strip():
             raise ConfigError(f"{option} {item!r}: expected NAME=VALUE with a number, e.g. lambda=4")
     return tuple(pairs)
+
+
+def parse_name_value_lists(items: Sequence[str], *, option: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
+    """`NAME=VALUE[,VALUE...]` command-line items (e.g. `lambda=1,4,16`) as (name, values) pairs: a grid
+    axis per hyperparameter. A malformed item, or a name given twice, raises ConfigError naming the option."""
+    pairs: dict[str, tuple[float, ...]] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name = name.strip()
+        try:
+            values = tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            values = ()
+        if not sep or not name or not values:
+            raise ConfigError(f"{option} {item!r}: expected NAME=VALUE[,VALUE...] with numbers, e.g. lambda=1,4,16")
+        if name in pairs:
+            raise ConfigError(f"{option} names {name!r} twice: give its values once, as a comma list "
+                              f"({name}={','.join(f'{v:g}' for v in (*pairs[name], *values))})")
+        pairs[name] = tuple(dict.fromkeys(values))
+    return tuple(pairs.items())
+
+
+def defense_of(param: str) -> str | None:
+    """The defense that takes hyperparameter `param` (each belongs to one), or None."""
+    return next((d for d, params in DEFENSE_PARAMS.items() if param in params), None)
+
+
+def defense_settings(defenses: Sequence[str], params: Sequence[tuple[str, Sequence[float]]], *,
+                     fallback: Sequence[DefenseSetting] = (), option: str = "--defense-param",
+                     defenses_option: str = "--defenses") -> tuple[DefenseSetting, ...]:
+    """The defense settings of a grid: per defense in `defenses`, every combination of the values its
+    hyperparameters take in `params` (the others at their defaults); a defense none of whose
+    hyperparameters is in `params` keeps its settings in `fallback` (a preset's), else its defaults.
+    A hyperparameter no defense takes, or one whose defense is not listed, raises ConfigError naming
+    the options."""
+    for name, values in params:
+        owner = defense_of(name)
+        if owner is None:
+            takes = "; ".join(f"{', '.join(p)} ({d})" for d, p in DEFENSE_PARAMS.items() if p)
+            raise ConfigError(f"{option} {name}=...: no defense takes {name!r}; the hyperparameters are {takes}")
+        if owner not in defenses:
+            raise ConfigError(f"{option} {name}={','.join(f'{v:g}' for v in values)} belongs to {owner}, which "
+                              f"{defenses_option} ({', '.join(defenses) or 'none'}) does not list: add {owner} to it")
+    settings: list[DefenseSetting] = []
+    for defense in dict.fromkeys(defenses):
+        mine = [(name, values) for name, values in params if defense_of(name) == defense]
+        if mine:
+            settings += [(defense, tuple(zip([n for n, _ in mine], combo)))
+                         for combo in itertools.product(*[values for _, values in mine])]
+        else:
+            settings += [s for s in fallback if s[0] == defense] or [(defense, ())]
+    return tuple(settings)
+
+
+def defense_label(defense: str, params: Mapping[str, float] | Sequence[tuple[str, float]] = ()) -> str:
+    """A defense setting for people: 'basic', 'ppb lambda=4', 'dp noise_multiplier=0.5 max_grad_norm=2':
+    the hyperparameter the paper varies always, the others where they differ from their defaults."""
+    if defense not in PRIMARY_DEFENSE_PARAM:
+        return defense
+    resolved = {**DEFENSE_PARAMS[defense], **dict(params)}
+    primary = PRIMARY_DEFENSE_PARAM[defense]
+    shown = [primary] + [n for n in DEFENSE_PARAMS[defense] if n != primary and resolved[n] != DEFENSE_PARAMS[defense][n]]
+    return " ".join([defense, *(f"{n}={resolved[n]:g}" for n in shown)])
 
 
 def parse_attacks(text: str, *, option: str) -> tuple[str, ...]:
@@ -356,12 +425,16 @@ class UnitConfig:
         the attack is adaptive, no defense."""
         like_target = role_kind(role) != "shadow"
         defended = like_target or self.adaptive
-        return {**self.original_key(role), "kind": "pruned",
+        defense = self.defense if defended else "basic"
+        # DP re-estimates batch norm on the validation split before freezing it (miaray.defenses.dp): models
+        # built before that carry stale statistics, so the key says which ones a DP model has.
+        dp_norm = {"dp_batchnorm": "validation"} if defense == "dp" else {}
+        return {**self.original_key(role), "kind": "pruned", **dp_norm,
                 # The epochs that run, default filled in: an explicit max_epochs // 2 is the same model.
                 "finetune_epochs": self.train.epochs(tabular=self.tabular)[1],
                 "method": self.method if like_target else self.resolved_shadow_method,
                 "sparsity": self.sparsity if like_target else self.resolved_shadow_sparsity,
-                "defense": self.defense if defended else "basic",
+                "defense": defense,
                 "defense_params": self.resolved_defense_params if defended else {}}
 
     def model_key(self, role: str) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Result files of a sweep: one Parquet file of rows per unit, and loading them into pandas.
 
 The one import for the pandas side: `from miaray.results import load, summary, paired_effect,
-pareto_front` (`summary` and `paired_effect` live in `miaray.stats`, `pareto_front` in
-`miaray.pareto`; they are re-exported here, not copied).
+pareto_front, defense_front` (`summary` and `paired_effect` live in `miaray.stats`, `pareto_front` and
+`defense_front` (defenses compared per cell, the front across them flagged) with its
+`DEFENSE_FRONT_BY` and `DEFENSE_FRONT_OBJECTIVES` in `miaray.pareto`; they are re-exported here, not
+copied).
 
 A sweep writes `<experiment>/rows/<unit_id>.parquet` for every finished unit (one row per attack plus
 the 'original' Conf baseline row, or rows with status 'failed' and the error). One file per unit means
@@ -30,10 +32,12 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from miaray.pareto import pareto_front
+from miaray.pareto import (DEFENSE_FRONT_BY, DEFENSE_FRONT_OBJECTIVES, DEFENSE_TPR_FRONT_OBJECTIVES, defense_front,
+                           pareto_front)
 from miaray.stats import paired_effect, summary
 
-__all__ = ["compact", "load", "paired_effect", "pareto_front", "read_parquet", "rows_dir", "summary",
+__all__ = ["DEFENSE_FRONT_BY", "DEFENSE_FRONT_OBJECTIVES", "DEFENSE_TPR_FRONT_OBJECTIVES", "compact",
+           "defense_front", "load", "paired_effect", "pareto_front", "read_parquet", "rows_dir", "summary",
            "unit_files", "write_parquet", "write_unit_rows"]
 
 ROWS_DIR = "rows"

@@ -75,10 +75,10 @@ SEARCH_PRESETS: dict[str, GridSpec] = {
     # time on a CPU (SAMIA: benchmarks/README.md, bench_unit.py).
     "quick": GridSpec(datasets=("synthetic_tabular",), archs=("fc",), methods=("l1_unstructured",),
                       sparsities=(0.7,), widths=(1.0,), attacks=("conf", "mentr", "nn", "samia"), num_shadows=2,
-                      adaptive=True, attack_epochs=20),
+                      adaptive=(True,), attack_epochs=20),
     # The paper's defense setting (section 6): CIFAR10 ResNet18, L1 unstructured at sparsity 0.7.
     "paper": GridSpec(datasets=("cifar10",), archs=("resnet18",), methods=("l1_unstructured",),
-                      sparsities=(0.7,), adaptive=True),
+                      sparsities=(0.7,), adaptive=(True,)),
 }
 
 
@@ -511,10 +511,11 @@ def defense_search_main(argv: list[str] | None = None) -> int:
     """`sweeps/defense_search.py`: one search, then the Pareto table, files and plot."""
     parser = build_search_parser()
     args, spec = parse_args(argv, parser, SEARCH_PRESETS)
-    cells = dataclasses.replace(spec, adaptive=True).cells()
+    cells = dataclasses.replace(spec, adaptive=(True,)).cells()
     if len(cells) != 1:
         parser.error(f"the grid filters leave {len(cells)} cells; a search takes exactly one (pass one "
-                     "value each to --datasets, --archs, --methods, --sparsities, --seeds, --splits)")
+                     "value each to --datasets, --archs, --methods, --sparsities, --seeds, --splits, --widths, and one "
+                     "defense to --defense with at most one value per --defense-param)")
     cell = cells[0]
     try:
         points = _points(args.point)

@@ -151,7 +151,9 @@ def test_every_figure_written_from_complete_results(full_figures: tuple[list, Pa
                      "fig19_adaptive_l1_unstructured_s0.5.png", "roc_digits_resnet18_w0.25.png",
                      "reference_budget_digits_resnet18_w0.25_l1_unstructured.png",
                      "reference_budget_digits_resnet18_w0.25_slimming.png", "table_reference_budget.csv",
-                     "table_reference_budget.md"}
+                     "table_reference_budget.md", "defense_front_digits_resnet18_w0.25_l1_unstructured_s0.5.png",
+                     "defense_front_digits_resnet18_w0.25_slimming_s0.5.png", "table_defense_front.csv",
+                     "table_defense_front.md"}
     assert names == {p.name for p in out.iterdir()}
     for path in out.glob("*.png"):
         _png_ok(path.read_bytes())
@@ -345,7 +347,7 @@ def test_figures_from_a_real_sweep(real_results: list[Path], tmp_path: Path, cap
     has_signals = any((r / "signals").is_dir() for r in real_results)
     has_roc = any((r / "roc").is_dir() for r in real_results)
     expected = {"Fig. 6", "Fig. 7", "Fig. 8", "Fig. 9", "Fig. 10", "Fig. 11", "Fig. 12", "Fig. 13", "Table 1",
-                "Fig. 16", "Fig. 17", "Fig. 18", "Fig. 19"}
+                "Fig. 16", "Fig. 17", "Fig. 18", "Fig. 19", "Defenses compared:"}
     expected |= {"Fig. 1", "Fig. 4"} if has_signals else set()
     expected |= {"ROC curves"} if has_roc else set()
     for name in expected:
@@ -382,8 +384,11 @@ def test_claims_from_a_real_sweep(real_results: list[Path], tmp_path: Path, caps
     printed = capsys.readouterr().out
     table = pd.read_csv(out, keep_default_na=False)
     assert list(table.columns) == COLUMNS
-    assert set(table.loc[table["verdict"] == "not run", "claim"]) == {"C4"} and "C4 not run" in printed
-    assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5a", "C5b", "C6"}
+    # The tiny sweep ran conf and mentr only, one defense beyond Basic: no offline attack (C5c), DP (C7) or
+    # second defense to rank (C8).
+    assert set(table.loc[table["verdict"] == "not run", "claim"]) == {"C4", "C5c", "C7", "C8"}
+    assert "C4 not run" in printed
+    assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5a", "C5b", "C5c", "C6", "C7", "C8"}
     assert set(table.loc[table["claim"] == "C1", "attack"]) == {"conf", "mentr", "best"}  # like with like
     one_seed = table[table["claim"].isin(["C1", "C2", "C4", "C5a", "C5b", "C6"]) & (table["verdict"] != "not run")]
     assert set(one_seed["verdict"]) == {"inconclusive"} and (one_seed["n"] == 1).all()

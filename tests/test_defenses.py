@@ -15,7 +15,7 @@ from miaray.config import ConfigError
 from miaray.defenses import ADVDefense, PPBDefense, make_defense, ppb_regularizer
 from miaray.defenses.dp import DPDefense
 from miaray.defenses.adv import adv_loss
-from miaray.defenses.frozen_bn import FrozenBatchNorm, freeze_batchnorm, restore_batchnorm
+from miaray.defenses.frozen_bn import FrozenBatchNorm, freeze_batchnorm, recalibrate_batchnorm, restore_batchnorm
 from miaray.models import build_model
 from miaray.prune import prune
 from miaray.train import Defense, TensorSplit, TrainingDiverged, fit
@@ -122,6 +122,30 @@ def test_frozen_batchnorm_is_eval_mode_batchnorm_under_the_same_names() -> None:
     torch.testing.assert_close(net.train()(x), expected)  # eval-mode BN even in train mode
     restore_batchnorm(net, originals)
     assert isinstance(net[1], nn.BatchNorm2d) and dict(net.named_parameters()) == params_before
+
+
+def test_batchnorm_recalibration_averages_the_batches_statistics() -> None:
+    net = _tiny_bn_net()  # running statistics set at random: stale, as after pruning
+    x = torch.randn(8, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    weights = {name: p.detach().clone() for name, p in net.named_parameters()}
+    net.eval()
+    recalibrate_batchnorm(net, x, batch_size=4)
+    assert not net.training and all(torch.equal(p, weights[n]) for n, p in net.named_parameters())
+    # The first BN sees conv(x): its statistics are the mean over the two batches of each batch's mean and
+    # unbiased variance per channel (BatchNorm's own definition, averaged with momentum None).
+    features = net[0](x)
+    halves = features.split(4)
+    mean = torch.stack([h.mean(dim=(0, 2, 3)) for h in halves]).mean(0)
+    var = torch.stack([h.transpose(0, 1).flatten(1).var(dim=1) for h in halves]).mean(0)
+    torch.testing.assert_close(net[1].running_mean, mean)
+    torch.testing.assert_close(net[1].running_var, var)
+    assert net[1].momentum == 0.1  # put back
+    # DP fine-tuning re-estimates them on its calibration inputs (the validation split) before freezing.
+    stale = _tiny_bn_net()
+    defense = make_defense("dp", {"noise_multiplier": 0.0}, num_classes=3, reference=(x, torch.zeros(8)), seed=0)
+    defense.prepare(stale, torch.optim.SGD(stale.parameters(), lr=0.0), n_train=8, batch_size=4, epochs=1)
+    torch.testing.assert_close(stale[1].running_mean, mean)
+    defense.finish(stale)
 
 
 def test_dp_clips_every_example_then_sums() -> None:

@@ -54,6 +54,20 @@ def test_tpr_at_an_fpr_below_one_false_positive_is_not_measured():
     assert measurable_fpr(0.001, 1000) and not measurable_fpr(0.001, 999) and measurable_fpr(0.01, 100)
 
 
+def test_tpr_at_low_fpr_reads_every_threshold_when_scores_tie():
+    # 1,000 (member, non-member) pairs, each pair sharing one score, the pairs' scores all distinct: every
+    # threshold s_k admits k members and k non-members, so TPR = FPR at each of the 1,001 ROC points, all
+    # on the diagonal. At FPR <= 1% the best is 10 of 1,000 members; sklearn's default
+    # (drop_intermediate=True) keeps only the diagonal's ends and the first point, which reads 0.001.
+    pair_scores = np.arange(1000) / 1000
+    membership = np.r_[np.ones(1000, np.int64), np.zeros(1000, np.int64)]
+    scores = np.r_[pair_scores, pair_scores]
+    m = attack_metrics(membership, scores=scores, predictions=(scores >= 0.5).astype(np.int64))
+    assert m["tpr_at_fpr_0.01"] == pytest.approx(0.01)
+    assert m["tpr_at_fpr_0.001"] == pytest.approx(0.001)
+    assert m["attack_auc"] == pytest.approx(0.5) and m["max_advantage"] == pytest.approx(0.0)
+
+
 def test_label_only_metrics_describe_the_single_operating_point():
     membership = np.r_[np.ones(10, np.int64), np.zeros(1000, np.int64)]
     predictions = np.r_[np.ones(8), np.zeros(2), np.ones(200), np.zeros(800)].astype(np.int64)  # TPR .8, FPR .2

@@ -54,6 +54,10 @@ PRESET_FLOORS = (
     # 0.807, gap 0.193, at 100 epochs), width 0.5 generalises (measured train 0.995, test 0.909, gap 0.086).
     Floor("full_grid.py", "claims", 0.125, test_acc=0.75, min_gap=0.12),
     Floor("full_grid.py", "claims", 0.5, test_acc=0.86, max_gap=0.12),
+    # The defenses preset (and its C6 study) stand on the claims preset's width-0.5 original (the same cache key,
+    # trained once here): the regime where pruning at 0.9 raises leakage, before any defense.
+    Floor("full_grid.py", "defenses", 0.5, test_acc=0.86, max_gap=0.12),
+    Floor("unknown_pruning.py", "defenses", 0.5, test_acc=0.86, max_gap=0.12),
     # mnist5k, ResNet18 at width 0.125, 8 epochs (the lira preset): measured at 12 epochs train 1.000, test 0.876.
     Floor("full_grid.py", "lira", 0.125, test_acc=0.8),
     # synthetic_tabular, fc at width 1.0 (the (256, 128) MLP): measured train 1.000, test 0.607.

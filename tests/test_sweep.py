@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import pandas as pd
 import pytest
 
 from miaray import results
-from miaray.config import METHODS
+from miaray.config import METHODS, stable_hash
 from miaray.store import Store
 from miaray.search import defense_search_main
 from miaray.sweep import (PRESETS, Plan, RunSettings, cell_summary, full_grid_main, method_pairs, run_sweep,
@@ -122,7 +123,15 @@ def test_method_pairs_never_pair_a_target_with_its_own_setting():
     (["--methods", "random"], ["methods='random'", "l1_unstructured", "slimming"]),
     (["--datasets", "purchase", "--archs", "resnet18"], ["grid is empty", "fc"]),
     (["--sparsities", "0.5,1.5"], ["sparsity=1.5"]),
-    (["--defense", "ppb", "--defense-param", "alpha=2"], ["defense_params[ppb]", "lambda"]),
+    (["--defense", "ppb", "--defense-param", "alpha=2"], ["--defense-param alpha=2", "belongs to adv", "--defenses (ppb)"]),
+    (["--defense-param", "lambda=4"], ["--defense-param lambda=4", "belongs to ppb", "--defenses (basic)"]),
+    (["--defenses", "basic,dropout"], ["--defenses='dropout'", "ppb"]),
+    (["--defenses", "ppb", "--defense-param", "lambda=1,x"], ["--defense-param 'lambda=1,x'", "NAME=VALUE[,VALUE...]"]),
+    (["--defenses", "ppb", "--defense-param", "lambda=1", "--defense-param", "lambda=4"],
+     ["--defense-param names 'lambda' twice", "lambda=1,4"]),
+    (["--defenses", "ppb", "--defense-param", "gamma=1"], ["no defense takes 'gamma'", "alpha, k (adv)"]),
+    (["--defenses", "ppb", "--defense-param", "lambda=1,-4"], ["lambda=-4.0"]),
+    (["--defenses", "ppb", "--adaptive", "maybe"], ["--adaptive='maybe'", "no, yes"]),
     (["--cpus-per-trial", "0"], ["--cpus-per-trial", "(0, 1024]"]),
     (["--cpus-per-trial", "-1"], ["--cpus-per-trial", "(0, 1024]"]),
     (["--cpus-per-trial", "nan"], ["--cpus-per-trial", "(0, 1024]"]),
@@ -184,7 +193,51 @@ def test_resources_no_node_has_are_refused_naming_what_was_asked_and_what_exists
                         "node has more than 2; ask at most 2"]
 
 
+def test_defenses_are_an_axis_and_share_the_undefended_models():
+    spec = dataclasses.replace(PRESETS["defenses"], seeds=(0, 1))
+    cells = spec.cells()
+    # Per seed: Basic once, and each of the 7 defended settings with undefended and with adaptive shadows.
+    assert len(cells) == 2 * (1 + 7 * 2)
+    assert Counter((c.defense, c.adaptive) for c in cells) == {
+        ("basic", False): 2, ("ppb", False): 6, ("ppb", True): 6, ("dp", False): 4, ("dp", True): 4,
+        ("adv", False): 4, ("adv", True): 4}
+    plan = Plan.of(cells)
+    assert len(plan.originals) == 2 * 3  # a target and two shadows per seed, whatever the defense
+    # Pruned per seed: 8 targets (Basic + 7 settings; adaptive or not attacks the same target), the 2 undefended
+    # shadows (shared by Basic and the 7 non-adaptive cells) and 2 defended shadows per adaptive cell.
+    assert len(plan.pruned) == 2 * (8 + 2 + 7 * 2)
+    undefended_shadow = cells[0].model_key("shadow0")
+    assert plan.users[stable_hash(undefended_shadow)] == 1 + 7
+    assert "cells per defense setting: basic 2; ppb lambda=1 2; ppb lambda=1 adaptive 2" in plan.describe()
+
+
 # ---- sweeps on Ray --------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_a_defense_grid_runs_each_setting_and_builds_each_model_once(ray_cluster, tmp_path, capsys):
+    """Two defenses with two values each, undefended and adaptive shadows, through the script's main."""
+    args = [*TINY_ARGS, "--methods", "l1_unstructured", "--sparsities", "0.9", "--shadows", "1",
+            "--defenses", "basic,ppb,adv", "--defense-param", "lambda=1,4", "--defense-param", "alpha=1,2",
+            "--adaptive", "no,yes", "--gpus-per-trial", "0", "--storage", str(tmp_path), "--name", "defenses"]
+    assert full_grid_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "cells per defense setting: basic 1; ppb lambda=1 1; ppb lambda=1 adaptive 1" in printed
+    store = Store(tmp_path / "cache")
+    assert store.count_built("original") == 2  # the target and its shadow, shared by the 9 cells
+    # Targets: Basic + 4 settings; shadows: the undefended one + one per adaptive cell (4).
+    assert store.count_built("pruned") == 5 + 1 + 4
+    df = results.load(tmp_path / "defenses")
+    assert (df["status"] == "ok").all()
+    pruned = df[df["target_model"] == "pruned"]
+    cells = {(r.defense, r.defense_lambda if r.defense == "ppb" else r.defense_alpha, r.adaptive)
+             for r in pruned.itertuples()}
+    nan = math.nan
+    expected = {("basic", nan, False), *{(d, v, a) for d in ("ppb", "adv") for v in (1.0, 2.0 if d == "adv" else 4.0)
+                                          for a in (False, True)}}
+    assert len(cells) == len(expected) == 9
+    assert {c for c in cells if c[0] != "basic"} == {c for c in expected if c[0] != "basic"}
+
+
+
 @pytest.fixture(scope="module")
 def packed_sweep(ray_cluster, tmp_path_factory):
     """The tiny grid with half a CPU per trial (four cells fit at once), and last a cell that raises:

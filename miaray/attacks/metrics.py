@@ -13,9 +13,12 @@ From the ROC of the attack's scores on the target (sklearn's `roc_curve`):
 - attack_auc: area under it. What it ranks is the attack's score (`predict_proba`); for the
   threshold attacks that is the per-class margin (value minus its class's threshold), not the raw
   value;
-- tpr_at_fpr_0.01, tpr_at_fpr_0.001: the largest TPR among ROC points with FPR <= the level. A level
-  below 1 / n_nonmembers cannot be measured on the set (its only ROC point there is FPR 0): NaN,
-  not the TPR at zero false positives;
+- tpr_at_fpr_0.01, tpr_at_fpr_0.001: the largest TPR among ROC points with FPR <= the level, over
+  every threshold the scores offer (`drop_intermediate=False`: sklearn's default drops ROC points
+  that lie on a line between two others, and where scores tie, such as a member and a non-member
+  with the same score, those points are real thresholds; dropped, the TPR under a level is read off
+  too few points and comes out low). A level below 1 / n_nonmembers cannot be measured on the set
+  (its only ROC point there is FPR 0): NaN, not the TPR at zero false positives;
 - max_advantage: max over the ROC points of TPR - FPR (>= 0, the point (0, 0) is on every ROC). An
   oracle upper bound: it picks the threshold with the target's membership labels, which the attacker
   never has.
@@ -68,7 +71,7 @@ def attack_metrics(membership: np.ndarray, *, scores: np.ndarray | None = None, 
     member = truth == 1
     n_members, n_nonmembers = int(member.sum()), int((~member).sum())
     tpr, fpr = float(predictions[member].mean()), float(predictions[~member].mean())
-    roc_fpr, roc_tpr, _ = roc_curve(truth, scores)
+    roc_fpr, roc_tpr, _ = roc_curve(truth, scores, drop_intermediate=False)
     result = {"attack_acc": 0.5 * (tpr + 1.0 - fpr), "tpr": tpr, "fpr": fpr, "advantage": tpr - fpr,
               "max_advantage": float(np.max(roc_tpr - roc_fpr)),
               "attack_auc": float(roc_auc_score(truth, scores))}

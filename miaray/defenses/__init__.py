@@ -23,7 +23,8 @@ def make_defense(name: str, params: Mapping[str, float], *, num_classes: int,
                  reference: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0) -> Defense:
     """The defense `name` with `params` over the defaults of `DEFENSE_PARAMS[name]`.
 
-    `reference` (non-member examples, e.g. the validation split) is needed by ADV only.
+    `reference` (non-member examples, e.g. the validation split) is needed by ADV; DP re-estimates its
+    frozen batch-norm statistics on its inputs when given.
     """
     if name not in DEFENSES:
         raise ConfigError(f"defense={name!r} is not valid; choose one of: {', '.join(DEFENSES)}")
@@ -37,7 +38,7 @@ def make_defense(name: str, params: Mapping[str, float], *, num_classes: int,
         from miaray.defenses.dp import DPDefense
 
         return DPDefense(noise_multiplier=p["noise_multiplier"], max_grad_norm=p["max_grad_norm"],
-                         delta=p["delta"], seed=seed)
+                         delta=p["delta"], seed=seed, calibration=None if reference is None else reference[0])
     if name == "adv":
         if reference is None:
             raise ValueError("defense 'adv' needs a reference set of non-members (x, y)")

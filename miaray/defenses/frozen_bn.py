@@ -76,3 +76,23 @@ def restore_batchnorm(model: nn.Module, originals: dict[str, nn.Module]) -> None
     """Undo `freeze_batchnorm`: the original modules share the (possibly trained) parameters."""
     for name, bn in originals.items():
         _swap(model, name, bn)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, *, batch_size: int) -> None:
+    """Re-estimate every BatchNorm's running mean and variance on the inputs `x`: in train mode, batch by
+    batch, each statistic the plain average of the batches' (momentum None); parameters are left untouched
+    and the model's mode is restored. A model without BatchNorm is left as it is."""
+    norms = [m for m in model.modules() if isinstance(m, _BATCHNORMS) and m.track_running_stats]
+    if not norms or len(x) == 0:
+        return
+    was_training, momenta = model.training, [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    for start in range(0, len(x), batch_size):
+        model(x[start:start + batch_size])
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)

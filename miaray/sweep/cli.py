@@ -14,8 +14,8 @@ import ray
 
 from miaray import results
 from miaray.cli import HelpFormatter, add_debug_option, check_writable_folder, entry_point
-from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSE_PARAMS, DEFENSES, METHODS, ConfigError,
-                           parse_name_values, parse_original_attacks, parse_split)
+from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSES, METHODS, ConfigError, defense_settings,
+                           parse_name_value_lists, parse_original_attacks, parse_split)
 from miaray.store import default_root
 from miaray.sweep.cluster import (RunSettings, absolute, check_address, cluster_info, connect, default_gpus,
                                   resource_problems)
@@ -173,11 +173,17 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
     g.add_argument("--references", type=_csv(int), metavar="N,...",
                    help="reference models per cell for the online attacks lira (even) and rmia, an axis: e.g. 4,8 "
                         "(default: the preset's, 0 = none)")
-    g.add_argument("--defense", choices=DEFENSES, help="defense applied while fine-tuning the target (default: the preset's, basic)")
-    g.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="defense hyperparameter, repeatable, e.g. lambda=4 (ppb, >= 0), noise_multiplier=1 (dp, >= 0), alpha=4 "
-                        "(adv, >= 0); unnamed ones keep their defaults")
-    g.add_argument("--adaptive", action="store_true", help="fine-tune the shadows with the target's defense (the adaptive attacker)")
+    g.add_argument("--defenses", "--defense", type=_csv(str), dest="defenses", metavar="DEFENSE,...",
+                   help=f"comma list of {', '.join(DEFENSES)}, applied while fine-tuning the pruned target, an axis: e.g. "
+                        "basic,ppb,dp,adv (default: the preset's, basic; a listed defense keeps the preset's settings "
+                        "unless --defense-param names its hyperparameters)")
+    g.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE[,VALUE...]",
+                   help="a defense hyperparameter and its values, repeatable, each an axis of its own defense: "
+                        "lambda=1,4,16 (ppb, >= 0), noise_multiplier=0.5,2 and max_grad_norm (dp, >= 0 and > 0), "
+                        "alpha=1,4 (adv, >= 0); the defense must be in --defenses; unnamed ones keep their defaults")
+    g.add_argument("--adaptive", nargs="?", const="yes", type=_csv(str), metavar="no,yes",
+                   help="shadows fine-tuned without the target's defense (no), with it (yes: the adaptive attacker), "
+                        "or both as an axis (no,yes); --adaptive alone is yes (default: the preset's, no)")
     g.add_argument("--max-epochs", type=int_at_least(1),
                    help="epoch cap of training and fine-tuning, >= 1 (default: the preset's, else 100 images / 50 tabular)")
     g.add_argument("--attack-epochs", type=int_at_least(1),
@@ -215,26 +221,26 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
     """The preset with the command-line overrides, validated (raises ConfigError)."""
     spec = presets[args.preset]
     overrides = {field: getattr(args, field) for field in
-                 ("datasets", "archs", "methods", "sparsities", "seeds", "widths", "attacks", "references", "defense",
-                  "max_epochs", "attack_epochs") if getattr(args, field) is not None}
+                 ("datasets", "archs", "methods", "sparsities", "seeds", "widths", "attacks", "references", "max_epochs",
+                  "attack_epochs") if getattr(args, field) is not None}
     if args.original_attacks is not None:
         overrides["original_attacks"] = parse_original_attacks(args.original_attacks, option="--original-attacks")
     if args.shadows is not None:
         overrides["num_shadows"] = args.shadows
     if args.splits is not None:
         overrides["splits"] = tuple(parse_split(text, option="--splits") for text in args.splits)
-    if args.defense_param:
-        overrides["defense_params"] = parse_name_values(args.defense_param, option="--defense-param")
-    if args.adaptive:
-        overrides["adaptive"] = True
+    if args.adaptive is not None:
+        check_axis("--adaptive", args.adaptive, ("no", "yes"))
+        overrides["adaptive"] = tuple(dict.fromkeys(value == "yes" for value in args.adaptive))
+    if args.defenses is not None or args.defense_param:
+        names = args.defenses if args.defenses is not None else tuple(dict.fromkeys(d for d, _ in spec.defenses))
+        check_axis("--defenses", names, DEFENSES)
+        overrides["defenses"] = defense_settings(
+            names, parse_name_value_lists(args.defense_param, option="--defense-param"), fallback=spec.defenses)
     spec = dataclasses.replace(spec, **overrides)
     for name, values, choices in (("datasets", spec.datasets, DATASETS), ("archs", spec.archs, ARCHS),
                                   ("methods", spec.methods, METHODS), ("attacks", spec.attacks, ALL_ATTACKS)):
         check_axis(name, values, choices)
-    check_axis("defense", (spec.defense,), DEFENSES)
-    if spec.defense_params and not DEFENSE_PARAMS[spec.defense]:
-        raise ConfigError(f"--defense-param given but defense={spec.defense!r} takes no parameters; "
-                          f"choose --defense from: {', '.join(d for d in DEFENSES if DEFENSE_PARAMS[d])}")
     return spec.validate()
 
 

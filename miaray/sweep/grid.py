@@ -8,8 +8,9 @@ import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from miaray.config import (ARCHS, ATTACKS, IMAGE_ARCHS, IMAGE_DATASETS, METHODS, PAPER_SPLIT, REFERENCE_ATTACKS,
-                           STRUCTURED_METHODS, TABLE2_SPLITS, ConfigError, TrainConfig, UnitConfig, format_split, stable_hash)
+from miaray.config import (ARCHS, ATTACKS, BASIC, IMAGE_ARCHS, IMAGE_DATASETS, METHODS, PAPER_SPLIT, REFERENCE_ATTACKS,
+                           STRUCTURED_METHODS, TABLE2_SPLITS, ConfigError, DefenseSetting, TrainConfig, UnitConfig,
+                           defense_label, format_split, stable_hash)
 
 PAPER_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location")
@@ -33,30 +34,41 @@ class GridSpec:
     original_attacks: tuple[str, ...] | None = None
     num_shadows: int = 5
     references: tuple[int, ...] = (0,)  # reference models per cell (online LiRA / RMIA); an axis
-    defense: str = "basic"
-    defense_params: tuple[tuple[str, float], ...] = ()
-    adaptive: bool = False
+    # Defense settings (an axis): each fine-tunes the pruned target its own way; the originals, the pruning
+    # and (non-adaptive) the shadows are the undefended cell's, shared through the store.
+    defenses: tuple[DefenseSetting, ...] = (BASIC,)
+    # Shadows fine-tuned without the defense (False) and/or with it (True, the adaptive attacker); an axis
+    # for the defended settings. Basic is the same either way: its cells run once, non-adaptive.
+    adaptive: tuple[bool, ...] = (False,)
     max_epochs: int | None = None
     attack_epochs: int | None = None  # None: each trained attack's reference schedule
 
     def unit(self, **fields: Any) -> UnitConfig:
         """A unit of this grid with the given cell fields (dataset, arch, method, sparsity, seed, ...).
-        Without a `split`, `width` or `num_references` field it takes the grid's value of that axis,
-        which must then be the only one: a study that does not expand that axis must not drop some of its
-        values unnoticed."""
+        Without a `split`, `width` or `num_references` field, or without `defense` (then with its
+        hyperparameters and `adaptive`), it takes the grid's value of that axis, which must then be the only
+        one: a study that does not expand that axis must not drop some of its values unnoticed."""
+        defense_cells = self.defense_cells()
         for name, axis, values, text, what in (
                 ("split", "splits", self.splits, format_split, "split ratio"),
                 ("width", "widths", self.widths, "{:g}".format, "width"),
-                ("num_references", "references", self.references, str, "number of reference models")):
+                ("num_references", "references", self.references, str, "number of reference models"),
+                ("defense", "defenses", defense_cells, lambda c: defense_label(c[0], c[1]) + " adaptive" * c[2],
+                 "defense setting")):
             if name not in fields:
                 if len(values) != 1:
                     raise ConfigError(f"{axis}={','.join(map(text, values))}: this study runs one {what}; only "
                                       f"the known-pruning grid (full_grid.py) expands several")
-                fields[name] = values[0]
+                fields.update(zip(("defense", "defense_params", "adaptive"), values[0]) if name == "defense"
+                              else {name: values[0]})
         return UnitConfig(attacks=self.attacks, original_attacks=self.original_attacks, num_shadows=self.num_shadows,
-                          defense=self.defense, defense_params=self.defense_params, adaptive=self.adaptive,
-                          attack_epochs=self.attack_epochs, train=TrainConfig(max_epochs=self.max_epochs),
-                          **fields)
+                          attack_epochs=self.attack_epochs, train=TrainConfig(max_epochs=self.max_epochs), **fields)
+
+    def defense_cells(self) -> list[tuple[str, tuple[tuple[str, float], ...], bool]]:
+        """(defense, hyperparameters, adaptive) of every cell of a grid point: each setting with each
+        kind of shadows, Basic once (its shadows are undefended either way)."""
+        return [(defense, params, adaptive) for defense, params in self.defenses
+                for adaptive in ((False,) if defense == "basic" else self.adaptive)]
 
     def pairs(self) -> list[tuple[str, str]]:
         """The (dataset, arch) pairs of the grid that form a valid model."""
@@ -69,10 +81,12 @@ class GridSpec:
 
     def cells(self) -> list[UnitConfig]:
         """The known-pruning grid: every pair x width x method x sparsity x seed x split x number of
-        reference models."""
-        return [self.unit(dataset=d, arch=a, width=w, method=m, sparsity=s, seed=seed, split=split, num_references=n)
+        reference models x defense setting (x adaptive or not, for the defended ones)."""
+        return [self.unit(dataset=d, arch=a, width=w, method=m, sparsity=s, seed=seed, split=split, num_references=n,
+                          defense=defense, defense_params=params, adaptive=adaptive)
                 for d, a in self.pairs() for w in self.widths for m in self.methods_for(d) for s in self.sparsities
-                for seed in self.seeds for split in self.splits for n in self.references]
+                for seed in self.seeds for split in self.splits for n in self.references
+                for defense, params, adaptive in self.defense_cells()]
 
     def validate(self) -> "GridSpec":
         """Reject a bad axis value (naming field and choices) or an empty grid, before Ray starts."""
@@ -157,6 +171,20 @@ PRESETS: dict[str, GridSpec] = {
     "claims": GridSpec(datasets=("digits",), archs=("resnet18",), methods=("l1_unstructured", "l1_structured"),
                        sparsities=(0.5, 0.9), seeds=(0, 1, 2, 3, 4), widths=(0.125, 0.5), num_shadows=2,
                        max_epochs=30, attack_epochs=20),
+    # The paper's defense half with intervals (C5-C8 in analysis/claims.py), on embedded data in at most 60
+    # minutes on a 2-core CPU: the claims preset's cell where pruning raises leakage (width 0.5, L1
+    # unstructured at 0.9, sharing that preset's originals and Basic models through the store), Basic and
+    # the paper's grid values of each defense (PPB lambda 1, 4, 16; DP noise 0.01, 0.1: at 1 the pruned net
+    # stays at chance, docs/science.md; ADV alpha 1, 4), each
+    # with undefended and adaptive shadows, 3 seeds, the nine attacks plus the offline LiRA and RMIA (TPR at
+    # low FPR, which a shadow-calibrated threshold cannot hide). The Basic original's floor is pinned by
+    # tests/test_presets.py.
+    "defenses": GridSpec(datasets=("digits",), archs=("resnet18",), methods=("l1_unstructured",), sparsities=(0.9,),
+                         seeds=(0, 1, 2), widths=(0.5,), attacks=(*ATTACKS, "lira_offline", "rmia_offline"),
+                         num_shadows=2, max_epochs=30, attack_epochs=20, adaptive=(False, True),
+                         defenses=(BASIC, *[("ppb", (("lambda", v),)) for v in (1.0, 4.0, 16.0)],
+                                   *[("dp", (("noise_multiplier", v),)) for v in (0.01, 0.1)],
+                                   *[("adv", (("alpha", v),)) for v in (1.0, 4.0)])),
     # Paper Table 2 (appendix A.5): the paper's headline cell under its four train/test/validation splits.
     "table2": GridSpec(datasets=("cifar10",), archs=("resnet18",), methods=("l1_unstructured",),
                        sparsities=(0.7,), splits=TABLE2_SPLITS),
@@ -169,4 +197,9 @@ UNKNOWN_PRESETS: dict[str, GridSpec] = {
                       methods=METHODS, sparsities=PAPER_SPARSITIES),
     "quick": GridSpec(datasets=("digits",), archs=("resnet18",), methods=METHODS, sparsities=(0.5, 0.9),
                       widths=(0.125,), attacks=("conf", "mentr", "nn", "samia"), attack_epochs=20),
+    # C6 with intervals beside the grid's defenses preset, on its models (width 0.5, 2 shadows, 30 epochs:
+    # the same store keys): the sparsity matrix of L1 unstructured at 0.5 and 0.9 with unpruned shadows, 3 seeds.
+    "defenses": GridSpec(datasets=("digits",), archs=("resnet18",), methods=("l1_unstructured",), sparsities=(0.5, 0.9),
+                         seeds=(0, 1, 2), widths=(0.5,), attacks=("conf", "mentr", "nn", "samia"), num_shadows=2,
+                         max_epochs=30, attack_epochs=20),
 }

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from miaray.config import METHODS, PAPER_SPLIT, UnitConfig, format_split, role_kind, stable_hash
+from miaray.config import METHODS, PAPER_SPLIT, UnitConfig, defense_label, format_split, role_kind, stable_hash
 from miaray.store import Store
 from miaray.sweep.grid import unique
 
@@ -76,7 +76,15 @@ class Plan:
             f"pruned shadow models: {kinds['shadow']} ({len(self.shared_pruned())} pruned models shared by "
             f"several cells, built before the cells)"]
             + ([f"pruned reference models: {kinds['reference']} (online LiRA / RMIA; pruned and fine-tuned like "
-                "their target)"] if kinds["reference"] else []))
+                "their target)"] if kinds["reference"] else [])
+            + ([self.describe_defenses()] if any(c.defense != "basic" for c in self.cells) else []))
+
+    def describe_defenses(self) -> str:
+        """Cells per defense setting and kind of shadows (defended cells share the originals, the pruning and
+        the undefended shadows of their Basic cell through the store)."""
+        counts = Counter((defense_label(c.defense, c.defense_params), c.adaptive) for c in self.cells)
+        settings = "; ".join(f"{setting}{' adaptive' if adaptive else ''} {n}" for (setting, adaptive), n in counts.items())
+        return f"cells per defense setting: {settings}"
 
 
 # ---- models and labels ---------------------------------------------------------------------------
@@ -92,6 +100,8 @@ def cell_label(config: UnitConfig) -> str:
         label += f" shadows {config.resolved_shadow_method}@{config.resolved_shadow_sparsity:g}"
     label += f" seed {config.seed}" if config.seed else ""
     label += f" references {config.num_references}" if config.num_references else ""
+    if config.defense != "basic":
+        label += f" {defense_label(config.defense, config.defense_params)}" + (" adaptive" if config.adaptive else "")
     return label + (f" split {format_split(config.split)}" if config.split != PAPER_SPLIT else "")
 
 
