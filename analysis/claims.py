@@ -69,6 +69,10 @@ Verdict: `holds` when the interval lies entirely on the claim's side of its thre
 `contradicted` when entirely on the other side, `inconclusive` otherwise, and also when there is
 no interval (one seed). A claim the results cannot test gets one `not run` row with the command that
 would produce its input. Only successful rows of the paper's 45/45/10 split count.
+
+Units that differ in a setting beside the cell's axes (`analysis.data.SETTINGS`, e.g. two --max-epochs
+runs under one --name) are never pooled: the claims are tested per setting, each row led by the
+differing settings (`analysis.data.kept_apart`).
 """
 
 from __future__ import annotations
@@ -86,11 +90,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.data import (MODEL, Experiment, headline_attack, load_for_command, main_grid, ok, original,  # noqa: E402
-                           paper_split, pruned)
-from analysis.tables import hyperparameters  # noqa: E402
+from analysis.data import (MODEL, SETTINGS, Experiment, headline_attack, kept_apart, load_for_command,  # noqa: E402
+                           main_grid, ok, original, paper_split, pruned, settings_label)
 from miaray.cli import HelpFormatter, add_debug_option, check_output_file, entry_point  # noqa: E402
-from miaray.config import (ALL_ATTACKS, ATTACKS, DEFENSE_PARAMS, ONLINE_ATTACKS, REFERENCE_ATTACKS,  # noqa: E402
+from miaray.config import (ALL_ATTACKS, ATTACKS, DEFENSE_PARAMS, ONLINE_ATTACKS, REFERENCE_ATTACKS, defense_label,  # noqa: E402
                            check_number)
 from miaray.stats import paired_effect, pearson_interval, t_interval  # noqa: E402
 from miaray.unknown_pruning import known_pruning, matched_losses  # noqa: E402
@@ -337,7 +340,9 @@ def _defense_points(rows: pd.DataFrame) -> pd.DataFrame:
     params = [c for c in dict.fromkeys([*DEFENSE_COLUMNS, *sorted(points.columns)])
               if c.startswith("defense_") and c in points.columns]
     units = points.drop_duplicates("unit_id").sort_values(["defense", *params], kind="stable")
-    names = {unit: " ".join(part for part in (defense, hyperparameters(pd.Series(values, index=params))) if part)
+    # As the sweeps print them: the hyperparameter the paper varies, the others where not at their default.
+    names = {unit: defense_label(defense, {p.removeprefix("defense_"): v for p, v in zip(params, values)
+                                           if not math.isnan(v)})
              for unit, defense, values in zip(units["unit_id"], units["defense"],
                                                units[params].to_numpy(dtype=float).tolist())}
     order = {name: rank for rank, name in enumerate(dict.fromkeys(names[u] for u in units["unit_id"]))}
@@ -542,6 +547,7 @@ def claim_c6(exp: Experiment, *, max_loss: float) -> list[dict]:
     return lines
 
 
+@kept_apart
 def claims_table(exp: Experiment, *, max_accuracy_cost: float = MAX_ACCURACY_COST,
                  max_loss: float = MAX_LOSS) -> pd.DataFrame:
     """Every claim's rows (COLUMNS) in order: C1, C2, C3, C4, C5a, C5b, C5c, C6, C7, C8."""
@@ -592,8 +598,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     shown = table.drop(columns=["statement", "statistic", "command"])
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    settings = [c for c in SETTINGS if c in table.columns]  # units that differ in a setting: claims per setting
     for _, row in table[table["verdict"] == NOT_RUN].iterrows():
-        print(f"{row['claim']} not run ({row['statistic']}): {row['command']}")
+        where = f" [{settings_label({c: row[c] for c in settings})}]" if settings else ""
+        print(f"{row['claim']}{where} not run ({row['statistic']}): {row['command']}")
     print(verdict_counts(table))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,23 +7,31 @@ number of models: kept apart from the rows, so no mean over rows ever counts a c
 These files are listed here and read only for the units a figure needs. Several directories can be combined (a grid, the unknown-pruning
 study and a defense search); a unit present in more than one counts once. A file that cannot be
 read is skipped with a warning naming it (also kept in `Experiment.notes` for the report), and the
-rest is loaded; a directory that does not exist is an error.
+rest is loaded; a directory that does not exist, or one that is not an experiment (a storage root, a
+rows/ folder: `miaray.results.check_experiment`), is an error.
+
+A cell is more than its axes: every setting that changes a result (`SETTINGS`: --max-epochs, --shadows,
+--attack-epochs, ...) is part of its identity. Units that differ in one are never averaged together:
+tables are made per setting with the differing ones as columns (`kept_apart`), figures are drawn per
+setting, and a note says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from miaray import results, unknown_pruning
-from miaray.config import PAPER_SPLIT, ConfigError, format_split
+from miaray.config import PAPER_SPLIT, RESULT_SETTINGS, ConfigError, format_split
 from miaray.unknown_pruning import PAIRS_COLUMNS, PAIRS_FILE, known_pruning
 
 SIGNALS_DIR = "signals"
@@ -38,9 +46,19 @@ NUMERIC = ("sparsity", "shadow_sparsity", "seed", "width", "attack_acc", "tpr", 
 TEXT = ("unit_id", "dataset", "arch", "method", "shadow_method", "defense", "status", "error",
         "target_model", "attack")
 ROW_KEY = ["unit_id", "target_model", "attack"]
+# The settings beside a cell's axes that change its results (`UnitConfig.result_settings`: epoch caps,
+# patience, shadows, attack epochs, LiRA's queries, the optimiser). Rows written before they were
+# recorded lack them: NaN, "not recorded". Units that differ in one are never averaged together: every
+# table is made per setting (`kept_apart`) with the differing ones as columns, figures are drawn per
+# setting, and a note says so (`settings_note`).
+SETTINGS = RESULT_SETTINGS
+NOT_RECORDED = "not recorded"
+# attack_epochs of a unit that trained each attack on its reference schedule (a UnitConfig's None): 0,
+# so that it never reads as "not recorded".
+REFERENCE_SCHEDULES = 0
 # What makes a cell apart from its number of reference models (and the defense_* hyperparameter columns).
 CELL_CONFIG = ("dataset", "arch", "width", "method", "sparsity", "seed", "shadow_method", "shadow_sparsity",
-               "defense", "adaptive", "split_ratio", "target_model", "attack")
+               "defense", "adaptive", "split_ratio", "target_model", "attack", *SETTINGS)
 # A model: the panels and tables of the analysis are per (dataset, arch, width), never averaged over widths.
 MODEL = ["dataset", "arch", "width"]
 # Rows written before units took a split ratio all used the paper's: they get it, not a gap.
@@ -115,8 +133,125 @@ def normalise(rows: pd.DataFrame) -> pd.DataFrame:
     rows["adaptive"] = rows["adaptive"].fillna(False).astype(bool)
     rows["split_ratio"] = rows["split_ratio"].fillna(PAPER_SPLIT_RATIO) if "split_ratio" in rows else PAPER_SPLIT_RATIO
     rows["num_references"] = rows["num_references"].fillna(0)  # rows from before reference models had none
+    rows = _normalise_settings(rows)
     # A unit rerun (or found in two directories) replaces its rows: keep the last copy.
     return largest_reference_count(rows.drop_duplicates(subset=ROW_KEY, keep="last")).reset_index(drop=True)
+
+
+def _normalise_settings(rows: pd.DataFrame) -> pd.DataFrame:
+    """Every SETTINGS column, NaN where the rows did not record it (written before it was), and
+    attack_epochs REFERENCE_SCHEDULES where a recorded unit trained its attacks on their own schedules."""
+    for column in SETTINGS:
+        if column not in rows:
+            rows[column] = np.nan
+        elif column == "monitor":
+            rows[column] = rows[column].astype(object).where(rows[column].notna(), np.nan)
+        elif column == "query_mirror":
+            rows[column] = rows[column].map(lambda v: np.nan if pd.isna(v) else float(bool(v)))
+        else:
+            rows[column] = pd.to_numeric(rows[column], errors="coerce")
+    recorded = rows["max_epochs"].notna()
+    rows.loc[recorded & rows["attack_epochs"].isna(), "attack_epochs"] = REFERENCE_SCHEDULES
+    return rows
+
+
+# ---- settings: part of a cell's identity ------------------------------------------------------------
+def varying_settings(rows: pd.DataFrame) -> list[str]:
+    """The SETTINGS columns of `rows` that take more than one value ("not recorded" counts as one)."""
+    return [c for c in SETTINGS if c in rows.columns and rows[c].nunique(dropna=False) > 1]
+
+
+def settings_groups(rows: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """`rows` split by the settings that vary among them: (the setting's values, its rows) per group,
+    sorted by value ("not recorded" last); one group with no values when nothing varies."""
+    varying = varying_settings(rows)
+    if not varying:
+        return [({}, rows)]
+    return [(dict(zip(varying, key if isinstance(key, tuple) else (key,))), part)
+            for key, part in rows.groupby(varying, dropna=False, sort=True)]
+
+
+def setting_text(name: str, value: object) -> str:
+    """One setting's value for people: '3', 'not recorded', and for attack_epochs 'reference schedules'."""
+    if pd.isna(value):
+        return NOT_RECORDED
+    if name == "attack_epochs" and value == REFERENCE_SCHEDULES:
+        return "reference schedules"
+    if name == "query_mirror":
+        return "yes" if value else "no"
+    return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
+
+
+def settings_label(setting: dict[str, Any]) -> str:
+    """A group's settings for titles: 'max_epochs 3, num_shadows 2' ('' for none)."""
+    return ", ".join(f"{name} {setting_text(name, value)}" for name, value in setting.items())
+
+
+def settings_suffix(setting: dict[str, Any]) -> str:
+    """A group's settings for file names: '_max_epochs-3_num_shadows-2' ('' for none)."""
+    return "".join(f"_{name}-{setting_text(name, value).replace(' ', '-')}" for name, value in setting.items())
+
+
+def settings_note(rows: pd.DataFrame) -> str | None:
+    """The line that says an experiment holds cells that differ only in a setting, and that they are kept
+    apart; None when no setting varies."""
+    varying = varying_settings(rows)
+    if not varying:
+        return None
+    values = "; ".join(f"{name}: " + ", ".join(dict.fromkeys(setting_text(name, v) for v in
+                                                         rows[name].drop_duplicates().sort_values(na_position="last")))
+                       for name in varying)
+    return (f"cells differ in {values}; kept apart: every table has {'a column' if len(varying) == 1 else 'columns'} "
+            f"{', '.join(varying)}, and figures are drawn per setting")
+
+
+def unrecorded_difference_note(rows: pd.DataFrame) -> str | None:
+    """The line that says some cell holds units of one seed whose numbers differ although every recorded
+    setting agrees: rows written before the settings were recorded (two --max-epochs runs under one
+    --name), averaged as one cell since nothing in them tells them apart. None when there is none."""
+    done = rows[rows["status"] == "ok"] if "status" in rows else rows.iloc[:0]
+    if done.empty or "target_test_acc" not in done:
+        return None
+    key = [c for c in done.columns if c in CELL_CONFIG or c.startswith("defense_")]
+    per_key = done.groupby(key, dropna=False).agg(units=("unit_id", "nunique"),
+                                                  results=("target_test_acc", lambda v: v.round(9).nunique()))
+    mixed = per_key[(per_key["units"] > 1) & (per_key["results"] > 1)]
+    if mixed.empty:
+        return None
+    cells = mixed.reset_index()[[c for c in key if c not in ("target_model", "attack", "seed")]].drop_duplicates()
+    return (f"{len(cells)} cell(s) hold units of one seed whose results differ though every recorded setting agrees "
+            f"(rows written before {', '.join(SETTINGS[:5])}, ... were recorded): they are averaged as one cell; "
+            "rerun each setting under its own --name to keep them apart")
+
+
+def kept_apart(make: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
+    """Make a table maker `make(rows_or_experiment, ...)` keep cells that differ in a setting apart: when
+    a SETTINGS column varies among the rows, the table is made per setting (`settings_groups`) and the
+    parts are stacked, each with the varying settings as its first columns. A setting's part that has
+    nothing to show (Skipped) is left out; Skipped, naming each, when none has."""
+    @functools.wraps(make)
+    def run(data: Any, *args: Any, **kwargs: Any) -> pd.DataFrame:
+        groups = settings_groups(data.rows if isinstance(data, Experiment) else data)
+        if len(groups) < 2:
+            return make(data, *args, **kwargs)
+        tables, reasons = [], {}
+        for setting, part in groups:
+            subset = dataclasses.replace(data, rows=part) if isinstance(data, Experiment) else part
+            try:
+                table = make(subset, *args, **kwargs)
+            except Skipped as reason:
+                reasons[settings_label(setting)] = str(reason)
+                continue
+            table = table.drop(columns=[c for c in setting if c in table.columns])
+            for position, (name, value) in enumerate(setting.items()):
+                table.insert(position, name, value)
+            tables.append(table)
+        if not tables:  # the same reason for every setting is said once
+            distinct = set(reasons.values())
+            raise Skipped(distinct.pop() if len(distinct) == 1 else
+                          "; ".join(f"{label}: {reason}" for label, reason in reasons.items()))
+        return pd.concat(tables, ignore_index=True)
+    return run
 
 
 def largest_reference_count(rows: pd.DataFrame) -> pd.DataFrame:
@@ -133,9 +268,10 @@ def largest_reference_count(rows: pd.DataFrame) -> pd.DataFrame:
 
 def load_for_command(parser: argparse.ArgumentParser, paths: Sequence[str | os.PathLike], *,
                      checks: Sequence[Callable[[], None]] = ()) -> Experiment:
-    """`load_experiments` for an analysis script: a RESULTS folder that does not exist, or a failed check
-    of the script's own options (run after the load, so that a typo in RESULTS creates no output folder),
-    is the parser's usage error (one line, exit 2)."""
+    """`load_experiments` for an analysis script: a RESULTS folder that does not exist or is not an
+    experiment (NotAnExperiment: a storage root, a rows/ folder; the line names what to give instead), or
+    a failed check of the script's own options (run after the load, so that a typo in RESULTS creates no
+    output folder), is the parser's usage error (one line, exit 2)."""
     try:
         exp = load_experiments(paths)
         for check in checks:
@@ -147,14 +283,17 @@ def load_for_command(parser: argparse.ArgumentParser, paths: Sequence[str | os.P
 
 def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
     """Every result row under `paths` (experiment directories), normalised; signal/ROC files listed.
-    FileNotFoundError names a directory that does not exist; unreadable files are skipped, each
-    with a warning and a note."""
+    FileNotFoundError names a directory that does not exist, NotAnExperiment (one) a folder that is not
+    an experiment (`miaray.results.check_experiment`); unreadable files are skipped, each with a warning
+    and a note. The notes also say when units differ in a setting (kept apart: `kept_apart`) or in one
+    the rows do not record (`unrecorded_difference_note`)."""
     frames, signal_files, roc_files, budget_files, notes, pairs = [], {}, {}, {}, [], []
     for path in paths:
         experiment = Path(path).expanduser()
+        # A folder that is not an experiment (a storage root, a rows/ folder) is NotAnExperiment from
+        # results.load below; one that is, without rows/, is a sweep whose first unit has not finished.
         if experiment.is_dir() and not (experiment / results.ROWS_DIR).is_dir():
-            notes.append(f"{experiment}: no '{results.ROWS_DIR}/' folder (not an experiment directory, "
-                         "or no unit has finished yet)")
+            notes.append(f"{experiment}: no '{results.ROWS_DIR}/' folder yet (no unit has finished there)")
         with warnings.catch_warnings(record=True) as skipped:
             warnings.simplefilter("always", results.UnreadableResultFile)
             frames.append(results.load(experiment))
@@ -172,6 +311,7 @@ def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
             warnings.warn(notes[-1], results.UnreadableResultFile, stacklevel=2)
     frames = [f for f in frames if not f.empty]
     rows = normalise(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame())
+    notes += [note for note in (settings_note(rows), unrecorded_difference_note(rows)) if note]
     pairs = [p for p in pairs if p is not None]
     return Experiment(rows=rows, sources=[str(p) for p in paths], signal_files=signal_files,
                       roc_files=roc_files, budget_files=budget_files, notes=notes,
@@ -180,7 +320,13 @@ def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
 
 # ---- selections ----------------------------------------------------------------------------------
 def ok(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows[rows["status"] == "ok"]
+    """Rows of successful units, without the attacks that collapsed on their target (constant or
+    non-finite scores, `attack_status == 'collapsed'`): such a row is not a result, and no mean, best
+    attack or claim reads it."""
+    keep = rows["status"] == "ok"
+    if "attack_status" in rows:
+        keep &= rows["attack_status"].fillna("ok") != "collapsed"
+    return rows[keep]
 
 
 def paper_split(rows: pd.DataFrame) -> pd.DataFrame:

@@ -13,8 +13,10 @@ that fails on an unexpected error is reported as such and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
+import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +30,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.data import (MODEL, ROC_DIR, SIGNALS_DIR, Experiment, Skipped, headline_attack,  # noqa: E402
                            label, load_for_command, main_grid, ok, original, paper_split, pruned,
-                           representative_units)
+                           representative_units, settings_groups, settings_label, settings_suffix)
 from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, heatmap, line_with_band,  # noqa: E402
                             model_name, pair_title, panels, points_with_whiskers, reference_line, save)
 from analysis.tables import (CELL, DEFENSE_FRONT_COMMAND, REFERENCE_BUDGET_METRICS, defense_front_points,  # noqa: E402
@@ -685,8 +687,22 @@ class Outcome:
 
 
 def write_figures(exp: Experiment, out: Path) -> list[Outcome]:
-    """Every figure and table the results allow, into `out`; one Outcome per entry of FIGURES."""
+    """Every figure and table the results allow, into `out`; one Outcome per entry of FIGURES. Where the
+    rows hold units that differ in a setting (`analysis.data.settings_groups`: e.g. two --max-epochs runs
+    under one --name), every figure and table is made per setting, never averaged across them: its files
+    end in the setting (`_max_epochs-3`) and its Outcome's name says it ('Fig. 6 (...) [max_epochs 3]')."""
     out.mkdir(parents=True, exist_ok=True)
+    groups = settings_groups(exp.rows)
+    if len(groups) > 1:
+        outcomes = []
+        for setting, rows in groups:
+            with tempfile.TemporaryDirectory(dir=out, prefix=".settings-") as tmp:
+                for outcome in write_figures(dataclasses.replace(exp, rows=rows), Path(tmp)):
+                    files = [path.replace(out / f"{path.stem}{settings_suffix(setting)}{path.suffix}")
+                             for path in outcome.files]
+                    outcomes.append(dataclasses.replace(outcome, name=f"{outcome.name} [{settings_label(setting)}]",
+                                                        files=files))
+        return outcomes
     outcomes = []
     for name, make in FIGURES.items():
         if exp.rows.empty:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import html
 import sys
 import tempfile
@@ -23,7 +24,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 import pandas as pd  # noqa: E402
 
 from analysis.claims import NOT_RUN, claims_table, verdict_counts  # noqa: E402
-from analysis.data import Experiment, Skipped, load_for_command  # noqa: E402
+from analysis.data import (SETTINGS, Experiment, Skipped, load_for_command, settings_groups,  # noqa: E402
+                           settings_label, settings_suffix)
 from analysis.figures import (DEFENSE_FRONT_FIGURE, DEFENSE_FRONT_TABLE, fig_defense_front, summary,  # noqa: E402
                               write_figures)
 from analysis.tables import (cell_table, defense_front_points, defense_front_table, defense_fronts,  # noqa: E402
@@ -65,7 +67,9 @@ def headline(exp: Experiment) -> str:
     parts = [f"<p>Known pruning, Basic defense. {INTERVALS} <code>conf_org_acc</code>: the unpruned target "
              "attacked with Conf (the paper's Conf (Org.)); <code>best_attack</code>: the strongest attack on the "
              "pruned target by mean accuracy, <code>best_attack_org_acc</code> the same attack on the unpruned "
-             "target (like with like; blank where it did not run there).</p>"]
+             "target (like with like; blank where it did not run there); <code>best_tpr_at_fpr_0.01</code> and "
+             "<code>best_tpr_at_fpr_0.001</code>: its TPR at 1% / 0.1% FPR, blank where the target has too few "
+             "non-members to measure that FPR (fewer than 100 / 1,000, e.g. 0.1% on digits' 405).</p>"]
     for (dataset, arch, width), part in table.groupby(["dataset", "arch", "width"], dropna=False):
         parts.append(f"<h3>{html.escape(dataset)} / {html.escape(arch)} / width {width:g}</h3>"
                      + _table(with_intervals(part.drop(columns=["dataset", "arch", "width"]))))
@@ -77,13 +81,20 @@ def fronts(exp: Experiment, *, adaptive: bool) -> str:
     points = defense_points(exp.rows, adaptive=adaptive)
     front = defense_fronts(points).copy()
     front["hyperparameters"] = front.apply(hyperparameters, axis=1)
-    keys = ["dataset", "arch", "width", "method", "sparsity", "defense", "hyperparameters"]
+    settings = [c for c in SETTINGS if c in front.columns]  # where units differ in one (tables.kept_apart)
+    keys = [*settings, "dataset", "arch", "width", "method", "sparsity", "defense", "hyperparameters"]
     values = [c for v in ("target_test_acc", "attack_acc", "epsilon") for c in (v, f"{v}_ci_low", f"{v}_ci_high")]
-    front = front[[*keys, *values, "n_seeds"]].sort_values(keys[:6] + ["target_test_acc"], ignore_index=True)
+    front = front[[*keys, *values, "n_seeds"]].sort_values(keys[:-1] + ["target_test_acc"], ignore_index=True)
     dropped = int(points["paper_dropped"].sum())
     return (f"<p>Attack: {html.escape(str(points['attack'].iloc[0]))}. {INTERVALS} The fronts are taken on the "
             f"means. {dropped} of {len(points)} points are left out before, by the paper's rule (a mean below 75% "
             "of Basic's test accuracy, or leakier than Basic).</p>" + _table(with_intervals(front)))
+
+
+def _settings_of(row: pd.Series) -> str:
+    """' [max_epochs 3]' for a row of a table made per setting (tables.kept_apart), else ''."""
+    setting = {c: row[c] for c in SETTINGS if c in row.index}
+    return f" [{settings_label(setting)}]" if setting else ""
 
 
 def _claim_rows(table: pd.DataFrame) -> list[str]:
@@ -93,7 +104,8 @@ def _claim_rows(table: pd.DataFrame) -> list[str]:
     missing = table[table["verdict"] == NOT_RUN]
     if len(missing):
         parts.append("<h3>Not run</h3><ul>" + "".join(
-            f"<li>{html.escape(r['claim'])} ({html.escape(r['statement'])}): {html.escape(r['statistic'])}; "
+            f"<li>{html.escape(r['claim'])}{html.escape(_settings_of(r))} ({html.escape(r['statement'])}): "
+            f"{html.escape(r['statistic'])}; "
             f"<code>{html.escape(r['command'])}</code></li>" for _, r in missing.iterrows()) + "</ul>")
     return parts
 
@@ -140,7 +152,18 @@ def defenses_buy_back(exp: Experiment) -> str:
             "<code>miaray.results.defense_front</code>); <code>on_front_tpr</code>: the same by TPR at 1% FPR. "
             f"{INTERVALS}</p>")
         with tempfile.TemporaryDirectory() as tmp:
-            parts.extend(_embedded(path) for path in fig_defense_front(exp, Path(tmp)))
+            for setting, rows in settings_groups(exp.rows):  # units that differ in a setting: one figure each
+                folder = Path(tmp) / (settings_suffix(setting) or "all")
+                folder.mkdir()
+                try:
+                    drawn = fig_defense_front(dataclasses.replace(exp, rows=rows), folder)
+                except Skipped as reason:
+                    parts.append(f'<p class="skip">{html.escape(settings_label(setting))}: '
+                                 f'{html.escape(str(reason))}</p>')
+                    continue
+                if setting:
+                    parts.append(f"<h4>{html.escape(settings_label(setting))}</h4>")
+                parts.extend(_embedded(path) for path in drawn)
         parts.append(_table(with_intervals(defense_front_table(points))))
     table = claims_table(exp)
     table = table[table["claim"].astype(str).str.match(DEFENSE_CLAIMS)]
@@ -158,13 +181,18 @@ def defenses_buy_back(exp: Experiment) -> str:
 SHOWN_ELSEWHERE = (DEFENSE_FRONT_FIGURE, DEFENSE_FRONT_TABLE)
 
 
+def _shown_elsewhere(outcome_name: str) -> bool:
+    """Whether an outcome is one of SHOWN_ELSEWHERE (also when drawn per setting: 'NAME [max_epochs 3]')."""
+    return outcome_name.split(" [")[0] in SHOWN_ELSEWHERE
+
+
 def figures_section(exp: Experiment) -> str:
     """Every figure and table figures.py can make, embedded; then what was skipped and why."""
     with tempfile.TemporaryDirectory() as tmp:
         outcomes = write_figures(exp, Path(tmp))
         parts = []
         for outcome in outcomes:
-            if outcome.name in SHOWN_ELSEWHERE:
+            if _shown_elsewhere(outcome.name):
                 continue
             for path in outcome.files:
                 if path.suffix == ".png":
@@ -173,7 +201,7 @@ def figures_section(exp: Experiment) -> str:
                     parts.append(f"<h3>{html.escape(outcome.name)}</h3>\n{_table(with_intervals(pd.read_csv(path)))}")
     notes = [f'<li class="{"error" if o.error else "skip"}">{html.escape(o.name)}: '
              f'{html.escape(o.error or o.skipped or "")}</li>' for o in outcomes
-             if not o.files and (o.error or o.name not in SHOWN_ELSEWHERE)]
+             if not o.files and (o.error or not _shown_elsewhere(o.name))]
     if notes:
         parts.append("<h3>Not drawn</h3><ul>" + "".join(notes) + "</ul>")
     print(summary(outcomes))
@@ -217,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     exp = load_for_command(parser, args.results, checks=[lambda: check_output_file(args.out, option="--out")])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(exp), encoding="utf-8")
+    page = render(exp)
+    for note in exp.notes:  # also on the page; said here too, so that nobody must open it to learn of them
+        print(f"note: {note}")
+    args.out.write_text(page, encoding="utf-8")
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
     return 0
 

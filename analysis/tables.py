@@ -14,6 +14,10 @@ many seeds (`n_seeds`). `with_intervals` turns each triple into one column of te
   attack (balanced accuracy and TPR at 1% FPR), with the Pareto front across defenses
   (`miaray.pareto.defense_front`).
 - reference_budget_table: LiRA and RMIA at every number of models, from the units' `budget/` files.
+
+Units that differ in a setting beside the cell's axes (`analysis.data.SETTINGS`: --max-epochs,
+--shadows, --attack-epochs, ...) are never averaged together: where the rows hold several, each table
+is made per setting and has the differing settings as its first columns (`analysis.data.kept_apart`).
 """
 
 from __future__ import annotations
@@ -24,8 +28,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.data import (BUDGET_DIR, MODEL, Experiment, Skipped, headline_attack, known_pruning, main_grid, ok,
-                           original, paper_split, pruned)
+from analysis.data import (BUDGET_DIR, MODEL, Experiment, Skipped, headline_attack, kept_apart, known_pruning,
+                           main_grid, ok, original, paper_split, pruned)
 from miaray.config import REFERENCE_ATTACKS
 from miaray.results import defense_front, pareto_front, summary
 from miaray.stats import wide
@@ -85,6 +89,7 @@ def _renamed(table: pd.DataFrame, names: dict[str, str]) -> pd.DataFrame:
     return table.rename(columns=mapping)
 
 
+@kept_apart
 def unknown_pruning_loss(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table 1: the attack accuracy loss (acc_known - acc_unknown) / acc_known per (dataset, arch,
     width, study), one column per attack with its interval over seeds (the pairs of a seed are
@@ -112,6 +117,7 @@ def unknown_pruning_loss(rows: pd.DataFrame, *, pairs: pd.DataFrame | None = Non
     return table[columns].sort_values(group, ignore_index=True)
 
 
+@kept_apart
 def split_ratio_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Table 2: headline-attack AUC per cell of the main grid (known pruning, Basic), one column per
     split ratio (train/test/validation % of each half, by ascending train share), each with its
@@ -134,6 +140,7 @@ def split_ratio_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(CELL, ignore_index=True)
 
 
+@kept_apart
 def cell_table(rows: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, arch, width, method, sparsity) of the main grid, means over seeds with intervals:
     original and pruned test accuracy, Conf on the original (the paper's Conf (Org.)), the headline
@@ -172,6 +179,7 @@ def cell_table(rows: pd.DataFrame) -> pd.DataFrame:
     return table[columns].sort_values(CELL, ignore_index=True)
 
 
+@kept_apart
 def defense_points(rows: pd.DataFrame, *, adaptive: bool) -> pd.DataFrame:
     """(test accuracy, attack accuracy) of every defended pruned target, as means over seeds with
     intervals, one point per (cell, defense, hyperparameters), with the Basic point of its cell;
@@ -202,6 +210,7 @@ def defense_points(rows: pd.DataFrame, *, adaptive: bool) -> pd.DataFrame:
     return points.drop(columns=["target_test_acc_basic", "attack_acc_basic"])
 
 
+@kept_apart
 def defense_fronts(points: pd.DataFrame) -> pd.DataFrame:
     """Each defense's Pareto front (max mean test accuracy, min mean attack accuracy) within each
     cell, over the points the paper keeps."""
@@ -213,6 +222,7 @@ DEFENSE_FRONT_COMMAND = "python sweeps/full_grid.py --preset defenses"
 DEFENSE_FRONT_VALUES = ("target_test_acc", "best_attack_acc", "best_tpr_at_fpr_0.01", "epsilon")
 
 
+@kept_apart
 def defense_front_points(rows: pd.DataFrame) -> pd.DataFrame:
     """`miaray.pareto.defense_front` of the paper split's rows: per cell and adaptive flag, one point per
     (defense, setting) with Basic's, seed means with intervals of test accuracy, best attack accuracy and
@@ -229,6 +239,7 @@ def defense_front_points(rows: pd.DataFrame) -> pd.DataFrame:
     return points
 
 
+@kept_apart
 def defense_front_table(points: pd.DataFrame) -> pd.DataFrame:
     """The points of `defense_front_points` to show: the cell, `adaptive`, `defense`, `setting`, the seed
     means with their intervals (epsilon only when a DP point has one), `n_seeds`, the attacks most often
@@ -260,6 +271,7 @@ def to_markdown(table: pd.DataFrame, *, digits: int = 4) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
+@kept_apart
 def reference_budget_table(exp: Experiment) -> pd.DataFrame:
     """The reference attacks (LiRA, RMIA) at every number of models `n_references` (the shadows offline,
     the reference models online), from the `budget/` files of the main grid's units: per (model,

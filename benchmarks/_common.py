@@ -27,11 +27,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 
-# Forward + backward FLOPs per 32x32 image at width 1 (REFERENCE section 2); bench_gpu.py counts
+# Forward + backward FLOPs per 32x32 image at width 1 (docs/science.md, Training and models); bench_gpu.py counts
 # them again with torch.utils.flop_counter and prints both.
 REFERENCE_TRAIN_GFLOP = {"resnet18": 3.33, "vgg16": 1.88, "densenet121": 5.33}
 
-# Training-set (member) sizes per model, REFERENCE section 1.
+# Training-set (member) sizes per model, docs/science.md, Splits and sizes.
 PAPER_TRAIN_SIZES = {"cifar10": 13_500, "cifar100": 13_500, "svhn": 22_340, "chmnist": 1_125,
                      "purchase": 44_398, "texas": 15_148, "location": 1_126}
 PAPER_IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist")

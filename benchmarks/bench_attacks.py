@@ -45,7 +45,7 @@ from miaray.attacks import make_attack  # noqa: E402
 from miaray.attacks.signals import Signals  # noqa: E402
 from miaray.config import TRAINED_ATTACKS  # noqa: E402
 
-BATCH = 128  # every trained attack's batch size (REFERENCE section 4)
+BATCH = 128  # every trained attack's batch size (docs/science.md, Attack definitions)
 
 
 def random_signals(rows: int, classes: int, device: torch.device, seed: int = 0) -> tuple[Signals, Any]:

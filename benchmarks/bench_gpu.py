@@ -58,7 +58,7 @@ from miaray.prune import prune  # noqa: E402
 from miaray.train import CapturedStep, Defense, TensorSplit, fit  # noqa: E402
 
 IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
-VAL_PER_TRAIN = 10 / 45  # REFERENCE section 1: 45% train, 10% validation
+VAL_PER_TRAIN = 10 / 45  # docs/science.md, Splits and sizes: 45% train, 10% validation
 TABULAR_FEATURES, TABULAR_CLASSES = 600, 100  # Purchase100, the largest tabular member set
 MIN_ITEM_S = 20.0  # an item is not started with less time than this left before the deadline
 
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     flops = {a: counted_train_gflop(replace(items[0].spec, arch=a, input_shape=(3, 32, 32), num_classes=10))
              for a in IMAGE_ARCHS if a in args.archs}
     print(f"# {machine_description(device)}; {args.images} images, batch {args.batch}, width {args.width}")
-    print("# train GFLOP/image (counted | REFERENCE): "
+    print("# train GFLOP/image (counted | docs/science.md): "
           + ", ".join(f"{a} {g:.2f} | {REFERENCE_TRAIN_GFLOP[a]}" for a, g in flops.items()), flush=True)
     rows = []
     for item in items:

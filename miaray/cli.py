@@ -5,8 +5,9 @@ that cannot work (`ConfigError`, exit 2 like argparse's own usage errors), a mis
 file, a store entry that could not be rebuilt, a file or folder the system refuses (`OSError`: missing,
 unwritable, disk full, a connection refused at `--address`), GPU memory running out. Each prints
 `prog: error: message` on stderr and exits 1 (2 for a `ConfigError`); Ctrl-C prints `prog: interrupted`
-and exits 130. Anything else is a bug and keeps its traceback. `--debug` (every entry point's parser has
-it, `add_debug_option`) or `MIARAY_DEBUG=1` shows the traceback of expected errors too.
+and exits 130, SIGTERM the same with `prog: terminated` and exits 143. Anything else is a bug and keeps
+its traceback. `--debug` (every entry point's parser has it, `add_debug_option`) or `MIARAY_DEBUG=1`
+shows the traceback of expected errors too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import signal
 import sys
+import threading
 import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
@@ -27,6 +30,20 @@ DEBUG_OPTION = "--debug"
 USAGE_STATUS = 2       # argparse's status for a bad command line
 ERROR_STATUS = 1
 INTERRUPTED_STATUS = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
+TERMINATED_STATUS = 143   # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread by the entry point's handler: a KeyboardInterrupt, so that
+    everything stops as for Ctrl-C (a sweep keeps its finished rows and stops the Ray it started)."""
+
+
+_sigterm = threading.Event()  # set by the handler: Ray re-raises a KeyboardInterrupt of its own from its calls
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    _sigterm.set()
+    raise Terminated()
 
 # Errors about the user's data and environment, never about miaray's logic (OSError covers files,
 # folders, disks and connections; the dataset errors are its and ValueError's subclasses).
@@ -94,8 +111,13 @@ def check_writable_folder(path: str, *, option: str, create: bool = True) -> Non
 
 def check_output_file(path: str | os.PathLike, *, option: str, create_folder: bool = True) -> None:
     """Refuse, before any work, an output file that could not be written at the end: a folder in its
-    place, a folder for it that is a file or not writable (missing: created with `create_folder`)."""
+    place, a folder for it that is a file or not writable (missing: created with `create_folder`).
+    Also a symbolic link: writing it would overwrite the file it points to, which the user never named
+    (an output is written through a link only when the user names the file itself)."""
     target = Path(path).expanduser()
+    if target.is_symlink():
+        raise ConfigError(f"{option} {str(path)!r} is a symbolic link to {os.readlink(target)!r}: writing it would "
+                          "overwrite that file; name the file itself, or another path")
     if target.is_dir():
         raise ConfigError(f"{option} {str(path)!r} is a folder; name a file in it")
     check_writable_folder(str(Path(path).parent), option=f"{option} {str(path)!r}", create=create_folder)
@@ -114,6 +136,8 @@ def _out_of_memory(error: BaseException) -> bool:
 
 def exit_status(error: BaseException) -> int | None:
     """The status an entry point exits with for `error`; None for a bug (its traceback is shown)."""
+    if isinstance(error, Terminated):
+        return TERMINATED_STATUS
     if isinstance(error, KeyboardInterrupt):
         return INTERRUPTED_STATUS
     if isinstance(error, ConfigError):
@@ -126,7 +150,8 @@ def exit_status(error: BaseException) -> int | None:
 def message(error: BaseException, *, resume: str = "") -> str:
     """What is printed after `prog: ` for an expected error (`resume`: how to go on after Ctrl-C)."""
     if isinstance(error, KeyboardInterrupt):
-        return f"interrupted{'; ' + resume if resume else ''}"
+        what = "terminated (SIGTERM)" if isinstance(error, Terminated) else "interrupted"
+        return f"{what}{'; ' + resume if resume else ''}"
     text = str(error).strip() or type(error).__name__
     if _out_of_memory(error):
         text = f"out of GPU memory ({' '.join(text.split())[:200]}); use a smaller --width or fewer trials per GPU"
@@ -137,17 +162,26 @@ def entry_point(*, prog: str, resume: str = "") -> Callable[[Main], Main]:
     """Decorate an entry point's `main(argv=None) -> int` so that an expected error (`exit_status`) prints
     one line `prog: error: ...` on stderr and returns its status, unless `--debug` or MIARAY_DEBUG asks
     for the traceback; a bug propagates with its traceback. argparse's own exits pass through. `resume`
-    says after Ctrl-C how to go on."""
+    says after Ctrl-C how to go on. While `main` runs in the main thread, SIGTERM is handled like Ctrl-C
+    (`Terminated`: the same line with 'terminated', exit 143); the handler before it is put back after."""
     def decorate(main: Main) -> Main:
         @functools.wraps(main)
         def run(argv: Sequence[str] | None = None) -> int:
+            on_main = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main else None
+            _sigterm.clear()
             try:
                 return main(argv)
             except BaseException as error:  # noqa: BLE001  sorted by exit_status; the rest re-raised
+                if isinstance(error, KeyboardInterrupt) and _sigterm.is_set():
+                    error = Terminated()  # raised by our handler, or by Ray where the handler interrupted it
                 status = None if isinstance(error, SystemExit) else exit_status(error)
                 if status is None or debug_requested(sys.argv[1:] if argv is None else argv):
                     raise
                 print(f"{prog}: {message(error, resume=resume)}", file=sys.stderr, flush=True)
                 return status
+            finally:
+                if on_main:
+                    signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         return run
     return decorate

@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -24,14 +25,14 @@ IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
 METHODS = ("l1_unstructured", "l1_structured", "l2_structured", "slimming")
 STRUCTURED_METHODS = ("l1_structured", "l2_structured", "slimming")
 ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "top3_nn", "nncls", "blindmi", "samia")
-# Beyond the paper: attacks that read reference models (LiRA, RMIA; REFERENCE section 4). Offline ones use
+# Beyond the paper (docs/science.md, LiRA and RMIA): attacks that read reference models. Offline ones use
 # OUT models only (the shadows); online ones need reference models trained on halves of the target's pool.
 REFERENCE_ATTACKS = ("lira_offline", "rmia_offline", "lira", "rmia")
 ONLINE_ATTACKS = ("lira", "rmia")  # the reference attacks that read reference models (the others: shadows)
 ALL_ATTACKS = ATTACKS + REFERENCE_ATTACKS  # every name `attacks` takes, in the order tables show them
 TRAINED_ATTACKS = ("nn", "top3_nn", "nncls", "samia")  # attack models with a training schedule
 DEFENSES = ("basic", "ppb", "dp", "adv")
-# Hyperparameters each defense takes, with the reference defaults (REFERENCE section 5).
+# Hyperparameters each defense takes, with the reference defaults (docs/science.md, Defenses).
 DEFENSE_PARAMS: dict[str, dict[str, float]] = {
     "basic": {},
     "ppb": {"lambda": 4.0},
@@ -64,13 +65,56 @@ MAX_SHADOWS = REFERENCE_SEED_OFFSET - 1                         # 199
 MAX_REFERENCES = FINETUNE_SEED_OFFSET - REFERENCE_SEED_OFFSET   # 300
 MAX_QUERY_SHIFT = 4  # pixels; LiRA's code shifts CIFAR-10 queries by up to 4, and digits are 8 x 8
 # Train / test / validation percent of each half (members / non-members / early stopping): the paper's
-# split (REFERENCE section 1), and the four of its Table 2 (appendix A.5).
+# split (docs/science.md, Splits and sizes), and the four of its Table 2 (appendix A.5).
 PAPER_SPLIT = (45, 45, 10)
 TABLE2_SPLITS = (PAPER_SPLIT, (50, 40, 10), (60, 30, 10), (70, 20, 10))
 
 
 class ConfigError(ValueError):
     """A configuration field holds a value miaray cannot run; the message names field and choices."""
+
+
+# The command-line options that set each UnitConfig / GridSpec field, per kind of command: a unit's
+# (`python -m miaray.unit`) and a sweep's (`sweeps/*.py`: the axes are comma lists). `with_options`
+# puts them in place of the field names in a ConfigError, so that the user reads the option they
+# typed (`--sparsities=70.0`), never an internal name (`sparsity=70.0`).
+UNIT_OPTIONS: dict[str, str] = {
+    "dataset": "--dataset", "arch": "--arch", "method": "--method", "sparsity": "--sparsity", "seed": "--seed",
+    "width": "--width", "num_shadows": "--shadows", "num_references": "--references",
+    "shadow_method": "--shadow-method",
+    "shadow_sparsity": "--shadow-sparsity", "attacks": "--attacks", "original_attacks": "--original-attacks",
+    "attack_epochs": "--attack-epochs", "query_mirror": "--query-mirror", "query_shift": "--query-shift",
+    "defense": "--defense", "defense_params": "--defense-param", "split": "--split",
+    "train.max_epochs": "--max-epochs", "train.patience": "--patience",
+}
+SWEEP_OPTIONS: dict[str, str] = {
+    **UNIT_OPTIONS, "dataset": "--datasets", "arch": "--archs", "method": "--methods", "sparsity": "--sparsities",
+    "seed": "--seeds", "width": "--widths", "split": "--splits", "defense": "--defenses",
+    # GridSpec's axes, as `GridSpec.unit` names them
+    "datasets": "--datasets", "archs": "--archs", "methods": "--methods", "sparsities": "--sparsities",
+    "seeds": "--seeds", "widths": "--widths", "splits": "--splits", "references": "--references",
+    "defenses": "--defenses",
+    # the defense search's own (miaray.search.Search)
+    "trials": "--trials", "concurrency": "--concurrency", "sampler_seed": "--sampler-seed",
+}
+
+
+def with_options(error: ConfigError, options: Mapping[str, str]) -> ConfigError:
+    """`error` with each configuration field it names replaced by the option in `options` that sets it.
+
+    A field is replaced where it is a name, not a word of the sentence: an identifier (num_references,
+    train.max_epochs) wherever it stands, a plain word (sparsity, seed, attacks) only right before '='
+    or ' or '; `defense_params[ppb].lambda` becomes `--defense-param lambda`. The one place that
+    turns fields into options, so every command's messages stay in step with its options."""
+    text, param = str(error), options.get("defense_params", "defense_params")
+    text = re.sub(r"defense_params\[(\w+)\]\.", f"{param} ", text)
+    text = re.sub(r"defense_params\[(\w+)\]=(\S+) is not valid",
+                  lambda m: f"{param} {m.group(2)} is not valid for {m.group(1)}", text)
+    for field_name in sorted(options, key=len, reverse=True):  # train.max_epochs before max_epochs
+        plain = re.fullmatch(r"[a-z]+", field_name) is not None
+        follow = r"(?==| or )" if plain else r"(?![\w\[])"
+        text = re.sub(rf"(?<![\w.\-\[]){re.escape(field_name)}{follow}", options[field_name], text)
+    return ConfigError(text)
 
 
 ROLE_KINDS = ("target", "shadow", "reference")
@@ -250,7 +294,7 @@ def stable_hash(payload: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser and early stopping; defaults are the paper's (REFERENCE section 1)."""
+    """Optimiser and early stopping; defaults are the paper's (docs/science.md, Training and models)."""
 
     lr: float = 1e-3                 # Adam learning rate
     batch_size: int = 128            # samples per step
@@ -278,6 +322,13 @@ class TrainConfig:
         return max_epochs, self.finetune_epochs or max(1, max_epochs // 2)
 
 
+# The result-row columns of `UnitConfig.result_settings`: every setting that changes a result and is
+# not one of the cell's axes. Rows written before they existed lack them (analysis reads them as not
+# recorded); analysis/data.py makes each part of a cell's identity.
+RESULT_SETTINGS = ("max_epochs", "finetune_max_epochs", "patience", "num_shadows", "attack_epochs", "query_mirror",
+                   "query_shift", "lr", "batch_size", "weight_decay", "monitor", "slimming_l1")
+
+
 # UnitConfig fields that came after results were stored (issue 14): their defaults leave unit ids as they were.
 ADDED_FIELD_DEFAULTS: dict[str, Any] = {"num_references": 0, "query_mirror": False, "query_shift": 0}
 
@@ -303,7 +354,7 @@ class UnitConfig:
     # the original and the pruned target are compared attack by attack; ("conf",): the paper's baseline.
     original_attacks: tuple[str, ...] | None = None
     attack_epochs: int | None = None  # None: each attack's reference schedule (SAMIA 100, MLPs 30)
-    # LiRA's query augmentations (REFERENCE section 4): phi also of the mirrored image and of the image
+    # LiRA's query augmentations (docs/science.md, LiRA and RMIA): phi also of the mirrored image and of the image
     # moved by -shift..shift pixels in each direction, averaged by lira and lira_offline. Off: the paper
     # trains without augmentation, and digits are not mirror-symmetric.
     query_mirror: bool = False
@@ -385,7 +436,7 @@ class UnitConfig:
         return self
 
     def _validate_reference_attacks(self, *, image: bool) -> None:
-        """What LiRA and RMIA need (REFERENCE section 4), in `attacks` or `original_attacks`."""
+        """What LiRA and RMIA need (docs/science.md, LiRA and RMIA), in `attacks` or `original_attacks`."""
         requested = set(self.attacks) | set(self.resolved_original_attacks)
         n = self.num_references
         if "lira" in requested and (n < 2 or n % 2):
@@ -482,6 +533,20 @@ class UnitConfig:
             if fields[name] == default:
                 del fields[name]
         return stable_hash(fields)
+
+    def result_settings(self) -> dict[str, Any]:
+        """The settings that change a unit's results beside its cell's axes (dataset, arch, width,
+        method, sparsity, seed, shadows' pruning, defense, split, references), as result-row columns
+        (RESULT_SETTINGS, in that order): two grids run under one experiment name with another
+        --max-epochs, --shadows or --attack-epochs leave rows that differ only here, and analysis keeps
+        them apart by these columns. Epoch caps are written with their defaults filled in (the epochs
+        that run); `attack_epochs` None means each trained attack's reference schedule."""
+        max_epochs, finetune_epochs = self.train.epochs(tabular=self.tabular)
+        return {"max_epochs": max_epochs, "finetune_max_epochs": finetune_epochs, "patience": self.train.patience,
+                "num_shadows": self.num_shadows, "attack_epochs": self.attack_epochs,
+                "query_mirror": self.query_mirror, "query_shift": self.query_shift, "lr": self.train.lr,
+                "batch_size": self.train.batch_size, "weight_decay": self.train.weight_decay,
+                "monitor": self.train.monitor, "slimming_l1": self.train.slimming_l1}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

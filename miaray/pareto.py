@@ -29,7 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from miaray.config import DEFENSES, PAPER_SPLIT, format_split
+from miaray.config import DEFENSES, PAPER_SPLIT, defense_label, format_split
 from miaray.stats import LEVEL, t_interval
 from miaray.unknown_pruning import known_pruning
 
@@ -134,10 +134,12 @@ _NEEDED = ["unit_id", "status", "target_model", "attack", "seed", "defense", "at
            *[c for c in DEFENSE_CELL if c != "split_ratio"]]
 
 
-def _setting(params: Mapping[str, float]) -> str:
-    """'lambda=4' from {'defense_lambda': 4.0, 'defense_alpha': nan}; '' for none (Basic)."""
-    return ", ".join(f"{name.removeprefix('defense_')}={value:g}" for name, value in params.items()
-                     if not (isinstance(value, float) and math.isnan(value)))
+def _setting(defense: str, params: Mapping[str, float]) -> str:
+    """'lambda=4' from ('ppb', {'defense_lambda': 4.0, 'defense_alpha': nan}), as the sweeps print it
+    (`miaray.config.defense_label` without the defense's name); '' for Basic."""
+    given = {name.removeprefix("defense_"): value for name, value in params.items()
+             if not (isinstance(value, float) and math.isnan(value))}
+    return defense_label(defense, given).removeprefix(defense).strip()
 
 
 def _defense_rows(rows: pd.DataFrame) -> pd.DataFrame:
@@ -148,6 +150,8 @@ def _defense_rows(rows: pd.DataFrame) -> pd.DataFrame:
     elif missing:
         raise KeyError(f"defense_front: column(s) {missing} not in the rows")
     rows = rows[(rows["status"] == "ok") & (rows["target_model"] == "pruned")].copy()
+    if "attack_status" in rows:  # a collapsed attack (constant or non-finite scores) is not a result
+        rows = rows[rows["attack_status"].fillna("ok") != "collapsed"]
     if {"shadow_method", "shadow_sparsity"} <= set(rows.columns):
         rows = known_pruning(rows)  # shadows pruned like the target: the setting the defenses are run in
     paper = format_split(PAPER_SPLIT)
@@ -200,7 +204,7 @@ def _cell_points(part: pd.DataFrame, params: list[str], attacks: Sequence[str] |
         defense, view, *settings = values
         per_seed = units.groupby("seed")[list(DEFENSE_FRONT_METRICS)].mean()  # a seed counts once
         point = {"defense": defense, "_view": view, **dict(zip(params, settings)),
-                 "setting": _setting(dict(zip(params, settings)))}
+                 "setting": _setting(defense, dict(zip(params, settings)))}
         for metric in DEFENSE_FRONT_METRICS:
             mean, low, high, _ = t_interval(per_seed[metric], level=level)
             point.update({metric: mean, f"{metric}{_CI[0]}": low, f"{metric}{_CI[1]}": high})

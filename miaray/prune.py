@@ -4,7 +4,7 @@ Masks are a plain dict {parameter name: tensor of the parameter's shape}, 1 = ke
 every conv and linear weight for `l1_unstructured`; every conv weight and BatchNorm weight and bias
 (plus the classifier weight where DenseNet slimming touches it) for the structured methods.
 `prune` applies them once; the training loop calls `apply_masks` after every optimizer step so the
-removed weights stay exactly zero through fine-tuning (REFERENCE section 3).
+removed weights stay exactly zero through fine-tuning (docs/science.md, Pruning).
 
 Methods
 - `l1_unstructured`: in every Conv2d and Linear weight (first conv and classifier included), zero
@@ -31,12 +31,12 @@ Decisions
   the block; the structured methods zero all those entries. Every DenseNet BN, bn2 included, is the
   pre-norm of the conv after it (the BN-ReLU-Conv composite), so slimming can reach the 3x3 convs
   (a third of the weights); counting bn2 as conv1's post-norm would cap slimming near 0.7.
-- Slimming masks and counts one side only (REFERENCE section 3): the weights on the other side of
+- Slimming masks and counts one side only (docs/science.md, Pruning): the weights on the other side of
   a removed BN entry (the next conv's input column in VGG, the producing conv1 filter of a DenseNet
   bn2) are dead too but stay unmasked and uncounted, as the structured methods count filters only.
 - Structured methods keep at least one channel per group, and slimming keeps the largest-|gamma|
   entry of every BN, so the network stays connected (only matters at tiny widths).
-- Sparsity (REFERENCE section 1): zeroed / total over all conv + linear weights for
+- Sparsity (docs/science.md, Pruning): zeroed / total over all conv + linear weights for
   `l1_unstructured`, over conv weights only for the structured methods. Per-group rounding keeps
   the structured methods within 0.01 of the request at width 1; slimming stops at the first entry
   that reaches it.
@@ -99,7 +99,7 @@ def apply_masks(model: nn.Module, masks: Masks) -> None:
 
 
 def sparsity_report(model: nn.Module, masks: Masks, *, method: str) -> dict[str, Any]:
-    """Achieved sparsity counted the REFERENCE way, per-layer sparsity, and mask violations.
+    """Achieved sparsity counted as docs/science.md (Pruning) defines it, per-layer sparsity, and mask violations.
 
     Keys: `sparsity` (overall), `counted` (which weights), `layers` {weight name: zeroed fraction},
     `mask_violations` (masked entries that are not zero: 0 when the masks hold) and, for the

@@ -1,4 +1,4 @@
-"""The reference-model attacks of one unit (LiRA, RMIA; REFERENCE section 4): which models each one
+"""The reference-model attacks of one unit (LiRA, RMIA; docs/science.md, LiRA and RMIA): which models each one
 reads, on which samples, with how many models, and what it reports.
 
 Every model such an attack reads (target, shadows, reference models; pruned, or the originals for the

@@ -14,6 +14,10 @@ rows (`load_failures` reads them), so `load` still gives each unit's rows once. 
 temporary name and renamed into place, so a reader never sees half a file; `load` works without Ray
 and also while the sweep is still running. A file that cannot be read anyway (damaged on disk, or
 not Parquet) is skipped with an UnreadableResultFile warning naming it, and the rest are loaded.
+A folder that is not an experiment (a storage root, an experiment's rows/ folder, a rows/ of other
+programs' Parquet files) raises NotAnExperiment, saying what it found and what to give instead: an
+empty frame there would pass for "no unit has finished yet". An experiment without rows yet gives an
+empty frame that has the main columns, so that the documented queries find nothing instead of failing.
 Paths may be local or URIs that pyarrow understands (`s3://bucket/prefix`, `gs://...`).
 """
 
@@ -24,7 +28,7 @@ import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -36,9 +40,9 @@ from miaray.pareto import (DEFENSE_FRONT_BY, DEFENSE_FRONT_OBJECTIVES, DEFENSE_T
                            pareto_front)
 from miaray.stats import paired_effect, summary
 
-__all__ = ["DEFENSE_FRONT_BY", "DEFENSE_FRONT_OBJECTIVES", "DEFENSE_TPR_FRONT_OBJECTIVES", "compact",
-           "defense_front", "load", "paired_effect", "pareto_front", "read_parquet", "rows_dir", "summary",
-           "unit_files", "write_parquet", "write_unit_rows"]
+__all__ = ["DEFENSE_FRONT_BY", "DEFENSE_FRONT_OBJECTIVES", "DEFENSE_TPR_FRONT_OBJECTIVES", "NotAnExperiment",
+           "check_experiment", "compact", "defense_front", "experiments_in", "load", "paired_effect", "pareto_front",
+           "read_parquet", "rows_dir", "summary", "unit_files", "write_parquet", "write_unit_rows"]
 
 ROWS_DIR = "rows"
 FAILURES_DIR = "failures"  # failed reruns of units whose ok rows stay in rows/
@@ -52,6 +56,33 @@ UNREADABLE_ERRORS = (pa.ArrowException, OSError, ValueError)
 
 class UnreadableResultFile(UserWarning):
     """A result file was skipped because it cannot be read; the message names it and why."""
+
+
+class NotAnExperiment(FileNotFoundError):
+    """A folder given as an experiment is something else: a storage root (the message lists the
+    experiments below it), an experiment's rows/ folder, or a folder of other files. An error, not an
+    empty result: an empty frame would read as "no unit has finished yet" and fail later, far from
+    the mistake. A FileNotFoundError, so every command treats it as it treats a folder that is missing."""
+
+
+# The columns of the frame `load` gives for an experiment with no row yet: the configuration, status and
+# metric columns the documented queries read (docs/results.md), so that they run and find nothing
+# instead of raising KeyError. Rows themselves carry more (miaray.unit.config_columns and the metrics).
+EMPTY_COLUMNS = {
+    **dict.fromkeys(("unit_id", "dataset", "arch", "method", "shadow_method", "defense", "split_ratio", "status",
+                     "error", "target_model", "attack"), "object"),
+    **dict.fromkeys(("sparsity", "shadow_sparsity", "seed", "width", "num_references", "attack_acc", "tpr", "fpr",
+                     "advantage", "max_advantage", "attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "n_members",
+                     "n_nonmembers", "target_train_acc", "target_test_acc", "original_train_acc", "original_test_acc",
+                     "confidence_gap", "sensitivity_gap", "generalization_gap", "epsilon", "delta"), "float64"),
+    "adaptive": "bool"}
+# What every result row holds: a Parquet file under rows/ with neither is some other program's file.
+REQUIRED_COLUMNS = ("unit_id", "status")
+# What a sweep, a search or a unit's --artifacts leave in an experiment besides rows/ (a folder that holds
+# only these, or nothing, is an experiment whose first unit has not finished yet). Hidden files (temporary
+# files, the shared-folder marker) are not counted either way.
+EXPERIMENT_ENTRIES = ("tune", "study.db", FAILURES_DIR, SNAPSHOT, "signals", "roc", "budget", "unknown_pairs.parquet",
+                      "trials.parquet", "pareto.parquet", "pareto.png")
 
 
 def _skip(path: str, error: Exception, *, what: str = "skipped") -> None:
@@ -150,11 +181,17 @@ def _snapshot_path(experiment: str | os.PathLike) -> str:
     return f"{os.fspath(experiment).rstrip('/')}/{SNAPSHOT}"
 
 
-def _current_table(path: str | os.PathLike) -> pa.Table | None:
+class _ForeignFile(Exception):
+    """A Parquet file under rows/ that holds no result rows (it lacks REQUIRED_COLUMNS)."""
+
+
+def _current_table(path: str | os.PathLike, *, foreign: list[str] | None = None) -> pa.Table | None:
     """Every unit's rows, each tagged with the modification time of the unit file they came from.
 
     Rows come from the snapshot where it holds the unit file's current version, else from the unit
     file itself: the unit files stay the truth, the snapshot only saves reading thousands of them.
+    A Parquet file that holds no result rows (neither a unit_id nor a status column: some other program's) is
+    skipped with a warning and its path added to `foreign`.
     """
     fs, _ = _filesystem(path)
     infos = _unit_infos(path)
@@ -177,13 +214,20 @@ def _current_table(path: str | os.PathLike) -> pa.Table | None:
             table = pq.read_table(info.path, filesystem=fs)
         except UNREADABLE_ERRORS as error:
             return error  # warned about below, in the caller's thread and in file order
+        if not set(REQUIRED_COLUMNS) & set(table.column_names):
+            return _ForeignFile(f"no {' or '.join(REQUIRED_COLUMNS)} column")
         return table.append_column(MTIME, pa.array([info.mtime_ns] * table.num_rows, pa.int64()))
 
     # Parquet decoding releases the GIL: read the small files in threads and convert to pandas once.
     with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) * 4)) as pool:
         tables = list(pool.map(read, stale))
     for info, table in zip(stale, tables):
-        if isinstance(table, Exception):
+        if isinstance(table, _ForeignFile):
+            warnings.warn(f"{info.path}: not a miaray result file ({table}); skipped", UnreadableResultFile,
+                          stacklevel=3)
+            if foreign is not None:
+                foreign.append(info.path)
+        elif isinstance(table, Exception):
             _skip(info.path, table, what="skipped, the other unit files are loaded")
         else:
             parts.append(table)
@@ -203,17 +247,86 @@ def compact(experiment: str | os.PathLike) -> None:
         write_parquet(table.to_pandas(), _snapshot_path(experiment))
 
 
-def load(path: str | os.PathLike) -> pd.DataFrame:
-    """All result rows of an experiment directory (`<storage>/<name>`) as one DataFrame.
+def _entries(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
+    """The entries of a folder, hidden ones (temporary files, markers) left out, sorted by name."""
+    return sorted((info for info in fs.get_file_info(pafs.FileSelector(directory))
+                   if not info.base_name.startswith(".")), key=lambda info: info.base_name)
 
-    Reads the files present now, so it may be called while the sweep still runs. An experiment with
-    no finished unit gives an empty DataFrame; a folder that does not exist raises
-    FileNotFoundError. An unreadable unit file is skipped, and a damaged snapshot replaced by the
-    unit files, each with an UnreadableResultFile warning naming the file.
-    """
+
+def _is_experiment(fs: pafs.FileSystem, directory: str) -> bool:
+    """Whether a folder holds an experiment: rows/, or something only a sweep, search or unit leaves."""
+    return fs.get_file_info(f"{directory}/{ROWS_DIR}").type == pafs.FileType.Directory or any(
+        fs.get_file_info(f"{directory}/{name}").type != pafs.FileType.NotFound for name in EXPERIMENT_ENTRIES)
+
+
+def experiments_in(storage: str | os.PathLike) -> list[str]:
+    """The names of the experiments directly below a storage folder (`--storage`), sorted; [] when the
+    folder does not exist."""
+    fs, directory = _filesystem(storage)
+    if fs.get_file_info(directory).type != pafs.FileType.Directory:
+        return []
+    return [info.base_name for info in _entries(fs, directory)
+            if info.type == pafs.FileType.Directory and _is_experiment(fs, info.path)]
+
+
+def _names(infos: Sequence[pafs.FileInfo] | Sequence[str], *, most: int = 5) -> str:
+    names = [i if isinstance(i, str) else i.base_name + ("/" if i.type == pafs.FileType.Directory else "")
+             for i in infos]
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def check_experiment(path: str | os.PathLike) -> None:
+    """Raise unless `path` is an experiment folder (`<storage>/<name>`): FileNotFoundError when it does
+    not exist, NotAnExperiment when it is a storage root (naming the experiments below it), an
+    experiment's rows/ folder (naming the experiment), or a folder of other files. An empty folder, or
+    one with only what a sweep leaves before its first unit finishes (EXPERIMENT_ENTRIES), passes: its
+    sweep may be running."""
     fs, directory = _filesystem(path)
     if fs.get_file_info(directory).type != pafs.FileType.Directory:
         raise FileNotFoundError(f"no experiment folder at {directory} (expected <storage>/<name>, "
                                 f"holding {ROWS_DIR}/)")
-    table = _current_table(path)
-    return pd.DataFrame() if table is None else table.drop_columns([MTIME]).to_pandas()
+    if _is_experiment(fs, directory):
+        return
+    parent, name = directory.rsplit("/", 1) if "/" in directory else ("", directory)
+    if name == ROWS_DIR:
+        raise NotAnExperiment(f"{directory} is an experiment's {ROWS_DIR}/ folder, not the experiment: give the "
+                              f"folder that holds it, {parent or '.'} (expected <storage>/<name>, holding {ROWS_DIR}/)")
+    entries = _entries(fs, directory)
+    if not entries:
+        return  # a sweep made the folder and has not finished a unit yet
+    units = [i for i in entries if i.type == pafs.FileType.File and i.base_name.endswith(SUFFIX)]
+    if units:
+        raise NotAnExperiment(f"{directory} is not an experiment folder: it holds {len(units)} Parquet file(s) "
+                              f"itself ({_names(units)}), where an experiment keeps them in {ROWS_DIR}/; if it is an "
+                              f"experiment's {ROWS_DIR}/ folder, give the folder that holds it, {parent or '.'}")
+    found = experiments_in(directory)
+    if found:
+        raise NotAnExperiment(f"{directory} is not an experiment folder (no {ROWS_DIR}/ in it) but a storage folder "
+                              f"holding {len(found)} experiment(s): {_names(found, most=10)}; give one of them, e.g. "
+                              f"{directory}/{found[0]}")
+    raise NotAnExperiment(f"{directory} is not an experiment folder: no {ROWS_DIR}/ in it, nor in any folder in it; it "
+                          f"holds {_names(entries)} (expected <storage>/<name>, holding {ROWS_DIR}/<unit_id>.parquet)")
+
+
+def load(path: str | os.PathLike) -> pd.DataFrame:
+    """All result rows of an experiment directory (`<storage>/<name>`) as one DataFrame.
+
+    Reads the files present now, so it may be called while the sweep still runs. An experiment with
+    no finished unit gives an empty DataFrame that has the main columns (EMPTY_COLUMNS: a query such
+    as `df[df["status"] == "ok"]` finds nothing rather than raising). A folder that does not exist
+    raises FileNotFoundError; a folder that is not an experiment (a storage root, an experiment's rows/,
+    a rows/ of Parquet files that hold no result rows, a folder of other files) raises NotAnExperiment
+    saying what it is and what to give instead (`check_experiment`). An unreadable unit file, or one
+    that holds no result rows among files that do, is skipped, and a damaged snapshot replaced by the
+    unit files, each with an UnreadableResultFile warning naming the file.
+    """
+    check_experiment(path)
+    foreign: list[str] = []
+    table = _current_table(path, foreign=foreign)
+    if table is None and foreign:
+        raise NotAnExperiment(f"{rows_dir(path)} holds no result rows: its Parquet files are not miaray's "
+                              f"({_names([f.rsplit('/', 1)[-1] for f in foreign])}: no {' or '.join(REQUIRED_COLUMNS)} "
+                              f"column); expected <storage>/<name>/{ROWS_DIR}/<unit_id>.parquet as a sweep writes them")
+    if table is None:
+        return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in EMPTY_COLUMNS.items()})
+    return table.drop_columns([MTIME]).to_pandas()

@@ -35,7 +35,8 @@ from miaray.attacks.metrics import METRICS, evaluate_scores
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
 from miaray.cli import HelpFormatter, add_debug_option, check_output_file, check_writable_folder, entry_point
 from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSE_PARAMS, DEFENSES, FINETUNE_SEED_OFFSET, METHODS, ONLINE_ATTACKS,
-                           PAPER_SPLIT, REFERENCE_ATTACKS, TRAINED_ATTACKS, ConfigError, TrainConfig, UnitConfig,
+                           PAPER_SPLIT, REFERENCE_ATTACKS, TRAINED_ATTACKS, UNIT_OPTIONS, ConfigError, TrainConfig,
+                           UnitConfig, with_options,
                            default_width, format_split, parse_attacks,
                            parse_name_values, parse_original_attacks, parse_split)
 from miaray.data import Dataset, load_dataset
@@ -214,9 +215,20 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
     ROC points, budget) is kept in the store under `cache_key(attack)` and loaded, not recomputed, by
     every later unit that asks for the same key. Returns (one metrics row per attack, ROC points per
     attack, the reference attacks' budget lines); `time_attack_s` is what this call spent (loading,
-    for a stored result)."""
+    for a stored result).
+
+    A collapsed attack is not a result: one whose scores on the target are all equal (its fit learned
+    nothing it can rank by) or not finite (its fit diverged) keeps its row, marked `attack_status`
+    'collapsed' with the reason in `attack_note` (else 'ok' and ''), and a warning names it; best-attack
+    summaries (`miaray.sweep.trials.headline`, the defense search's objective) leave it out. Its metrics
+    are those of its scores (0.5 / 0 / 0.5 for constant ones; NaN where they are not finite). A result
+    stored before this mark, and a reference attack (whose scores stay inside it), are judged by their
+    ROC: constant scores give the two points (0, 0) and (1, 1) only."""
+    import warnings
+
     truth = membership(ctx, "target")
     on_device: dict[str, Any] = {}
+    constant, diverged = "constant scores on the target", "non-finite scores on the target (its fit diverged)"
 
     def compute(name: str) -> tuple[dict[str, Any], dict]:
         if name in REFERENCE_ATTACKS:
@@ -229,9 +241,14 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
         params = {"epochs": ctx.config.attack_epochs} if ctx.config.attack_epochs and name in TRAINED_ATTACKS else {}
         attack = make_attack(name, seed=ctx.config.seed, **params).fit(on_device["pooled"], on_device["membership"])
         scores = attack.predict_proba(on_device["target"])
+        if not np.isfinite(scores).all():  # no ROC to draw, no metric to compute: only the set's sizes
+            metrics = {**{m: math.nan for m in METRICS}, "n_members": int((truth == 1).sum()),
+                       "n_nonmembers": int((truth == 0).sum())}
+            empty = torch.zeros(0, dtype=torch.float64)
+            return {"metrics": metrics, "fpr": empty, "tpr": empty, "collapsed": diverged}, {}
         fpr, tpr, _ = roc_curve(truth, scores)  # the scores also give the metrics below
         return {"metrics": evaluate_scores(attack, scores, truth), "fpr": torch.from_numpy(fpr),
-                "tpr": torch.from_numpy(tpr)}, {}
+                "tpr": torch.from_numpy(tpr), "collapsed": constant if np.ptp(scores) == 0 else ""}, {}
 
     rows, roc, budget = [], [], []
     for name in attacks:
@@ -239,12 +256,21 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
         result, _ = (compute(name) if cache_key is None
                      else ctx.store.get_or_build(cache_key(name), lambda: compute(name)))
         metrics = result["metrics"]
-        rows.append({"attack": name, **metrics, **result.get("params", {}), "time_attack_s": time.perf_counter() - start})
+        collapsed = result.get("collapsed")
+        if collapsed is None:  # a reference attack, or a result stored before the mark: read its ROC
+            collapsed = constant if len(result["fpr"]) == 2 else ""
+        if collapsed:
+            warnings.warn(f"attack {name} collapsed ({collapsed}"
+                          f"{'' if cache_key is None else ', unpruned target'}): its row is marked "
+                          "attack_status='collapsed' and left out of the best attack", UserWarning, stacklevel=2)
+        rows.append({"attack": name, **metrics, **result.get("params", {}),
+                     "attack_status": "collapsed" if collapsed else "ok", "attack_note": collapsed,
+                     "time_attack_s": time.perf_counter() - start})
         roc += [{"attack": name, "fpr": f, "tpr": t} for f, t in zip(result["fpr"].tolist(), result["tpr"].tolist())]
         budget += [{"attack": name, **line} for line in result.get("budget", [])]
         ctx.log(f"attack {name:12s} acc {metrics['attack_acc']:.3f}  auc {metrics['attack_auc']:.3f}"
                 + (f"  ({result['params']['n_references']} models)" if "params" in result else "")
-                + ("" if cache_key is None else " (unpruned target)"))
+                + ("" if cache_key is None else " (unpruned target)") + (f"  COLLAPSED: {collapsed}" if collapsed else ""))
     return rows, roc, budget
 
 
@@ -266,13 +292,15 @@ def _signal_table(ctx: UnitContext, signals: Signals, target_model: str) -> pd.D
 
 
 def config_columns(config: UnitConfig) -> dict[str, Any]:
-    """The configuration part of every result row."""
+    """The configuration part of every result row: the cell's axes, the other settings that change
+    its results (`UnitConfig.result_settings`: epochs, shadows, attack epochs, ...; analysis keeps
+    cells that differ in them apart) and the defense's hyperparameters."""
     cols = {"unit_id": config.unit_id(), "dataset": config.dataset, "arch": config.arch,
             "method": config.method, "sparsity": config.sparsity, "seed": config.seed,
             "width": config.width, "shadow_method": config.resolved_shadow_method,
             "shadow_sparsity": config.resolved_shadow_sparsity, "defense": config.defense,
             "adaptive": config.adaptive, "split_ratio": format_split(config.split),
-            "num_references": config.num_references}
+            "num_references": config.num_references, **config.result_settings()}
     for name in sorted({p for params in DEFENSE_PARAMS.values() for p in params}):
         cols[f"defense_{name}"] = config.resolved_defense_params.get(name, math.nan)
     return cols
@@ -441,7 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query-shift", type=int, default=0, metavar="PIXELS",
                    help="LiRA's query augmentation: also query the image moved by up to PIXELS, in [0, 4], each way (0: off)")
     p.add_argument("--max-epochs", type=int, default=None,
-                   help="epoch cap of training and fine-tuning, >= 1 (default: 100 images / 50 tabular)")
+                   help="epoch cap of the originals' training, >= 1; fine-tuning after pruning gets half of it "
+                        "(at least 1) (default: 100 images / 50 tabular)")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs, >= 1")
     p.add_argument("--cache", default=None, help="artifact cache folder (default: $MIARAY_CACHE or "
                                                   "~/.cache/miaray/store)")
@@ -563,8 +592,8 @@ def main(argv: list[str] | None = None) -> int:
         for option, folder in (("--cache", args.cache), ("--artifacts", args.artifacts)):
             if folder:
                 check_writable_folder(folder, option=option)
-    except ConfigError as error:
-        parser.error(str(error))  # exits 2 before any training, naming the field and the choices
+    except ConfigError as error:  # exits 2 before any training, naming the option and the choices
+        parser.error(str(with_options(error, UNIT_OPTIONS)))
     start = time.perf_counter()
 
     def log(message: str) -> None:

@@ -35,7 +35,11 @@ NOT_APPLICABLE = -1.0
 
 
 def _successful_pruned(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows[(rows["status"] == "ok") & (rows["target_model"] == "pruned")]
+    """Successful rows on pruned targets, without collapsed attacks (constant or non-finite scores)."""
+    keep = (rows["status"] == "ok") & (rows["target_model"] == "pruned")
+    if "attack_status" in rows:
+        keep &= rows["attack_status"].fillna("ok") != "collapsed"
+    return rows[keep]
 
 
 def _pruned_like_target(rows: pd.DataFrame) -> pd.Series:

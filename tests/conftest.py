@@ -15,8 +15,8 @@ def ray_cluster():
 
     os.environ.pop("CUDA_VISIBLE_DEVICES", None)  # an empty value would hide the fake GPU from Ray
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False)
-    # "auto" in a subprocess reads RAY_ADDRESS first; without it, it picks any Ray instance that runs on
-    # the machine (another user's, on a shared one), since ray.init writes no address file.
+    # The sweeps' "auto" in a subprocess joins the instance RAY_ADDRESS names; without it they would start a
+    # private instance of their own (they never join one another driver started, as this one is).
     os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
     yield ray
     os.environ.pop("RAY_ADDRESS", None)

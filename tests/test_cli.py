@@ -124,13 +124,15 @@ def test_an_address_where_no_ray_answers_is_refused_at_once():
 @pytest.fixture
 def bad(tmp_path: Path) -> dict[str, str]:
     """Paths a new user gets wrong: a file where a folder belongs and back, a data folder without the
-    dataset, one with a damaged archive, a results folder that does not exist."""
+    dataset, one with a damaged archive, a results folder that does not exist; and an experiment
+    without rows yet (for the analysis scripts' other options)."""
     (tmp_path / "a_file").write_text("not a folder")
     (tmp_path / "folder.csv").mkdir()
     (tmp_path / "empty").mkdir()
     (tmp_path / "damaged").mkdir()
     (tmp_path / "damaged" / "cifar-10-python.tar.gz").write_bytes(b"\x1f\x8b" + bytes(range(256)) * 4)
-    return {"tmp": str(tmp_path), "file": str(tmp_path / "a_file"), "folder_csv": str(tmp_path / "folder.csv"),
+    (tmp_path / "exp" / "rows").mkdir(parents=True)
+    return {"tmp": str(tmp_path), "exp": str(tmp_path / "exp"), "file": str(tmp_path / "a_file"), "folder_csv": str(tmp_path / "folder.csv"),
             "empty": str(tmp_path / "empty"), "damaged": str(tmp_path / "damaged"),
             "missing": str(tmp_path / "missing"), "store": str(tmp_path / "store")}
 
@@ -159,13 +161,13 @@ CIFAR = ["--dataset", "cifar10", "--arch", "resnet18", "--cache", "{store}"]
     (defense_search_main, "defense_search.py", ["--defense", "dp", "--point", "lambda=4", "--dry-run"], 2,
      ["['lambda'] not searched", "noise_multiplier"]),
     (defense_search_main, "defense_search.py", ["--defense", "ppb", "--sampler-seed", "-1", "--dry-run"], 2,
-     ["sampler_seed=-1", "[0, 4294967295]"]),
+     ["--sampler-seed=-1", "[0, 4294967295]"]),
     (figures_main, "figures.py", ["{missing}", "--out", "{tmp}/figs"], 2, ["no experiment folder at {missing}"]),
-    (figures_main, "figures.py", ["{tmp}", "--out", "{file}"], 2, ["--out", "is a file, not a folder"]),
-    (report_main, "report.py", ["{tmp}", "--out", "{folder_csv}"], 2, ["--out", "is a folder"]),
+    (figures_main, "figures.py", ["{exp}", "--out", "{file}"], 2, ["--out", "is a file, not a folder"]),
+    (report_main, "report.py", ["{exp}", "--out", "{folder_csv}"], 2, ["--out", "is a folder"]),
     (claims_main, "claims.py", ["{missing}"], 2, ["no experiment folder at {missing}"]),
-    (claims_main, "claims.py", ["{tmp}", "--max-loss", "nan"], 2, ["--max-loss=nan is not valid", "[0, 1]"]),
-    (claims_main, "claims.py", ["{tmp}", "--out", "{file}/claims.csv"], 2, ["is a file, not a folder"]),
+    (claims_main, "claims.py", ["{exp}", "--max-loss", "nan"], 2, ["--max-loss=nan is not valid", "[0, 1]"]),
+    (claims_main, "claims.py", ["{exp}", "--out", "{file}/claims.csv"], 2, ["is a file, not a folder"]),
 ])
 def test_bad_inputs_give_one_error_line_and_the_status(capsys, monkeypatch, bad, main, prog, argv, status, words):
     monkeypatch.setenv(OFFLINE_ENV, "1")

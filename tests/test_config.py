@@ -179,10 +179,10 @@ CLI_BAD = [
     (["--width", "inf"], "width=inf"),
     (["--seed", "4294967296"], "seed=4294967296"),
     (["--seed", "-3"], "seed=-3"),
-    (["--shadows", "0"], "num_shadows=0"),
-    (["--max-epochs", "0"], "train.max_epochs=0"),
-    (["--patience", "0"], "train.patience=0"),
-    (["--attack-epochs", "0"], "attack_epochs=0"),
+    (["--shadows", "0"], "--shadows=0"),  # the option typed, never the field (num_shadows)
+    (["--max-epochs", "0"], "--max-epochs=0"),
+    (["--patience", "0"], "--patience=0"),
+    (["--attack-epochs", "0"], "--attack-epochs=0"),
     (["--attacks", ","], "--attacks ',' is empty"),
 ]
 
@@ -203,5 +203,5 @@ def test_python_m_miaray_unit_exits_2_at_once_with_the_message(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "defense_params[dp].delta=0.0 is not valid: give a finite number in (0, 1)" in done.stderr
+    assert "--defense-param delta=0.0 is not valid: give a finite number in (0, 1)" in done.stderr
     assert not (tmp_path / "events.jsonl").exists()

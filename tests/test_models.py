@@ -1,4 +1,4 @@
-"""The four architectures: sizes as in REFERENCE section 2, any input shape, declared channel groups,
+"""The four architectures: sizes as in docs/science.md, Training and models, any input shape, declared channel groups,
 Xavier init, and compatibility with Opacus (no in-place ops; BatchNorm -> GroupNorm)."""
 
 import math

@@ -1,4 +1,4 @@
-"""The four pruning methods: hand-checked selections, achieved sparsity counted the REFERENCE way,
+"""The four pruning methods: hand-checked selections, achieved sparsity counted as docs/science.md (Pruning) defines it,
 masks that hold through Adam steps, and structured removals that leave nothing behind."""
 
 import copy

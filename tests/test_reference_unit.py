@@ -220,7 +220,7 @@ def test_cli_prints_the_budget_and_rejects_a_missing_reference_count(tiny_unit, 
             "--patience", "2", "--cache", str(store.root)]
     with pytest.raises(SystemExit) as info:
         main([*args, "--attacks", "lira"])
-    assert info.value.code == 2 and "even num_references >= 2, got 0" in capsys.readouterr().err
+    assert info.value.code == 2 and "even --references >= 2, got 0" in capsys.readouterr().err
     built = store.count_built()
     assert main([*args, "--attacks", ",".join(ATTACKS), "--references", "2"]) == 0
     printed = capsys.readouterr().out

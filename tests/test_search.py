@@ -23,9 +23,11 @@ from miaray import results
 from miaray.search import STUDY_FILE, defense_search_main
 
 REPO = Path(__file__).resolve().parents[1]
-# One cell, as small as the real code paths allow: 1 shadow, 2 epochs (1 of fine-tuning), 2 attacks.
-TINY = ["--preset", "quick", "--shadows", "1", "--attacks", "conf,mentr", "--max-epochs", "2",
-        "--cpus-per-trial", "1", "--gpus-per-trial", "0"]
+# One cell, as small as the real code paths allow: the (256, 128) fc net on synthetic_tabular, one seed,
+# 1 shadow, 2 epochs (1 of fine-tuning), 2 attacks; no confirmation unless a test asks for one.
+TINY = ["--preset", "quick", "--datasets", "synthetic_tabular", "--archs", "fc", "--widths", "1", "--sparsities", "0.7",
+        "--seeds", "0", "--shadows", "1", "--attacks", "conf,mentr", "--max-epochs", "2",
+        "--cpus-per-trial", "1", "--gpus-per-trial", "0", "--confirm-top", "0"]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 
 from miaray.data import Split, Splits, make_splits
 
-# REFERENCE section 1: dataset size -> (train, val, test) of every model.
+# docs/science.md, Splits and sizes: dataset size -> (train, val, test) of every model.
 REFERENCE_SIZES = {
     "cifar10": (60_000, (13_500, 3_000, 13_500)),
     "svhn": (99_289, (22_340, 4_964, 22_340)),

@@ -122,7 +122,7 @@ def test_method_pairs_never_pair_a_target_with_its_own_setting():
 @pytest.mark.parametrize("args, words", [
     (["--methods", "random"], ["methods='random'", "l1_unstructured", "slimming"]),
     (["--datasets", "purchase", "--archs", "resnet18"], ["grid is empty", "fc"]),
-    (["--sparsities", "0.5,1.5"], ["sparsity=1.5"]),
+    (["--sparsities", "0.5,1.5"], ["--sparsities=1.5"]),
     (["--defense", "ppb", "--defense-param", "alpha=2"], ["--defense-param alpha=2", "belongs to adv", "--defenses (ppb)"]),
     (["--defense-param", "lambda=4"], ["--defense-param lambda=4", "belongs to ppb", "--defenses (basic)"]),
     (["--defenses", "basic,dropout"], ["--defenses='dropout'", "ppb"]),

@@ -109,8 +109,8 @@ def test_diverging_dp_unit_is_reported_failed(tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--arch", "fc"], "arch='fc'"),
     (["--attacks", ","], "--attacks ',' is empty"),
-    (["--original-attacks", "conf,lira_online"], "original_attacks='lira_online'"),
-    (["--attacks", "rmia"], "'rmia' (online RMIA) needs num_references >= 1"),
+    (["--original-attacks", "conf,lira_online"], "--original-attacks='lira_online'"),
+    (["--attacks", "rmia"], "'rmia' (online RMIA) needs --references >= 1"),
     (["--out", "rows.json"], "--out 'rows.json': the file must end in .csv or .parquet"),
     (["--out", "no/such/folder/rows.csv"], "the folder 'no/such/folder' does not exist"),
 ])

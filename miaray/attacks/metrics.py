@@ -1,4 +1,4 @@
-"""Privacy metrics of one attack on a target membership set (REFERENCE section 4, decision of 2026-12-05).
+"""Privacy metrics of one attack on a target membership set (docs/science.md, Metrics of a row; since 2026-12-05).
 
 At the attack's own decision (its 0/1 predictions: thresholds or classifier fitted on shadow data
 only, never on the target's labels):
@@ -11,8 +11,8 @@ only, never on the target's labels):
 From the ROC of the attack's scores on the target (sklearn's `roc_curve`):
 
 - attack_auc: area under it. What it ranks is the attack's score (`predict_proba`); for the
-  threshold attacks that is the per-class margin (value minus its class's threshold), not the raw
-  value;
+  threshold attacks that is the margin over the fitted threshold (value minus its class's threshold
+  for conf, xent and mentr; minus the one global threshold for top1_conf), not the raw value;
 - tpr_at_fpr_0.01, tpr_at_fpr_0.001: the largest TPR among ROC points with FPR <= the level, over
   every threshold the scores offer (`drop_intermediate=False`: sklearn's default drops ROC points
   that lie on a line between two others, and where scores tie, such as a member and a non-member

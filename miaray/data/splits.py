@@ -9,7 +9,7 @@ the same indices as the reference code (on the same dataset order):
   ``test_size=0.1818`` takes ceil(0.1818 r) validation indices from the remaining r; the rest are the
   training indices (members). E.g. Texas, h = 33,665: test 15,150, r = 18,515, val 3,367, train 15,148.
 - the target half is split with ``seed``; shadow i re-splits the whole shadow half with ``seed + i``,
-  so shadow training sets overlap (REFERENCE section 1).
+  so shadow training sets overlap (docs/science.md, Splits and sizes).
 
 Reference models (online LiRA / RMIA, beyond the paper) train on halves of the target's *pool*, its
 members and non-members together (train + test). They come in complementary pairs: reference 2j trains

@@ -2,7 +2,7 @@
 
 All three are header-less comma-separated files of binary features with 1-indexed labels. The format
 is checked (label range, feature count, 0/1 features), because a loader reading the wrong column
-would otherwise train on silently wrong labels (REFERENCE section 7).
+would otherwise train on silently wrong labels (docs/science.md, Dataset sources and formats).
 """
 
 from __future__ import annotations

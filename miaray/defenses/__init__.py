@@ -1,4 +1,4 @@
-"""Defenses applied while fine-tuning a pruned model (REFERENCE section 5); each is a `train.Defense`.
+"""Defenses applied while fine-tuning a pruned model (docs/science.md, Defenses); each is a `train.Defense`.
 
 Basic (early stopping + L2) is the loop itself; PPB, DP-SGD and ADV override its hooks. DP-SGD
 (`miaray.defenses.dp.DPDefense`) is imported when first made: Opacus adds 0.9-1.2 s per process

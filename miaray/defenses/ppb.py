@@ -9,7 +9,7 @@ gradient flows through both halves. With an odd batch one example sits out; with
 lambda against the paper's eq. 6: L = sum_i L_predict(x_i) + lambda * sum over pairs L_KL, with
 B/2 pairs per batch of B. Scaled to the mean over the batch, as every implementation does for the
 prediction loss, that is mean CE + (lambda / B) * sum of B/2 KL terms = mean CE + (lambda / 2) * mean
-KL over pairs. This code, like the reference code (REFERENCE section 5), averages the KL over pairs,
+KL over pairs. This code, like the reference code (docs/science.md, Defenses), averages the KL over pairs,
 so its lambda weighs the KL term twice as heavily as eq. 6 read literally: lambda = 4 here is eq. 6's
 lambda = 8. The paper's grid {1, 2, 4, 8, 16} and the reference default 4 are taken on this code's
 (the reference code's) scale; eq. 6 taken literally with lambda_6 is `lambda = lambda_6 / 2` here.

@@ -14,15 +14,16 @@ import ray
 
 from miaray import results
 from miaray.cli import HelpFormatter, add_debug_option, check_writable_folder, entry_point
-from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSES, METHODS, ConfigError, defense_settings,
-                           parse_name_value_lists, parse_original_attacks, parse_split)
+from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSE_PARAMS, DEFENSES, METHODS, SWEEP_OPTIONS, ConfigError,
+                           defense_label, defense_settings, parse_name_value_lists, parse_original_attacks, parse_split,
+                           with_options)
 from miaray.store import default_root
 from miaray.sweep.cluster import (RunSettings, absolute, check_address, cluster_info, connect, default_gpus,
                                   resource_problems)
 from miaray.sweep.grid import PRESETS, UNKNOWN_PRESETS, GridSpec, check_axis, method_pairs, sparsity_matrix, unique
 from miaray.sweep.plan import Plan
 from miaray.sweep.shared import share
-from miaray.sweep.trials import complete, headline, run_sweep
+from miaray.sweep.trials import complete, headline, resume_refusal, run_sweep, started
 from miaray.unknown_pruning import (PAIRS_COLUMNS, PAIRS_FILE, RANDOM_PAIRS, accuracy_loss_table, headline_attack,
                                    known_pruning, sparsity_matrix_table)
 
@@ -39,8 +40,14 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
     for _, rows in df.groupby("unit_id", sort=False):
         first = rows.iloc[0]
         line = {k: first[k] for k in ("dataset", "arch", "width", "method", "sparsity", "split_ratio",
-                                      "shadow_method", "shadow_sparsity", "defense", "seed")}
+                                      "shadow_method", "shadow_sparsity", "seed")}
         line["num_references"] = first.get("num_references", 0)  # rows from before reference models: none
+        # The defense setting as people read it ('ppb lambda=4'), sorted by defense then its hyperparameters.
+        params = {p: first.get(f"defense_{p}", math.nan) for p in DEFENSE_PARAMS.get(first["defense"], {})}
+        params = {p: v for p, v in params.items() if not pd.isna(v)}
+        line.update(defense=defense_label(first["defense"], params), adaptive=bool(first.get("adaptive", False)),
+                    _defense=(DEFENSES.index(first["defense"]) if first["defense"] in DEFENSES else len(DEFENSES),
+                              *params.values()))
         head = headline(rows.to_dict("records"))  # what the cell's trial reported to Tune
         if head["status"] != "ok":
             line.update(test_acc=math.nan, best_attack="FAILED", best_attack_acc=math.nan,
@@ -55,14 +62,15 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         return table
     # Keep the four keys of a cell, and the others only where they say something.
     table["num_references"] = table["num_references"].fillna(0).astype(int)
-    constant = [c for c in ("width", "split_ratio", "defense", "seed", "num_references") if table[c].nunique() == 1]
+    constant = [c for c in ("width", "split_ratio", "defense", "adaptive", "seed", "num_references")
+                if table[c].nunique() == 1]
     constant += ["shadow_method", "shadow_sparsity"] if len(known_pruning(table)) == len(table) else []
     if "error" in table:
         table["error"] = table["error"].fillna("")
     # Every key of a cell, so the order depends on the cells only, never on when each one finished.
     keys = ["dataset", "arch", "width", "method", "sparsity", "split_ratio", "shadow_method", "shadow_sparsity",
-            "defense", "num_references", "seed"]
-    return table.sort_values(keys, kind="stable", ignore_index=True).drop(columns=constant)
+            "_defense", "adaptive", "num_references", "seed"]
+    return table.sort_values(keys, kind="stable", ignore_index=True).drop(columns=[*constant, "_defense"])
 
 
 def _format(table: pd.DataFrame) -> str:
@@ -185,7 +193,8 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
                    help="shadows fine-tuned without the target's defense (no), with it (yes: the adaptive attacker), "
                         "or both as an axis (no,yes); --adaptive alone is yes (default: the preset's, no)")
     g.add_argument("--max-epochs", type=int_at_least(1),
-                   help="epoch cap of training and fine-tuning, >= 1 (default: the preset's, else 100 images / 50 tabular)")
+                   help="epoch cap of the originals' training, >= 1; fine-tuning after pruning gets half of it "
+                        "(at least 1) (default: the preset's, else 100 images / 50 tabular)")
     g.add_argument("--attack-epochs", type=int_at_least(1),
                    help="epochs of the trained attacks (nn, top3_nn, nncls, samia), >= 1 (default: the preset's, "
                         "else their reference schedules, SAMIA 100)")
@@ -198,9 +207,9 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
                                    "$MIARAY_CACHE or ~/.cache/miaray/store; on a cluster a shared mount)")
     r.add_argument("--data-root", help="dataset folder (default: $MIARAY_DATA, else each worker's ~/.cache/miaray/data)")
     r.add_argument("--address", default="auto", type=ray_address,
-                   help="Ray to use: 'auto' (whatever Ray instance runs on this machine, e.g. a cluster's head, "
-                        "else a new local instance), 'local' (always a new local instance) or the host:port "
-                        "of a cluster (default: %(default)s)")
+                   help="Ray to use: 'auto' (a cluster started as one: $RAY_ADDRESS, else a `ray start` node on this "
+                        "machine such as a cluster's head; else a new private instance), 'local' (always a new "
+                        "private instance) or the host:port of a cluster (default: %(default)s)")
     r.add_argument("--cpus-per-trial", type=number_in(0, MAX_CPUS, low_open=True), default=1.0,
                    help="CPUs each trial and model build takes, in (0, %d] (default: %%(default)s)" % MAX_CPUS)
     r.add_argument("--gpus-per-trial", type=number_in(0, 1, low_open=False),
@@ -244,12 +253,30 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
     return spec.validate()
 
 
+def experiment_path(args: argparse.Namespace, *, name: str) -> str:
+    """The experiment folder --storage/--name (`name`: the script's default for --name), absolute."""
+    return f"{absolute(args.storage).rstrip('/')}/{args.name or name}"
+
+
+def check_resume(args: argparse.Namespace, parser: argparse.ArgumentParser, *, name: str) -> None:
+    """--resume continues an experiment: where none ever ran (a typo in --name or --storage), it is the
+    parser's error (one line naming the experiments --storage holds, exit 2), before Ray starts and in a
+    dry run alike, so that nothing is planned for nothing and no empty experiment folder is left behind.
+    A sweep ran where the folder holds rows/ or Tune's state; a defense search, where it holds its study."""
+    if not args.resume:
+        return
+    experiment = experiment_path(args, name=name)
+    study = "://" not in experiment and os.path.isfile(f"{experiment}/study.db")
+    if not (started(experiment) or study):
+        parser.error(resume_refusal(experiment))
+
+
 def settings_from_args(args: argparse.Namespace, *, name: str) -> RunSettings:
     """Where results, Tune state, cache and data live, and the resources per trial. Once connected, it
     also checks them (raises ConfigError naming each option that cannot work): a local --storage or
     --cache this machine cannot write or some node does not see, resources no node can give."""
     storage = absolute(args.storage)
-    experiment = f"{storage.rstrip('/')}/{args.name or name}"
+    experiment = experiment_path(args, name=name)
     cache = absolute(args.cache) if args.cache else str(default_root()) if "://" in storage else f"{storage}/cache"
     data_root = args.data_root or os.environ.get("MIARAY_DATA")
     settings = RunSettings(experiment=experiment, store=cache, data_root=absolute(data_root) if data_root else None,
@@ -275,8 +302,8 @@ def parse_args(argv: list[str] | None, parser: argparse.ArgumentParser,
     args = parser.parse_args(argv)
     try:
         spec = spec_from_args(args, presets)
-    except ConfigError as error:
-        parser.error(str(error))  # exits with status 2 before Ray starts
+    except ConfigError as error:  # exits with status 2 before Ray starts, naming the options
+        parser.error(str(with_options(error, SWEEP_OPTIONS)))
     return args, spec
 
 
@@ -294,6 +321,7 @@ def full_grid_main(argv: list[str] | None = None) -> int:
     parser = build_parser(prog="full_grid.py", presets=PRESETS,
                           description="Train, prune, fine-tune and attack every cell of a grid on Ray Tune.")
     args, spec = parse_args(argv, parser, PRESETS)
+    check_resume(args, parser, name=f"full_grid-{args.preset}")
     cells = spec.cells()
     plan = Plan.of(cells)
     print(plan.describe(), flush=True)
@@ -324,11 +352,12 @@ def unknown_pruning_main(argv: list[str] | None = None) -> int:
         matrix = sparsity_matrix(matrix_spec) if args.study in ("sparsity", "both") else []
         pairs = method_pairs(spec, pairs=args.pairs, seed=args.pair_seed) if args.study in ("method", "both") else []
     except ConfigError as error:  # e.g. several --splits: this study runs one
-        parser.error(str(error))
+        parser.error(str(with_options(error, SWEEP_OPTIONS)))
     cells = unique(matrix + [c for pair in pairs for c in pair])
     if not cells:  # --study method on one (method, sparsity) setting: no shadow can be pruned otherwise
         parser.error(f"--study {args.study}: the grid has one pruning setting per dataset and arch, so no shadow "
                      "can be pruned differently from its target; give several --sparsities or --methods")
+    check_resume(args, parser, name=f"unknown_pruning-{args.preset}")
     print(Plan.of(cells).describe(), flush=True)
     if args.dry_run:
         return 0

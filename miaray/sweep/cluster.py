@@ -4,11 +4,19 @@ settings every trial receives, and the setup of each trial's or task's worker pr
 
 from __future__ import annotations
 
+import _thread
+import errno
 import os
+import secrets
+import signal
 import socket
+import stat
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ray
 import yaml
@@ -119,30 +127,303 @@ def check_reachable(address: str, *, option: str = "--address") -> None:
                               "the head, or use --address auto (this machine) or local") from None
 
 
+# ---- whose Ray: a cluster started as one, or a private instance of this driver -------------------
+OWNER_ENV = "MIARAY_RAY_OWNER"        # set in every process of a private instance (`watchdog`)
+WATCHDOG = Path(__file__).with_name("watchdog.py")
+_watchdogs: list[tuple[subprocess.Popen, int]] = []  # (process, write end of its pipe): held till the driver ends
+
+
+def _raylets() -> list[dict[str, str]] | None:
+    """The `--flag=value` arguments of every raylet running on this machine (any user's); None where there
+    is no /proc to read them from."""
+    found: list[dict[str, str]] = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            args = Path(f"/proc/{entry}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if args and os.path.basename(args[0]) == "raylet":
+            found.append(dict(arg.split("=", 1) for arg in args[1:] if arg.startswith("--") and "=" in arg))
+    return found
+
+
+def started_clusters() -> tuple[list[str], list[str]]:
+    """(clusters, others): the GCS address of the Ray cluster started as one with a node on this machine
+    (none or one), and those of the other Ray instances running here.
+
+    `ray start` (a head, a worker node, every node of `ray up`) writes the cluster's GCS address to
+    `ray_current_cluster` in Ray's temporary folder, `<RAY_TMPDIR, TMPDIR or /tmp>/ray` unless given
+    `--temp-dir`; Ray 2.60 writes it nowhere else (but its test `Cluster`), and never for an instance
+    `ray.init()` starts for its driver. That file is Ray's own first choice for `ray.init(address="auto")`
+    (services.get_ray_address_from_environment), which then falls back to *any* raylet in the process
+    list, a driver-owned one included, which dies with its driver. Here the file counts only if a raylet
+    of this machine serves that GCS (else it is stale, left by a node killed without `ray stop`), and
+    there is no fallback. Without /proc (macOS) the file counts if its GCS accepts a connection."""
+    default = ray._private.services.find_bootstrap_address(None)
+    raylets = _raylets()
+    if raylets is None:
+        return ([default] if default and _answers(default) else []), []
+    here = {flags["--gcs-address"] for flags in raylets if flags.get("--gcs-address")}
+    clusters = [default] if default in here else []
+    return clusters, sorted(here - set(clusters))
+
+
+def _answers(address: str) -> bool:
+    try:
+        host_port = check_address(address)
+        if host_port is not None:
+            socket.create_connection(host_port, timeout=2.0).close()
+        return host_port is not None
+    except (OSError, ConfigError):
+        return False
+
+
+def private_temp_dir() -> Path:
+    """Ray's temporary folder for a private instance: `<RAY_TMPDIR, TMPDIR or /tmp>/miaray-<uid>/ray`, in a
+    folder of this user's with mode 0700. Ray makes its own folders 0777 and its logs 0644 (the runtime
+    env agent's log holds the environments it sets up), so only a private parent keeps them private."""
+    base = Path(ray._common.utils.get_default_system_temp_dir())
+    parent = base / f"miaray-{os.getuid()}"
+    try:
+        parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        info = parent.lstat()
+    except OSError as error:
+        raise OSError(f"cannot make Ray's temporary folder {parent} ({error.strerror or error}); "
+                      "set RAY_TMPDIR to a writable folder") from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():  # made by someone else: not private
+        raise OSError(f"Ray's temporary folder {parent} is not a folder of this user's (uid "
+                      f"{os.getuid()}): remove it, or set RAY_TMPDIR to a folder of yours")
+    if stat.S_IMODE(info.st_mode) != 0o700:
+        parent.chmod(0o700)
+    return parent / "ray"
+
+
+def _start_watchdog() -> str:
+    """Start the process that stops this driver's private Ray instance once the driver has ended
+    (`miaray.sweep.watchdog`); returns the value of OWNER_ENV that marks the instance's processes."""
+    token = f"{os.getpid()}-{secrets.token_hex(8)}"
+    read, write = os.pipe()  # both ends non-inheritable: Ray's processes never hold the write end
+    try:
+        env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
+        process = subprocess.Popen([sys.executable, "-I", str(WATCHDOG), OWNER_ENV, token], stdin=read,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                                   start_new_session=True)
+    except BaseException:
+        os.close(write)
+        raise
+    finally:
+        os.close(read)
+    _watchdogs.append((process, write))
+    return token
+
+
+def start_private(**init_args: Any) -> Path:
+    """Start a Ray instance that belongs to this driver: its temporary folder private to this user
+    (`private_temp_dir`), its free space checked first, and a watchdog that stops all its processes
+    once the driver ends, whatever ends it. Returns that temporary folder."""
+    temp = private_temp_dir()
+    check_free_space({"Ray's temporary folder": str(temp)})
+    token = _start_watchdog()
+    previous = os.environ.get(OWNER_ENV)
+    os.environ[OWNER_ENV] = token  # inherited by the GCS and raylet, and by the raylet's agents and workers
+    try:
+        ray.init(address="local", _temp_dir=str(temp), **init_args)
+    except Exception as error:
+        check_free_space({"Ray's temporary folder": str(temp)}, cause=error)  # a full disk says so
+        raise
+    finally:
+        if previous is None:
+            os.environ.pop(OWNER_ENV, None)
+        else:
+            os.environ[OWNER_ENV] = previous
+    return temp
+
+
+AWS_CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN")
+
+
+def keep_credentials_out_of_trials() -> None:
+    """Ray Tune copies the driver's AWS credential variables into each trial's runtime environment
+    (`ray.tune.execution.class_cache.ENV_VARS_TO_PROPAGATE`), which Ray's runtime env agent writes to its
+    log in plain text. Trials are left to the AWS credential chain of their node instead: the instance
+    profile on a cluster, and on this machine the environment a private instance inherited from the
+    driver, which no log shows."""
+    from ray.tune.execution import class_cache
+
+    class_cache.ENV_VARS_TO_PROPAGATE.difference_update(AWS_CREDENTIALS)
+
+
+def _keeping_sigterm(init: Callable[[], Any]) -> Any:
+    """Run `init` (a `ray.init`) and put back the Python SIGTERM handler it replaces: Ray's `sys.exit(15)`
+    ends a sweep by SIGABRT and a native stack dump; the entry point's handler stops it like Ctrl-C."""
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if on_main else None
+    try:
+        return init()
+    finally:
+        if callable(previous):
+            signal.signal(signal.SIGTERM, previous)
+
+
 def connect(*, address: str = "auto") -> ClusterInfo:
-    """Join Ray and print the cluster joined (the first progress line): 'auto' joins the Ray instance
-    running on this machine if there is one (a cluster's head, or any local `ray start`), else starts
-    a local instance; 'local' always starts a new local instance; host:port joins that cluster, which
-    must answer (`check_reachable`; so must $RAY_ADDRESS, which 'auto' follows)."""
+    """Join Ray or start it, and print what it did (the first progress line).
+
+    'auto' joins a Ray cluster that was started as one: the one $RAY_ADDRESS names (which must answer,
+    `check_reachable`), else one started on this machine by `ray start` (a cluster's head or worker node,
+    `started_clusters`); otherwise it starts a private instance (`start_private`). It never joins an
+    instance another driver started for itself (`ray.init()`, `--address local`): that one dies with its
+    driver. 'local' always starts a private instance; host:port joins that cluster, which must answer."""
+    keep_credentials_out_of_trials()
+    named = os.environ.get("RAY_ADDRESS", "").strip()  # Ray's own variable; 'auto' there names nothing
+    if address == "auto" and named == "local":
+        address = "local"
     if not ray.is_initialized() and address != "local":
-        given = address if address != "auto" else os.environ.get("RAY_ADDRESS", "").strip()
+        given = address if address != "auto" else named
         if given:
             check_reachable(given, option="--address" if address != "auto" else "$RAY_ADDRESS")
     if ray.is_initialized():
         joined = "using the Ray instance this process already joined"
+    elif address == "auto" and named not in ("", "auto"):
+        _keeping_sigterm(lambda: ray.init(address=named))
+        joined = "joined the cluster $RAY_ADDRESS names (--address auto)"
     elif address == "auto":
-        try:
-            ray.init(address="auto")
-            joined = "joined the Ray instance running on this machine (--address auto)"
-        except ConnectionError:
-            ray.init()
-            joined = "no Ray instance runs on this machine: started a local one"
+        clusters, others = started_clusters()
+        if clusters:
+            _keeping_sigterm(lambda: ray.init(address=clusters[0]))
+            joined = "joined the cluster started on this machine by `ray start` (--address auto)"
+        else:
+            temp = _keeping_sigterm(start_private)
+            left = (f"; {len(others)} other Ray instance{'s' * (len(others) != 1)} on this machine left alone: "
+                    f"{', '.join(others)}") if others else ""
+            joined = (f"no cluster started by `ray start` on this machine and no $RAY_ADDRESS: started a private "
+                      f"instance (--address auto; temporary folder {temp}{left})")
+    elif address == "local":
+        temp = _keeping_sigterm(start_private)
+        joined = f"started a private instance (--address local; temporary folder {temp})"
     else:
-        ray.init(address=address)
-        joined = "started a local instance (--address local)" if address == "local" else "joined the cluster"
+        _keeping_sigterm(lambda: ray.init(address=address))
+        joined = "joined the cluster"
     info = cluster_info()
     print(f"Ray: {joined} at {info.describe()}", flush=True)
     return info
+
+
+# ---- free space ------------------------------------------------------------------------------------
+MIN_FREE_ENV = "MIARAY_MIN_FREE_MB"
+MIN_FREE_MB = 512.0   # below this on the storage, store or Ray's temporary folder, a sweep stops and says so
+DISK_CHECK_S = 5.0    # how often a running sweep looks
+
+
+class DiskFullError(OSError):
+    """A folder a sweep writes to has (almost) no free space left; its text is the whole message."""
+
+    def __init__(self, text: str):
+        super().__init__(errno.ENOSPC, text)
+
+    def __str__(self) -> str:
+        return self.strerror
+
+
+def min_free_bytes() -> float:
+    text = os.environ.get(MIN_FREE_ENV, "").strip()
+    try:
+        return float(text) * 2**20 if text else MIN_FREE_MB * 2**20
+    except ValueError:
+        raise ConfigError(f"${MIN_FREE_ENV}={text!r}: give a number of MiB, e.g. {MIN_FREE_MB:g}") from None
+
+
+def free_space_problems(folders: dict[str, str], *, min_free: float | None = None,
+                        statvfs: Callable[[str], os.statvfs_result] = os.statvfs) -> list[str]:
+    """Each local folder of `folders` (what it is -> path) whose disk has less than `min_free` bytes free
+    for this user, as '<what> <path>: <n> MiB free'; a URI, or a folder whose disk cannot be read, is
+    skipped. A folder not made yet is measured at its nearest existing parent."""
+    min_free = min_free_bytes() if min_free is None else min_free
+    problems = []
+    for what, folder in folders.items():
+        if not folder or "://" in folder:
+            continue
+        path = Path(folder).expanduser()
+        while not path.exists() and path != path.parent:
+            path = path.parent
+        try:
+            st = statvfs(str(path))
+        except OSError:
+            continue
+        free = st.f_bavail * st.f_frsize
+        if free < min_free:
+            problems.append(f"{what} {folder}: {free / 2**20:.0f} MiB free")
+    return problems
+
+
+def check_free_space(folders: dict[str, str], *, cause: BaseException | None = None, **kwargs: Any) -> None:
+    """Raise DiskFullError naming each folder of `folders` whose disk is (nearly) full (`cause`: the error
+    a full disk may have caused, chained)."""
+    problems = free_space_problems(folders, **kwargs)
+    if problems:
+        needed = kwargs.get("min_free") or min_free_bytes()
+        raise DiskFullError(
+            f"disk full: {'; '.join(problems)} (a sweep needs {needed / 2**20:.0f} MiB, ${MIN_FREE_ENV} sets it); "
+            "free space there and rerun the same command: cells with ok rows are kept") from cause
+
+
+def ray_temp_folder() -> str | None:
+    """Ray's temporary folder on this machine, once connected to a local node; None otherwise."""
+    node = getattr(ray._private.worker, "_global_node", None)
+    try:
+        return node.get_temp_dir_path() if node is not None else None
+    except Exception:  # a client connection, or a node object without it
+        return None
+
+
+class DiskWatch:
+    """`with DiskWatch(folders):` checks the free space of `folders` (what -> path) on entry and every
+    `every_s` seconds while the block runs; when a disk is (nearly) full it interrupts the main thread as
+    Ctrl-C would, and the block ends with DiskFullError saying which. An error the block raises while a
+    disk is full (Ray's GCS timing out, say) becomes that DiskFullError too."""
+
+    def __init__(self, folders: dict[str, str], *, every_s: float = DISK_CHECK_S, **kwargs: Any):
+        self.folders, self.every_s, self.kwargs = folders, every_s, kwargs
+        self.problem: DiskFullError | None = None
+        self._interrupt = threading.current_thread() is threading.main_thread()  # else: reported at the end
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="miaray-disk-watch", daemon=True)
+
+    def _watch(self) -> None:
+        while not self._done.wait(self.every_s):
+            try:
+                check_free_space(self.folders, **self.kwargs)
+            except DiskFullError as error:
+                self.problem = error
+                if self._interrupt:
+                    _thread.interrupt_main()  # handled like Ctrl-C, then turned into the error in __exit__
+                return
+
+    def __enter__(self) -> "DiskWatch":
+        check_free_space(self.folders, **self.kwargs)
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: Any, error: BaseException | None, trace: Any) -> None:
+        try:
+            self._done.set()
+            self._thread.join()
+        except KeyboardInterrupt:  # the watch's interrupt, landing here when the block had just ended
+            if self.problem is None:
+                raise
+        if isinstance(error, DiskFullError):
+            return
+        if self.problem is not None:
+            raise self.problem from None
+        if error is None:
+            return
+        if isinstance(error, Exception):
+            check_free_space(self.folders, cause=error, **self.kwargs)
 
 
 # ---- per-trial resources -------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def unique(configs: Sequence[UnitConfig]) -> list[UnitConfig]:
 
 
 PRESETS: dict[str, GridSpec] = {
-    # REFERENCE section 1: 255 pruned target models, reference hyperparameters, all nine attacks.
+    # docs/science.md, Splits and sizes: 255 pruned target models, reference hyperparameters, all nine attacks.
     "paper": GridSpec(datasets=PAPER_DATASETS, archs=ARCHS, methods=METHODS, sparsities=PAPER_SPARSITIES),
     # The README's main job: real (embedded) data, a narrow net, every method and attack, minutes on a
     # CPU. The trained attacks run a fifth of SAMIA's 100-epoch schedule (same milestones, scaled):

@@ -15,9 +15,34 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from miaray.config import METHODS, PAPER_SPLIT, UnitConfig, defense_label, format_split, role_kind, stable_hash
+from miaray.config import (METHODS, PAPER_SPLIT, TRAINED_ATTACKS, UnitConfig, defense_label, format_split, role_kind,
+                           stable_hash)
 from miaray.store import Store
 from miaray.sweep.grid import unique
+
+
+# Past any of these a dry run (and every run's plan) ends with a one-line cost warning. The paper's full
+# grid (`--preset paper`: 1,620 models, at most 82,350 epochs at its caps of 100 / 50) stays below them:
+# a plan above is larger than the paper's whole study, or runs epochs no early stopping was tuned for.
+COST_WARNING_MODELS = 2_000         # models to train (originals and pruned ones)
+COST_WARNING_EPOCHS = 100_000       # the most epochs they may run in all
+COST_WARNING_EPOCH_CAP = 1_000      # --max-epochs: ten times the paper's 100
+COST_WARNING_CPUS = 1_024           # CPUs asked at once (trials at once x --cpus-per-trial)
+
+
+def cost_warning(*, models: int, epochs: int, epoch_cap: int, cpus_at_once: float = 0.0) -> str | None:
+    """One line saying what makes a plan costly, past the COST_WARNING_* thresholds; None below them."""
+    reasons = []
+    if models > COST_WARNING_MODELS or epochs > COST_WARNING_EPOCHS:
+        reasons.append(f"{models:,} models for up to {epochs:,} epochs (the paper's full grid: 1,620 models, "
+                       "82,350 epochs)")
+    if epoch_cap > COST_WARNING_EPOCH_CAP:
+        reasons.append(f"up to {epoch_cap:,} epochs per model (the paper trains 100)")
+    if cpus_at_once > COST_WARNING_CPUS:
+        reasons.append(f"{cpus_at_once:,.0f} CPUs at once")
+    if not reasons:
+        return None
+    return f"warning: this plan is costly: {'; '.join(reasons)}; check the options before running it"
 
 
 @dataclass
@@ -77,7 +102,31 @@ class Plan:
             f"several cells, built before the cells)"]
             + ([f"pruned reference models: {kinds['reference']} (online LiRA / RMIA; pruned and fine-tuned like "
                 "their target)"] if kinds["reference"] else [])
-            + ([self.describe_defenses()] if any(c.defense != "basic" for c in self.cells) else []))
+            + ([self.describe_defenses()] if any(c.defense != "basic" for c in self.cells) else [])
+            + [self.describe_trainings()])
+
+    def trainings(self) -> dict[str, int]:
+        """What the plan trains: `models` (originals trained, pruned models fine-tuned), `epochs` (the most
+        they may run in all, each at its cap: early stopping ends most sooner), `epoch_cap` (the largest
+        cap) and `attacks` (attack models trained: per cell each trained attack on the pruned target, and
+        once per original and shadows on the unpruned one, whose results the store keeps)."""
+        caps = [cell.train.epochs(tabular=cell.tabular) for cell, _ in self.originals.values()]
+        finetune = [cell.train.epochs(tabular=cell.tabular)[1] for cell, _ in self.pruned.values()]
+        on_original = {(stable_hash(c.original_key("target")), c.num_shadows, c.attack_epochs, attack)
+                       for c in self.cells for attack in c.resolved_original_attacks if attack in TRAINED_ATTACKS}
+        return {"models": len(self.originals) + len(self.pruned),
+                "epochs": sum(cap for cap, _ in caps) + sum(finetune),
+                "epoch_cap": max((cap for cap, _ in caps), default=0),
+                "attacks": sum(len(set(c.attacks) & set(TRAINED_ATTACKS)) for c in self.cells) + len(on_original)}
+
+    def describe_trainings(self) -> str:
+        """The trainings line of `describe`, and the cost warning past the thresholds (COST_WARNING_*)."""
+        t = self.trainings()
+        line = (f"trainings: {t['models']:,} models ({len(self.originals):,} originals, {len(self.pruned):,} pruned "
+                f"and fine-tuned), at most {t['epochs']:,} epochs in all; {t['attacks']:,} attack models trained "
+                f"({', '.join(TRAINED_ATTACKS)})")
+        warning = cost_warning(models=t["models"], epochs=t["epochs"], epoch_cap=t["epoch_cap"])
+        return line + (f"\n{warning}" if warning else "")
 
     def describe_defenses(self) -> str:
         """Cells per defense setting and kind of shadows (defended cells share the originals, the pruning and

@@ -19,7 +19,8 @@ from ray import tune
 from miaray import results
 from miaray.config import ConfigError, UnitConfig, stable_hash
 from miaray.store import Store
-from miaray.sweep.cluster import RunSettings, worker_context
+from miaray.sweep.cluster import (DiskWatch, RunSettings, keep_credentials_out_of_trials, ray_temp_folder,
+                                  worker_context)
 from miaray.sweep.grid import unique
 from miaray.sweep.plan import (Plan, build_label, cell_label, job_label, missing_builds, model_key, parse_job,
                                queries, sweep_jobs)
@@ -80,19 +81,31 @@ def build_originals(cell: UnitConfig, *, settings: RunSettings, retries: int) ->
 
 # ---- the sweep's trials: model builds, then cells ------------------------------------------------
 def headline(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The metrics a trial reports to Tune: utility, the best attack and the Conf (Org.) baseline."""
+    """The metrics a trial reports to Tune: utility, the best attack and the Conf (Org.) baseline.
+
+    A collapsed attack (`attack_status` 'collapsed': constant or non-finite scores on the target,
+    `miaray.unit.attack_rows`) is no result: it is left out of both best attacks (and named in
+    `collapsed_attacks`); where every attack on the pruned target collapsed, `best_attack` is '' and
+    its accuracy NaN."""
     pruned = [r for r in rows if r.get("target_model") == "pruned" and r.get("status") == "ok"]
     original = [r for r in rows if r.get("target_model") == "original" and r.get("status") == "ok"]
     if not pruned:
         return {"status": "failed", "error": rows[0].get("error", "") if rows else "no rows"}
-    best = max(pruned, key=lambda r: r["attack_acc"])
-    conf_org = [r["attack_acc"] for r in original if r["attack"] == "conf"]
-    return {"status": "ok", "target_test_acc": best["target_test_acc"], "best_attack": best["attack"],
-            "best_attack_acc": best["attack_acc"],
+
+    def valid(row: dict[str, Any]) -> bool:  # rows from before the mark have none (or NaN): a result
+        return row.get("attack_status") != "collapsed"
+
+    candidates = [r for r in pruned if valid(r)]
+    best = max(candidates, key=lambda r: r["attack_acc"]) if candidates else None
+    conf_org = [r["attack_acc"] for r in original if r["attack"] == "conf" and valid(r)]
+    collapsed = [f"{r['attack']}{'' if r['target_model'] == 'pruned' else ' (original)'}"
+                 for r in pruned + original if not valid(r)]
+    return {"status": "ok", "target_test_acc": pruned[0]["target_test_acc"],
+            "best_attack": best["attack"] if best else "", "best_attack_acc": best["attack_acc"] if best else math.nan,
             # The original is attacked with the same list by default (like with like): its best attack
             # is the fair comparison, Conf (Org.) the paper's.
-            "original_best_attack_acc": max((r["attack_acc"] for r in original), default=math.nan),
-            "conf_org_acc": conf_org[0] if conf_org else math.nan}
+            "original_best_attack_acc": max((r["attack_acc"] for r in original if valid(r)), default=math.nan),
+            "conf_org_acc": conf_org[0] if conf_org else math.nan, "collapsed_attacks": ",".join(collapsed)}
 
 
 def run_job(trial_config: dict) -> None:
@@ -140,9 +153,10 @@ def run_trials(*, jobs: Sequence[str], settings: RunSettings, retries: int) -> t
     That state is a snapshot taken every few seconds (a cell that finished after the last one would
     run again), it sits where the driver's storage is (node-local storage holds only what that node
     saw), `Tuner.restore` replays its snapshot's fixed list of trials, and reusing an experiment name
-    overwrites it (REFERENCE section 8). The rows on disk and the store say what is done instead
+    overwrites it (docs/science.md, Ray and Optuna). The rows on disk and the store say what is done instead
     (`run_sweep`), so a resume is a fresh experiment of what they lack.
     """
+    keep_credentials_out_of_trials()  # AWS secrets stay out of the trials' runtime env (and Ray's logs)
     trainable = tune.with_resources(run_job, settings.resources())
     space = {"job": tune.grid_search(list(jobs)), "settings": dataclasses.asdict(settings)}
     tuner = tune.Tuner(
@@ -186,6 +200,17 @@ def _record_lost_trials(grid: tune.ResultGrid, settings: RunSettings) -> None:
 
 
 # ---- the sweep: what the rows on disk lack ---------------------------------------------------------
+def resume_refusal(experiment: str) -> str:
+    """Why --resume cannot continue `experiment` (no sweep ran there), with the experiments its storage
+    folder does hold: the likely typo in --name or --storage is then one look away."""
+    storage, name = experiment.rstrip("/").rsplit("/", 1)
+    found = results.experiments_in(storage)
+    there = (f"{storage} holds the experiments {', '.join(found[:10])}{' ...' if len(found) > 10 else ''}" if found
+             else f"{storage} holds no experiment")
+    return (f"--resume: no sweep ran in {experiment} yet (no {results.ROWS_DIR}/ or {TUNE_DIR}/ there; --name "
+            f"{name!r}); {there}: check --storage and --name, or leave out --resume to start it")
+
+
 def ok_units(df: pd.DataFrame) -> set[str]:
     """The units whose rows are all ok."""
     if df.empty:
@@ -199,8 +224,9 @@ def finished_units(experiment: str) -> set[str]:
     return ok_units(results.load(experiment)) if results.unit_files(experiment) else set()
 
 
-def _started(experiment: str) -> bool:
-    """Whether a sweep ever ran in the experiment: it has rows, or Tune's state of a run."""
+def started(experiment: str) -> bool:
+    """Whether a sweep ever ran in the experiment: it has rows, or Tune's state of a run (what --resume
+    needs; checked before Ray starts by `miaray.sweep.cli.check_resume`, and here again)."""
     tune_dir = f"{experiment.rstrip('/')}/{TUNE_DIR}"
     fs, path = pafs.FileSystem.from_uri(tune_dir) if "://" in tune_dir else (pafs.LocalFileSystem(), tune_dir)
     return bool(results.unit_files(experiment)) or fs.get_file_info(path).type == pafs.FileType.Directory
@@ -225,9 +251,8 @@ def run_sweep(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: boo
     the connected Ray cluster; returns the rows of all `cells`. A fresh run and a resume (`resume`:
     the experiment must exist) do the same: the rows on disk and the store say what is done."""
     cells = unique(cells)
-    if resume and not _started(settings.experiment):
-        raise ConfigError(f"--resume: no sweep ran in {settings.experiment} yet (no {results.ROWS_DIR}/ or "
-                          f"{TUNE_DIR}/ there): check --storage and --name, or leave out --resume to start it")
+    if resume and not started(settings.experiment):
+        raise ConfigError(resume_refusal(settings.experiment))
     done = finished_units(settings.experiment)
     todo = [cell for cell in cells if cell.unit_id() not in done]
     jobs = sweep_jobs(Plan.of(todo), Store(settings.store))
@@ -236,7 +261,10 @@ def run_sweep(*, cells: Sequence[UnitConfig], settings: RunSettings, resume: boo
     start = time.perf_counter()
     grid = []
     if jobs:
-        grid = run_trials(jobs=jobs, settings=settings, retries=retries)
+        # A disk that fills up stops the sweep with a line saying which (else: Ray's GCS timing out).
+        with DiskWatch({"--storage": settings.experiment, "--cache": settings.store,
+                        "Ray's temporary folder": ray_temp_folder() or ""}):
+            grid = run_trials(jobs=jobs, settings=settings, retries=retries)
         _record_lost_trials(grid, settings)
     results.compact(settings.experiment)  # later loads read one snapshot instead of every unit file
     df = sweep_rows(settings=settings, cells=cells)
