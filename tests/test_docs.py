@@ -103,7 +103,7 @@ def test_the_link_checker_itself():
     assert broken_link("README.md", "https://example.org/x") is None
     assert "not a tracked file" in broken_link("docs/store.md", "columns.md")
     assert "no heading" in broken_link("README.md", "docs/science.md#no-such-section")
-    assert "outside the repository" in broken_link("README.md", "../shared/facts.md")
+    assert "outside the repository" in broken_link("README.md", "../elsewhere/facts.md")
     assert CITATION.search(f"({FACTS_WORD} section 4)") and CITATION.search(f"see {FACTS_WORD.lower()}.md")
     assert not CITATION.search(f"{FACTS_WORD}_ATTACKS, {FACTS_WORD}_SEED_OFFSET")
     assert not CITATION.search("the reference code and reference models")
