@@ -33,6 +33,7 @@ import pandas as pd
 from miaray import results, unknown_pruning
 from miaray.config import PAPER_SPLIT, RESULT_SETTINGS, ConfigError, format_split
 from miaray.unknown_pruning import PAIRS_COLUMNS, PAIRS_FILE, known_pruning
+from miaray.stats import successful
 
 SIGNALS_DIR = "signals"
 ROC_DIR = "roc"
@@ -320,13 +321,8 @@ def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
 
 # ---- selections ----------------------------------------------------------------------------------
 def ok(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows of successful units, without the attacks that collapsed on their target (constant or
-    non-finite scores, `attack_status == 'collapsed'`): such a row is not a result, and no mean, best
-    attack or claim reads it."""
-    keep = rows["status"] == "ok"
-    if "attack_status" in rows:
-        keep &= rows["attack_status"].fillna("ok") != "collapsed"
-    return rows[keep]
+    """The rows that are results (`miaray.stats.successful`: no failed unit, no collapsed attack)."""
+    return successful(rows)
 
 
 def paper_split(rows: pd.DataFrame) -> pd.DataFrame:

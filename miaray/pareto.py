@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from miaray.config import DEFENSES, PAPER_SPLIT, defense_label, format_split
-from miaray.stats import LEVEL, t_interval
+from miaray.stats import LEVEL, successful, t_interval
 from miaray.unknown_pruning import known_pruning
 
 SENSES = ("max", "min")
@@ -149,9 +149,8 @@ def _defense_rows(rows: pd.DataFrame) -> pd.DataFrame:
         rows = rows.reindex(columns=[*rows.columns, *missing])
     elif missing:
         raise KeyError(f"defense_front: column(s) {missing} not in the rows")
-    rows = rows[(rows["status"] == "ok") & (rows["target_model"] == "pruned")].copy()
-    if "attack_status" in rows:  # a collapsed attack (constant or non-finite scores) is not a result
-        rows = rows[rows["attack_status"].fillna("ok") != "collapsed"]
+    rows = successful(rows)
+    rows = rows[rows["target_model"] == "pruned"].copy()
     if {"shadow_method", "shadow_sparsity"} <= set(rows.columns):
         rows = known_pruning(rows)  # shadows pruned like the target: the setting the defenses are run in
     paper = format_split(PAPER_SPLIT)

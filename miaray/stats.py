@@ -34,6 +34,16 @@ SUMMARY_METRICS = ("attack_acc", "advantage", "attack_auc", "tpr_at_fpr_0.01", "
 INTERVAL = ["mean", "ci_low", "ci_high", "n_seeds"]
 
 
+def successful(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows that are results: of successful units (`status == 'ok'`), without the attacks that
+    collapsed on their target (`attack_status == 'collapsed'`: constant or non-finite scores, which rank
+    nothing). Every mean, best attack and claim reads only these."""
+    keep = rows["status"] == "ok"
+    if "attack_status" in rows:
+        keep &= rows["attack_status"].fillna("ok") != "collapsed"
+    return rows[keep]
+
+
 def t_interval(values: Sequence[float] | np.ndarray, *, level: float = LEVEL) -> tuple[float, float, float, int]:
     """(mean, low, high, n) of the finite `values` with a Student-t interval; NaN bounds when n < 2,
     all NaN when n == 0."""

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from miaray.stats import successful
+
 HEADLINE_ATTACK = "samia"  # the paper's attack for the pruning studies
 # Everything that makes two units the same experiment apart from how the shadows were pruned; the
 # `defense_*` hyperparameter columns are added to it, and a column the rows lack (older results carry
@@ -35,11 +37,9 @@ NOT_APPLICABLE = -1.0
 
 
 def _successful_pruned(rows: pd.DataFrame) -> pd.DataFrame:
-    """Successful rows on pruned targets, without collapsed attacks (constant or non-finite scores)."""
-    keep = (rows["status"] == "ok") & (rows["target_model"] == "pruned")
-    if "attack_status" in rows:
-        keep &= rows["attack_status"].fillna("ok") != "collapsed"
-    return rows[keep]
+    """The results (`miaray.stats.successful`) on pruned targets."""
+    rows = successful(rows)
+    return rows[rows["target_model"] == "pruned"]
 
 
 def _pruned_like_target(rows: pd.DataFrame) -> pd.Series:
