@@ -26,8 +26,8 @@ import pytest
 
 from miaray import results
 from miaray.cli import TERMINATED_STATUS, Terminated, entry_point, exit_status, message
-from miaray.sweep.cluster import (OWNER_ENV, DiskFullError, DiskWatch, check_free_space, free_space_problems,
-                                  started_clusters)
+from miaray.sweep.cluster import OWNER_ENV, started_clusters
+from miaray.sweep.disk import DiskFullError, DiskWatch, check_free_space, free_space_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--datasets", "digits", "--archs", "resnet18", "--methods", "l1_unstructured", "--width", "0.125",

@@ -19,8 +19,8 @@ from ray import tune
 from miaray import results
 from miaray.config import ConfigError, UnitConfig, stable_hash
 from miaray.store import Store
-from miaray.sweep.cluster import (DiskWatch, RunSettings, keep_credentials_out_of_trials, ray_temp_folder,
-                                  worker_context)
+from miaray.sweep.cluster import RunSettings, keep_credentials_out_of_trials, worker_context
+from miaray.sweep.disk import DiskWatch, ray_temp_folder
 from miaray.sweep.grid import unique
 from miaray.sweep.plan import (Plan, build_label, cell_label, job_label, missing_builds, model_key, parse_job,
                                queries, sweep_jobs)
