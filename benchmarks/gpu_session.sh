@@ -5,7 +5,10 @@
 # 2. bench_gpu.py: the check row, fit / fit eager, the training modes, packing, the projection (6 min cap);
 # 3. bench_attacks.py: graph vs eager check, seconds per attack step, the attack-training projection;
 # 4. bench_references.py: seconds per reference model (train, prune + fine-tune, phi) and per LiRA / RMIA
-#    attack on the lira preset's cell at 4 epochs (issue 14; not yet run on a GPU, its time unknown).
+#    attack on the lira preset's cell at 4 epochs (issue 14; not yet run on a GPU, its time unknown);
+# 5. bench_packing.py: the quick preset at 5 epochs with --gpus-per-trial 1, 0.5, 0.25: cells per hour,
+#    GPU utilisation and each cell's peak memory, i.e. how many trials per GPU pay off (no run starts
+#    after 240 s; not yet run on a GPU).
 # Each step runs even if an earlier one failed; the exit status is the first failure's.
 set -u
 cd "$(dirname "$0")/.."
@@ -33,4 +36,5 @@ fi
 run bench_gpu python benchmarks/bench_gpu.py --deadline 360  # the device tool allows 600 s per call
 run bench_attacks python benchmarks/bench_attacks.py
 run bench_references python benchmarks/bench_references.py --device cuda --max-epochs 4  # 13 models, 4 + 2 epochs each
+run bench_packing python benchmarks/bench_packing.py --deadline 240
 exit "$status"

@@ -200,15 +200,18 @@ def test_sigterm_to_a_sweep_stops_it_like_ctrl_c_keeps_its_rows_and_its_ray(tmp_
 
 @pytest.mark.slow
 def test_after_sigkill_of_its_driver_no_process_of_the_ray_it_started_lives_on(tmp_path, ray_tmp):
-    driver = subprocess.Popen(_sweep("--sparsities", "0.9", "--storage", str(tmp_path)), env=_env(ray_tmp),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Three epochs (of the TINY nets): the models take seconds to build, time enough to see them being built.
+    driver = subprocess.Popen(_sweep("--sparsities", "0.9", "--max-epochs", "3", "--storage", str(tmp_path)),
+                              env=_env(ray_tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     token = f"{driver.pid}-"
     try:
         deadline = time.monotonic() + 120
-        # A trial runs, beside the raylet's agents (which used to live on for over a minute).
+        # A worker runs a model build or a trial (its title is the task's, e.g. ray::_build_original_task or
+        # ray::ImplicitFunc), beside the raylet's agents (which used to live on for over a minute).
         while True:
             titles = list(_owned_by(token).values())
-            if any("ImplicitFunc" in t for t in titles) and any(agent in t for t in titles for agent in AGENTS):
+            if any(t.startswith("ray::") and not t.startswith("ray::IDLE") for t in titles) \
+                    and any(agent in t for t in titles for agent in AGENTS):
                 break
             assert driver.poll() is None and time.monotonic() < deadline, f"no trial started: {titles}"
             time.sleep(0.1)

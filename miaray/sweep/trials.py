@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import pandas as pd
 import pyarrow.fs as pafs
 import ray
+import torch
 from ray import tune
 
 from miaray import results
@@ -123,9 +124,12 @@ def run_job(trial_config: dict) -> None:
     timing = {"trial_id": tune.get_context().get_trial_id(), "trial_host": socket.gethostname(),
               "trial_node_id": ray.get_runtime_context().get_node_id(), "trial_pid": os.getpid(),
               "trial_start": start}
+    context = worker_context(settings, label=cell_label(config))
+    gpu = context["device"] == "cuda"
+    if gpu:  # the cell's own peak, not that of an earlier trial in the same worker process
+        torch.cuda.reset_peak_memory_stats()
     try:
-        rows = run_unit(config, artifacts_dir=settings.experiment,
-                        **worker_context(settings, label=cell_label(config)))
+        rows = run_unit(config, artifacts_dir=settings.experiment, **context)
     except Exception as error:
         timing["trial_end"] = time.time()
         message = f"{type(error).__name__}: {error}"
@@ -133,6 +137,8 @@ def run_job(trial_config: dict) -> None:
                                 rows=failed_rows(config, message, **timing))
         raise  # Tune records the error (ResultGrid.errors) and retries per FailureConfig
     timing["trial_end"] = time.time()
+    # How much of a GPU a cell takes: what --gpus-per-trial packing is sized by (NaN on the CPU).
+    timing["trial_peak_gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20 if gpu else math.nan
     results.write_unit_rows(experiment=settings.experiment, unit_id=config.unit_id(),
                             rows=[{**row, **timing} for row in rows])
     tune.report({**headline(rows), **timing})
