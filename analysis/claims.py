@@ -62,8 +62,10 @@ Each claim is turned into an effect whose sign (or size) says whether it holds, 
   without an effect that says so.
 
 The defense claims (C5, C7, C8) read the successful known-pruning rows of pruned targets; C5 and C8
-need the Basic unit of the same cell and seed. Rows come in claim order: C1, C2, C3, C4, C5a, C5b,
-C5c, C6, C7, C8.
+need the Basic unit of the same cell and seed. Beyond the paper (`analysis.claims_beyond`): C9, the
+attacker who holds both the original and the pruned model, and C10 (with C10a, C10b), whether the change
+in leakage comes from pruning or from the fine-tuning after it. Rows come in claim order: C1, C2, C3, C4,
+C5a, C5b, C5c, C6, C7, C8, C9, C10a, C10b, C10.
 
 Verdict: `holds` when the interval lies entirely on the claim's side of its threshold,
 `contradicted` when entirely on the other side, `inconclusive` otherwise, and also when there is
@@ -72,7 +74,7 @@ would produce its input. Only successful rows of the paper's 45/45/10 split coun
 
 Units that differ in a setting beside the cell's axes (`analysis.data.SETTINGS`, e.g. two --max-epochs
 runs under one --name) are never pooled: the claims are tested per setting, each row led by the
-differing settings (`analysis.data.kept_apart`).
+differing settings (`analysis.data.kept_apart`); C10 alone compares the two values of `finetune`.
 """
 
 from __future__ import annotations
@@ -80,7 +82,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -90,6 +92,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from analysis.verdicts import (COLUMNS, CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_RUN, Claim,  # noqa: E402
+                               effect_rows)
+from analysis.claims_beyond import BEYOND_GRID, C9, C10, claim_c9, claim_c10  # noqa: E402
 from analysis.data import (MODEL, SETTINGS, Experiment, headline_attack, kept_apart, load_for_command,  # noqa: E402
                            main_grid, ok, original, paper_split, pruned, settings_label)
 from miaray.cli import HelpFormatter, add_debug_option, check_output_file, entry_point  # noqa: E402
@@ -98,7 +103,6 @@ from miaray.config import (ALL_ATTACKS, ATTACKS, DEFENSE_PARAMS, ONLINE_ATTACKS,
 from miaray.stats import paired_effect, pearson_interval, t_interval  # noqa: E402
 from miaray.unknown_pruning import known_pruning, matched_losses  # noqa: E402
 
-HOLDS, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "holds", "contradicted", "inconclusive", "not run"
 BEST = "best"
 ALL = "all"
 CELL = [*MODEL, "method", "sparsity"]
@@ -121,50 +125,6 @@ BEST_DEFENSES = {"l1_unstructured": ("ppb", "adv"), "slimming": ("ppb", "adv"),
                  "l1_structured": ("ppb",), "l2_structured": ("ppb",)}
 # The defense hyperparameter columns in the order settings name them (noise_multiplier before delta).
 DEFENSE_COLUMNS = [f"defense_{name}" for params in DEFENSE_PARAMS.values() for name in params]
-COLUMNS = ["claim", "statement", "dataset", "arch", "width", "method", "sparsity", "attack", "setting",
-           "statistic", "effect", "ci_low", "ci_high", "n", "threshold", "verdict", "command"]
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A claim: its statement, which side of `threshold` the effect must lie on, and the statistic."""
-
-    name: str
-    statement: str
-    side: str            # ">": holds when the effect exceeds the threshold; "<": when below it
-    threshold: float
-    statistic: str
-
-    def verdict(self, low: float, high: float) -> str:
-        """Where the interval [low, high] lies: holds / contradicted / inconclusive."""
-        if math.isnan(low) or math.isnan(high):
-            return INCONCLUSIVE
-        above, below = low > self.threshold, high < self.threshold
-        if self.side == ">":
-            return HOLDS if above else CONTRADICTED if below else INCONCLUSIVE
-        return HOLDS if below else CONTRADICTED if above else INCONCLUSIVE
-
-    def row(self, scope: dict, effect: float, low: float, high: float, n: int) -> dict:
-        return {"claim": self.name, "statement": self.statement, **_scope(scope), "statistic": self.statistic,
-                "effect": effect, "ci_low": low, "ci_high": high, "n": int(n), "threshold": self.threshold,
-                "verdict": self.verdict(low, high), "command": ""}
-
-    def not_run(self, reason: str, command: str) -> dict:
-        return {"claim": self.name, "statement": self.statement, **_scope({}), "statistic": reason,
-                "effect": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0, "threshold": self.threshold,
-                "verdict": NOT_RUN, "command": command}
-
-
-def _text(value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
-
-
-def _scope(scope: dict) -> dict:
-    """The scope columns as text ('all' where a claim pools over a column, '' where it does not apply)."""
-    return {c: _text(scope.get(c, "")) for c in ("dataset", "arch", "width", "method", "sparsity", "attack",
-                                                 "setting")}
 
 
 C1 = Claim("C1", "pruning raises attack accuracy over the original", ">", 0.0,
@@ -236,10 +196,6 @@ def _attack_order(attacks: pd.Series) -> list[str]:
     return [a for a in (*ALL_ATTACKS, BEST) if a in present]
 
 
-def _effect_rows(claim: Claim, effects: pd.DataFrame, scope_columns: list[str]) -> list[dict]:
-    """A row per line of an effects table (effect, ci_low, ci_high, n_seeds), scoped by its columns."""
-    return [claim.row({c: line[c] for c in scope_columns}, line["effect"], line["ci_low"], line["ci_high"],
-                      line["n_seeds"]) for _, line in effects.iterrows()]
 
 
 # ---- the claims --------------------------------------------------------------------------------------
@@ -255,7 +211,7 @@ def claim_c1(grid: pd.DataFrame) -> list[dict]:
     effects = effects[effects["n_seeds"] > 0]
     order = _attack_order(effects["attack"])
     effects = effects.assign(_o=effects["attack"].map(order.index)).sort_values([*CELL, "_o"])
-    return _effect_rows(C1, effects, [*CELL, "attack"])
+    return effect_rows(C1, effects, [*CELL, "attack"])
 
 
 def _slope(part: pd.DataFrame) -> float:
@@ -282,7 +238,7 @@ def claim_c2(grid: pd.DataFrame) -> list[dict]:
     effects = pd.DataFrame(lines)
     order = _attack_order(effects["attack"])
     effects = effects.assign(_o=effects["attack"].map(order.index)).sort_values([*scope, "_o"])
-    return _effect_rows(C2, effects, [*scope, "sparsity", "attack"])
+    return effect_rows(C2, effects, [*scope, "sparsity", "attack"])
 
 
 def claim_c3(grid: pd.DataFrame) -> list[dict]:
@@ -547,22 +503,35 @@ def claim_c6(exp: Experiment, *, max_loss: float) -> list[dict]:
     return lines
 
 
+NO_GRID = "no successful known-pruning Basic rows of the 45/45/10 split"
+
+
 @kept_apart
-def claims_table(exp: Experiment, *, max_accuracy_cost: float = MAX_ACCURACY_COST,
-                 max_loss: float = MAX_LOSS) -> pd.DataFrame:
-    """Every claim's rows (COLUMNS) in order: C1, C2, C3, C4, C5a, C5b, C5c, C6, C7, C8."""
+def _claims_per_setting(exp: Experiment, *, max_accuracy_cost: float, max_loss: float) -> pd.DataFrame:
+    """C1 to C9, each on the units of one setting."""
     grid = main_grid(exp.rows) if len(exp.rows) else exp.rows
     makers: list[Callable[[], list[dict]]] = [
         lambda: claim_c1(grid), lambda: claim_c2(grid), lambda: claim_c3(grid), lambda: claim_c4(grid),
         lambda: claim_c5(exp.rows, max_cost=max_accuracy_cost), lambda: claim_c6(exp, max_loss=max_loss),
-        lambda: claim_c7(exp.rows), lambda: claim_c8(exp.rows, max_cost=max_accuracy_cost)]
+        lambda: claim_c7(exp.rows), lambda: claim_c8(exp.rows, max_cost=max_accuracy_cost),
+        lambda: claim_c9(grid)]
     if grid.empty:
-        reason = "no successful known-pruning Basic rows of the 45/45/10 split"
         empty = [(C1, GRID), (C2, GRID), (C3, GRID), (C4, GRID),
                  *((claim, DEFENSE_GRID) for claim in c5_claims(max_accuracy_cost)), (C5C, DEFENSE_GRID),
-                 (c6_claim(max_loss), UNKNOWN_GRID), (C7, DEFENSE_GRID), (c8_claim(("ppb", "adv")), DEFENSE_GRID)]
-        return pd.DataFrame([claim.not_run(reason, command) for claim, command in empty], columns=COLUMNS)
+                 (c6_claim(max_loss), UNKNOWN_GRID), (C7, DEFENSE_GRID), (c8_claim(("ppb", "adv")), DEFENSE_GRID),
+                 (C9, BEYOND_GRID)]
+        return pd.DataFrame([claim.not_run(NO_GRID, command) for claim, command in empty], columns=COLUMNS)
     return pd.DataFrame([row for make in makers for row in make()], columns=COLUMNS)
+
+
+def claims_table(exp: Experiment, *, max_accuracy_cost: float = MAX_ACCURACY_COST,
+                 max_loss: float = MAX_LOSS) -> pd.DataFrame:
+    """Every claim's rows (COLUMNS) in order: C1, C2, C3, C4, C5a, C5b, C5c, C6, C7, C8, C9 (per setting: the
+    settings that vary lead, as columns), then C10a, C10b, C10 (across `finetune`)."""
+    per_setting = _claims_per_setting(exp, max_accuracy_cost=max_accuracy_cost, max_loss=max_loss)
+    grid = main_grid(exp.rows) if len(exp.rows) else exp.rows
+    c10 = pd.DataFrame(claim_c10(grid) if not grid.empty else [C10.not_run(NO_GRID, BEYOND_GRID)])
+    return pd.concat([per_setting, c10], ignore_index=True)[list(per_setting.columns)]
 
 
 def verdict_counts(table: pd.DataFrame) -> str:

@@ -144,11 +144,13 @@ def _normalise_settings(rows: pd.DataFrame) -> pd.DataFrame:
     attack_epochs REFERENCE_SCHEDULES where a recorded unit trained its attacks on their own schedules."""
     for column in SETTINGS:
         if column not in rows:
-            rows[column] = np.nan
+            rows[column] = 1.0 if column == "finetune" else np.nan
         elif column == "monitor":
             rows[column] = rows[column].astype(object).where(rows[column].notna(), np.nan)
         elif column == "query_mirror":
             rows[column] = rows[column].map(lambda v: np.nan if pd.isna(v) else float(bool(v)))
+        elif column == "finetune":  # every unit was fine-tuned before the option existed
+            rows[column] = rows[column].map(lambda v: 1.0 if pd.isna(v) else float(bool(v)))
         else:
             rows[column] = pd.to_numeric(rows[column], errors="coerce")
     recorded = rows["max_epochs"].notna()
@@ -178,7 +180,7 @@ def setting_text(name: str, value: object) -> str:
         return NOT_RECORDED
     if name == "attack_epochs" and value == REFERENCE_SCHEDULES:
         return "reference schedules"
-    if name == "query_mirror":
+    if name in ("query_mirror", "finetune"):
         return "yes" if value else "no"
     return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
 

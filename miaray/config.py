@@ -29,7 +29,10 @@ ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "top3_nn", "nncls", "blin
 # OUT models only (the shadows); online ones need reference models trained on halves of the target's pool.
 REFERENCE_ATTACKS = ("lira_offline", "rmia_offline", "lira", "rmia")
 ONLINE_ATTACKS = ("lira", "rmia")  # the reference attacks that read reference models (the others: shadows)
-ALL_ATTACKS = ATTACKS + REFERENCE_ATTACKS  # every name `attacks` takes, in the order tables show them
+# Beyond the paper: attacks that query both the original and the pruned model (miaray.attacks.pair); their rows
+# say target_model 'both'. They attack the pair, so never the unpruned target alone (original_attacks).
+PAIR_ATTACKS = ("pair_diff", "pair_lr")
+ALL_ATTACKS = ATTACKS + REFERENCE_ATTACKS + PAIR_ATTACKS  # every name `attacks` takes, in the order tables show them
 TRAINED_ATTACKS = ("nn", "top3_nn", "nncls", "samia")  # attack models with a training schedule
 DEFENSES = ("basic", "ppb", "dp", "adv")
 # Hyperparameters each defense takes, with the reference defaults (docs/science.md, Defenses).
@@ -93,7 +96,7 @@ SWEEP_OPTIONS: dict[str, str] = {
     # GridSpec's axes, as `GridSpec.unit` names them
     "datasets": "--datasets", "archs": "--archs", "methods": "--methods", "sparsities": "--sparsities",
     "seeds": "--seeds", "widths": "--widths", "splits": "--splits", "references": "--references",
-    "defenses": "--defenses",
+    "defenses": "--defenses", "finetune": "--finetune",
     # the defense search's own (miaray.search.Search)
     "trials": "--trials", "concurrency": "--concurrency", "sampler_seed": "--sampler-seed",
 }
@@ -325,12 +328,12 @@ class TrainConfig:
 # The result-row columns of `UnitConfig.result_settings`: every setting that changes a result and is
 # not one of the cell's axes. Rows written before they existed lack them (analysis reads them as not
 # recorded); analysis/data.py makes each part of a cell's identity.
-RESULT_SETTINGS = ("max_epochs", "finetune_max_epochs", "patience", "num_shadows", "attack_epochs", "query_mirror",
-                   "query_shift", "lr", "batch_size", "weight_decay", "monitor", "slimming_l1")
+RESULT_SETTINGS = ("max_epochs", "finetune", "finetune_max_epochs", "patience", "num_shadows", "attack_epochs",
+                   "query_mirror", "query_shift", "lr", "batch_size", "weight_decay", "monitor", "slimming_l1")
 
 
 # UnitConfig fields that came after results were stored (issue 14): their defaults leave unit ids as they were.
-ADDED_FIELD_DEFAULTS: dict[str, Any] = {"num_references": 0, "query_mirror": False, "query_shift": 0}
+ADDED_FIELD_DEFAULTS: dict[str, Any] = {"num_references": 0, "query_mirror": False, "query_shift": 0, "finetune": True}
 
 
 @dataclass(frozen=True)
@@ -362,6 +365,9 @@ class UnitConfig:
     defense: str = "basic"
     defense_params: tuple[tuple[str, float], ...] = ()  # overrides of DEFENSE_PARAMS[defense]
     adaptive: bool = False           # shadows fine-tuned with the target's defense too
+    # False: the pruned models (target, shadows, references) are the originals with the masks applied,
+    # nothing trained after pruning (the arm that tells pruning's effect from fine-tuning's).
+    finetune: bool = True
     split: tuple[int, int, int] = PAPER_SPLIT  # train / test / validation % of each half (Table 2)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -376,7 +382,10 @@ class UnitConfig:
 
     @property
     def resolved_original_attacks(self) -> tuple[str, ...]:
-        return self.attacks if self.original_attacks is None else self.original_attacks
+        """The attacks on the unpruned target: `original_attacks`, else `attacks` without the two-model ones."""
+        if self.original_attacks is None:
+            return tuple(a for a in self.attacks if a not in PAIR_ATTACKS)
+        return self.original_attacks
 
     @property
     def resolved_defense_params(self) -> dict[str, float]:
@@ -418,6 +427,17 @@ class UnitConfig:
                 _choice(name, attack, ALL_ATTACKS)
             if len(set(attacks)) != len(attacks):
                 raise ConfigError(f"{name}={', '.join(attacks)} names an attack twice")
+        paired = set(self.resolved_original_attacks) & set(PAIR_ATTACKS)
+        if paired:
+            raise ConfigError(f"original_attacks={', '.join(self.resolved_original_attacks)}: {', '.join(sorted(paired))} "
+                              "query both the original and the pruned model; give them in attacks (their rows say "
+                              "target_model 'both')")
+        if not isinstance(self.finetune, bool):
+            raise ConfigError(f"finetune={self.finetune!r} is not valid: give True or False")
+        if not self.finetune and self.defense != "basic":
+            raise ConfigError(f"defense={self.defense!r} without fine-tuning: a defense acts while the pruned model "
+                              "is fine-tuned, and without fine-tuning nothing is trained after pruning; use defense "
+                              "'basic' there")
         self._validate_reference_attacks(image=image)
         if self.attack_epochs is not None:
             check_number("attack_epochs", self.attack_epochs, low=1, integer=True)
@@ -480,7 +500,9 @@ class UnitConfig:
         # DP re-estimates batch norm on the validation split before freezing it (miaray.defenses.dp): models
         # built before that carry stale statistics, so the key says which ones a DP model has.
         dp_norm = {"dp_batchnorm": "validation"} if defense == "dp" else {}
-        return {**self.original_key(role), "kind": "pruned", **dp_norm,
+        # Prune-only models are told apart; the fine-tuned ones keep the keys they had before the option.
+        prune_only = {} if self.finetune else {"finetune": False}
+        return {**self.original_key(role), "kind": "pruned", **dp_norm, **prune_only,
                 # The epochs that run, default filled in: an explicit max_epochs // 2 is the same model.
                 "finetune_epochs": self.train.epochs(tabular=self.tabular)[1],
                 "method": self.method if like_target else self.resolved_shadow_method,
@@ -542,7 +564,8 @@ class UnitConfig:
         them apart by these columns. Epoch caps are written with their defaults filled in (the epochs
         that run); `attack_epochs` None means each trained attack's reference schedule."""
         max_epochs, finetune_epochs = self.train.epochs(tabular=self.tabular)
-        return {"max_epochs": max_epochs, "finetune_max_epochs": finetune_epochs, "patience": self.train.patience,
+        return {"max_epochs": max_epochs, "finetune": self.finetune, "finetune_max_epochs": finetune_epochs,
+                "patience": self.train.patience,
                 "num_shadows": self.num_shadows, "attack_epochs": self.attack_epochs,
                 "query_mirror": self.query_mirror, "query_shift": self.query_shift, "lr": self.train.lr,
                 "batch_size": self.train.batch_size, "weight_decay": self.train.weight_decay,

@@ -35,7 +35,7 @@ from miaray.attacks.metrics import METRICS, evaluate_scores
 from miaray.attacks.signals import Signals, compute_signals, confidence_gap, generalization_gap, sensitivity_gap
 from miaray.cli import HelpFormatter, add_debug_option, check_output_file, check_writable_folder, entry_point
 from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSE_PARAMS, DEFENSES, FINETUNE_SEED_OFFSET, METHODS, ONLINE_ATTACKS,
-                           PAPER_SPLIT, REFERENCE_ATTACKS, TRAINED_ATTACKS, UNIT_OPTIONS, ConfigError, TrainConfig,
+                           PAIR_ATTACKS, PAPER_SPLIT, REFERENCE_ATTACKS, TRAINED_ATTACKS, UNIT_OPTIONS, ConfigError, TrainConfig,
                            UnitConfig, with_options,
                            default_width, format_split, parse_attacks,
                            parse_name_values, parse_original_attacks, parse_split)
@@ -43,6 +43,7 @@ from miaray.data import Dataset, load_dataset
 from miaray.data.splits import Split, Splits, make_splits
 from miaray.defenses import make_defense
 from miaray.models import build_model
+from miaray.pair_attacks import UnitPairs
 from miaray.prune import prune, sparsity_report
 from miaray.reference_attacks import PARAMETERS, RMIA_GAMMA, ReferencePhi, run_reference_attack
 from miaray.results import write_parquet, write_unit_rows
@@ -137,10 +138,17 @@ def pruned_model(ctx: UnitContext, role: str, original: tuple[torch.nn.Module, d
         model = copy.deepcopy(original[0]) if original else original_model(ctx, role)[0]
         seed = cfg.role_seed(role) + FINETUNE_SEED_OFFSET
         torch.manual_seed(seed)  # dropout (fc) draws the same whatever ran before
-        ctx.log(f"{role}: pruning {key['method']} at {key['sparsity']}, fine-tuning with "
-                f"{key['defense']} (up to {finetune_epochs} epochs)")
+        ctx.log(f"{role}: pruning {key['method']} at {key['sparsity']}, " +
+                (f"fine-tuning with {key['defense']} (up to {finetune_epochs} epochs)" if cfg.finetune
+                 else "no fine-tuning"))
         masks = prune(model, method=key["method"], sparsity=key["sparsity"])
         report = sparsity_report(model, masks, method=key["method"])
+        if not cfg.finetune:  # the original's weights with the masks applied, nothing trained
+            meta = {"epochs_run": 0, "best_epoch": 0, "seconds": 0.0, "achieved_sparsity": report["sparsity"],
+                    "bn_channel_fraction": report.get("bn_channel_fraction"), **_accuracies(ctx, model, role)}
+            ctx.log(f"{role}: pruned to {report['sparsity']:.3f}, train {meta['train_acc']:.3f} "
+                    f"test {meta['test_acc']:.3f} (not fine-tuned)")
+            return {"state_dict": model.state_dict(), "masks": {name: m.bool() for name, m in masks.items()}}, meta
         data = ctx.tensors(role)
         # ADV's reference non-members: the model's own validation split (held out from training).
         defense = make_defense(key["defense"], key["defense_params"], num_classes=ctx.data.num_classes,
@@ -206,12 +214,15 @@ def original_attack_key(config: UnitConfig, attack: str) -> dict[str, Any]:
 
 
 def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals], attacks: tuple[str, ...],
-                cache_key: Callable[[str], dict[str, Any]] | None = None, phi: ReferencePhi | None = None
+                cache_key: Callable[[str], dict[str, Any]] | None = None, phi: ReferencePhi | None = None,
+                pairs: UnitPairs | None = None
                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     """Fit each attack on the shadows' (or reference models') signals only, score it on the target.
 
     The paper's attacks fit on the pooled shadow signals; the reference attacks (LiRA, RMIA) read
-    `phi` (`miaray.reference_attacks`) at every budget. With `cache_key`, an attack's result (metrics,
+    `phi` (`miaray.reference_attacks`) at every budget; the two-model attacks fit on the shadows'
+    (original, pruned) pairs and score the target's (`pairs`, `miaray.pair_attacks`), their rows and ROC
+    points marked target_model 'both'. With `cache_key`, an attack's result (metrics,
     ROC points, budget) is kept in the store under `cache_key(attack)` and loaded, not recomputed, by
     every later unit that asks for the same key. Returns (one metrics row per attack, ROC points per
     attack, the reference attacks' budget lines); `time_attack_s` is what this call spent (loading,
@@ -233,14 +244,18 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
     def compute(name: str) -> tuple[dict[str, Any], dict]:
         if name in REFERENCE_ATTACKS:
             return run_reference_attack(name, phi, truth), {}
-        if not on_device:  # pooled once, and only when an attack must actually run
-            # Attack models train where the data lives (the GPU when there is one).
-            on_device.update(pooled=Signals.concat(list(shadows.values())).to(ctx.device),
-                             membership=np.concatenate([membership(ctx, role) for role in shadows]),
-                             target=target.to(ctx.device))
-        params = {"epochs": ctx.config.attack_epochs} if ctx.config.attack_epochs and name in TRAINED_ATTACKS else {}
-        attack = make_attack(name, seed=ctx.config.seed, **params).fit(on_device["pooled"], on_device["membership"])
-        scores = attack.predict_proba(on_device["target"])
+        if name in PAIR_ATTACKS:
+            attack = pairs.fitted(name)
+            scores = attack.predict_proba(pairs.target)
+        else:
+            if not on_device:  # pooled once, and only when an attack must actually run
+                # Attack models train where the data lives (the GPU when there is one).
+                on_device.update(pooled=Signals.concat(list(shadows.values())).to(ctx.device),
+                                 membership=np.concatenate([membership(ctx, role) for role in shadows]),
+                                 target=target.to(ctx.device))
+            params = {"epochs": ctx.config.attack_epochs} if ctx.config.attack_epochs and name in TRAINED_ATTACKS else {}
+            attack = make_attack(name, seed=ctx.config.seed, **params).fit(on_device["pooled"], on_device["membership"])
+            scores = attack.predict_proba(on_device["target"])
         if not np.isfinite(scores).all():  # no ROC to draw, no metric to compute: only the set's sizes
             metrics = {**{m: math.nan for m in METRICS}, "n_members": int((truth == 1).sum()),
                        "n_nonmembers": int((truth == 0).sum())}
@@ -263,10 +278,12 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
             warnings.warn(f"attack {name} collapsed ({collapsed}"
                           f"{'' if cache_key is None else ', unpruned target'}): its row is marked "
                           "attack_status='collapsed' and left out of the best attack", UserWarning, stacklevel=2)
+        both = {"target_model": "both"} if name in PAIR_ATTACKS else {}  # else the caller's target model
         rows.append({"attack": name, **metrics, **result.get("params", {}),
                      "attack_status": "collapsed" if collapsed else "ok", "attack_note": collapsed,
-                     "time_attack_s": time.perf_counter() - start})
-        roc += [{"attack": name, "fpr": f, "tpr": t} for f, t in zip(result["fpr"].tolist(), result["tpr"].tolist())]
+                     "time_attack_s": time.perf_counter() - start, **both})
+        roc += [{"attack": name, "fpr": f, "tpr": t, **both}
+                for f, t in zip(result["fpr"].tolist(), result["tpr"].tolist())]
         budget += [{"attack": name, **line} for line in result.get("budget", [])]
         ctx.log(f"attack {name:12s} acc {metrics['attack_acc']:.3f}  auc {metrics['attack_auc']:.3f}"
                 + (f"  ({result['params']['n_references']} models)" if "params" in result else "")
@@ -377,6 +394,9 @@ def unit_result(config: UnitConfig, *, store: Store | None = None, data_root: st
                           model_key=config.model_key)
     original_phi = ReferencePhi.of(ctx, {role: model for role, (model, _) in originals.items()},
                                    attacks=config.resolved_original_attacks, model_key=config.original_key)
+    pairs = (UnitPairs.of(ctx, {role: model for role, (model, _) in originals.items()},
+                          {role: model for role, (model, _) in pruned.items()})
+             if set(config.attacks) & set(PAIR_ATTACKS) else None)
     t3 = time.perf_counter()
     target_meta, original_meta = pruned["target"][1], originals["target"][1]
     common = {**base, "status": "ok", "error": "",
@@ -395,7 +415,7 @@ def unit_result(config: UnitConfig, *, store: Store | None = None, data_root: st
             ("original", original_signals, original_phi, original_meta, config.resolved_original_attacks,
              lambda attack: original_attack_key(config, attack))):
         metric_rows, roc, budget = attack_rows(ctx, target=sigs["target"], shadows={r: sigs[r] for r in shadow_roles},
-                                               attacks=attacks, cache_key=cache_key, phi=phis)
+                                               attacks=attacks, cache_key=cache_key, phi=phis, pairs=pairs)
         rows += [{**common, "target_model": target_model, "target_train_acc": meta["train_acc"],
                   "target_test_acc": meta["test_acc"], **_gaps(ctx, sigs["target"], meta), **row}
                  for row in metric_rows]
@@ -460,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epochs of the trained attacks (nn, top3_nn, nncls, samia), >= 1 (default: their "
                         "reference schedules, SAMIA 100, MLPs 30)")
     p.add_argument("--adaptive", action="store_true", help="fine-tune the shadows with the same defense (the adaptive attacker)")
+    p.add_argument("--no-finetune", dest="finetune", action="store_false",
+                   help="prune without fine-tuning: every pruned model (target, shadows, references) is its original "
+                        "with the masks applied, nothing trained after pruning (defense basic only)")
     p.add_argument("--references", type=int, default=0,
                    help="reference models of the online attacks lira (an even number >= 2) and rmia (>= 1): each "
                         "trains on a random half of the target's members and non-members and is pruned and "
@@ -514,7 +537,7 @@ def config_from_args(args: argparse.Namespace) -> UnitConfig:
                       shadow_sparsity=args.shadow_sparsity, attacks=attacks, original_attacks=original_attacks,
                       attack_epochs=args.attack_epochs, defense=args.defense,
                       defense_params=parse_name_values(args.defense_param, option="--defense-param"), adaptive=args.adaptive,
-                      split=parse_split(args.split, option="--split"),
+                      finetune=args.finetune, split=parse_split(args.split, option="--split"),
                       train=TrainConfig(max_epochs=args.max_epochs, patience=args.patience)).validate()
 
 
@@ -545,7 +568,7 @@ def format_rows(rows: list[dict[str, Any]], *, budget: pd.DataFrame | None = Non
                  "own decision, max_advantage = best threshold chosen with the target's labels (an oracle bound)")
     lines.append("")
     order = [a for a in ALL_ATTACKS if a in set(df["attack"])]
-    models = [m for m in ("pruned", "original") if m in set(df["target_model"])]
+    models = [m for m in ("pruned", "original", "both") if m in set(df["target_model"])]
     table = (df.set_index(["attack", "target_model"])[list(SHOWN_METRICS)].unstack("target_model")
              .reindex(index=order, columns=pd.MultiIndex.from_product([SHOWN_METRICS, models])))
     ran = df.assign(ran=True).pivot(index="attack", columns="target_model", values="ran").reindex(

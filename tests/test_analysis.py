@@ -384,11 +384,11 @@ def test_claims_from_a_real_sweep(real_results: list[Path], tmp_path: Path, caps
     printed = capsys.readouterr().out
     table = pd.read_csv(out, keep_default_na=False)
     assert list(table.columns) == COLUMNS
-    # The tiny sweep ran conf and mentr only, one defense beyond Basic: no offline attack (C5c), DP (C7) or
-    # second defense to rank (C8).
-    assert set(table.loc[table["verdict"] == "not run", "claim"]) == {"C4", "C5c", "C7", "C8"}
+    # The tiny sweep ran conf and mentr only, one defense beyond Basic: no offline attack (C5c), DP (C7),
+    # second defense to rank (C8), two-model attack (C9) or cell without fine-tuning (C10).
+    assert set(table.loc[table["verdict"] == "not run", "claim"]) == {"C4", "C5c", "C7", "C8", "C9", "C10"}
     assert "C4 not run" in printed
-    assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5a", "C5b", "C5c", "C6", "C7", "C8"}
+    assert set(table["claim"]) == {"C1", "C2", "C3", "C4", "C5a", "C5b", "C5c", "C6", "C7", "C8", "C9", "C10"}
     assert set(table.loc[table["claim"] == "C1", "attack"]) == {"conf", "mentr", "best"}  # like with like
     one_seed = table[table["claim"].isin(["C1", "C2", "C4", "C5a", "C5b", "C6"]) & (table["verdict"] != "not run")]
     assert set(one_seed["verdict"]) == {"inconclusive"} and (one_seed["n"] == 1).all()

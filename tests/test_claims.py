@@ -173,11 +173,13 @@ def test_planted_effects_nulls_and_reversals(tmp_path: Path) -> None:
     assert table.loc[table["claim"] == "C6", "effect"].item() == pytest.approx(0.01)
     # PPB alone, without offline attacks: the other defense claims are not run, each with its command.
     missing = table[table["verdict"] == "not run"].set_index("claim")
-    assert set(missing.index) == {"C5c", "C7", "C8"}
+    assert set(missing.index) == {"C5c", "C7", "C8", "C9", "C10"}  # no two-model attack, no --finetune no
     assert "lira_offline,rmia_offline" in missing.at["C5c", "command"]
     assert missing.at["C7", "statistic"] == "no DP rows"
-    assert all("--preset defenses" in command for command in missing["command"])
-    assert list(dict.fromkeys(table["claim"])) == ["C1", "C2", "C3", "C4", "C5a", "C5b", "C5c", "C6", "C7", "C8"]
+    assert all("--preset defenses" in missing.at[claim, "command"] for claim in ("C5c", "C7", "C8"))
+    assert all("--preset beyond" in missing.at[claim, "command"] for claim in ("C9", "C10"))
+    assert list(dict.fromkeys(table["claim"])) == ["C1", "C2", "C3", "C4", "C5a", "C5b", "C5c", "C6", "C7", "C8",
+                                                    "C9", "C10"]
 
 
 def test_one_seed_is_inconclusive_and_missing_inputs_are_not_run(tmp_path: Path) -> None:
@@ -210,7 +212,8 @@ def test_defense_claims_planted_effects_nulls_and_reversals(tmp_path: Path) -> N
     write_defenses(tmp_path / "exp")
     table = claims_table(load_experiments([tmp_path / "exp"]))
     assert list(table.columns) == COLUMNS
-    assert list(dict.fromkeys(table["claim"])) == ["C1", "C2", "C3", "C4", "C5a", "C5b", "C5c", "C6", "C7", "C8"]
+    assert list(dict.fromkeys(table["claim"])) == ["C1", "C2", "C3", "C4", "C5a", "C5b", "C5c", "C6", "C7", "C8",
+                                                    "C9", "C10"]
     planted = {"ppb lambda=4": "holds", "ppb lambda=2": "inconclusive", "ppb lambda=1": "contradicted"}
     for method in DEFENSE_METHODS:
         for setting, verdict in planted.items():

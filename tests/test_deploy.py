@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 
 import jsonschema
-import pandas as pd
-import pytest
 import yaml
 
 from miaray import results

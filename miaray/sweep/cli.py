@@ -192,6 +192,10 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
     g.add_argument("--adaptive", nargs="?", const="yes", type=_csv(str), metavar="no,yes",
                    help="shadows fine-tuned without the target's defense (no), with it (yes: the adaptive attacker), "
                         "or both as an axis (no,yes); --adaptive alone is yes (default: the preset's, no)")
+    g.add_argument("--finetune", type=_csv(str), metavar="yes,no",
+                   help="fine-tune the pruned models (yes), prune only: the original's weights with the masks applied, "
+                        "nothing trained (no), or both as an axis (yes,no: Basic's cells run once more without "
+                        "fine-tuning; shadows and reference models alike) (default: the preset's, yes)")
     g.add_argument("--max-epochs", type=int_at_least(1),
                    help="epoch cap of the originals' training, >= 1; fine-tuning after pruning gets half of it "
                         "(at least 1) (default: the preset's, else 100 images / 50 tabular)")
@@ -241,6 +245,9 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
     if args.adaptive is not None:
         check_axis("--adaptive", args.adaptive, ("no", "yes"))
         overrides["adaptive"] = tuple(dict.fromkeys(value == "yes" for value in args.adaptive))
+    if args.finetune is not None:
+        check_axis("--finetune", args.finetune, ("yes", "no"))
+        overrides["finetune"] = tuple(dict.fromkeys(value == "yes" for value in args.finetune))
     if args.defenses is not None or args.defense_param:
         names = args.defenses if args.defenses is not None else tuple(dict.fromkeys(d for d, _ in spec.defenses))
         check_axis("--defenses", names, DEFENSES)

@@ -40,12 +40,15 @@ class GridSpec:
     # Shadows fine-tuned without the defense (False) and/or with it (True, the adaptive attacker); an axis
     # for the defended settings. Basic is the same either way: its cells run once, non-adaptive.
     adaptive: tuple[bool, ...] = (False,)
+    # Pruned models fine-tuned (True) and/or not (False: the masks applied, nothing trained); an axis. The
+    # cells without fine-tuning are Basic's (a defense acts while fine-tuning), once per grid point.
+    finetune: tuple[bool, ...] = (True,)
     max_epochs: int | None = None
     attack_epochs: int | None = None  # None: each trained attack's reference schedule
 
     def unit(self, **fields: Any) -> UnitConfig:
         """A unit of this grid with the given cell fields (dataset, arch, method, sparsity, seed, ...).
-        Without a `split`, `width` or `num_references` field, or without `defense` (then with its
+        Without a `split`, `width`, `num_references` or `finetune` field, or without `defense` (then with its
         hyperparameters and `adaptive`), it takes the grid's value of that axis, which must then be the only
         one: a study that does not expand that axis must not drop some of its values unnoticed."""
         defense_cells = self.defense_cells()
@@ -53,6 +56,7 @@ class GridSpec:
                 ("split", "splits", self.splits, format_split, "split ratio"),
                 ("width", "widths", self.widths, "{:g}".format, "width"),
                 ("num_references", "references", self.references, str, "number of reference models"),
+                ("finetune", "finetune", self.finetune, lambda v: "yes" if v else "no", "fine-tuning setting"),
                 ("defense", "defenses", defense_cells, lambda c: defense_label(c[0], c[1]) + " adaptive" * c[2],
                  "defense setting")):
             if name not in fields:
@@ -70,6 +74,12 @@ class GridSpec:
         return [(defense, params, adaptive) for defense, params in self.defenses
                 for adaptive in ((False,) if defense == "basic" else self.adaptive)]
 
+    def finetune_cells(self) -> list[tuple[bool, tuple[str, tuple[tuple[str, float], ...], bool]]]:
+        """(finetune, defense cell) of every cell of a grid point: every defense cell fine-tuned, and
+        Basic's once more without fine-tuning."""
+        return [(finetune, cell) for finetune in self.finetune for cell in self.defense_cells()
+                if finetune or cell[0] == "basic"]
+
     def pairs(self) -> list[tuple[str, str]]:
         """The (dataset, arch) pairs of the grid that form a valid model."""
         return [(d, a) for d in self.datasets for a in self.archs if (a == "fc") == (d not in IMAGE_DATASETS)]
@@ -83,13 +93,17 @@ class GridSpec:
         """The known-pruning grid: every pair x width x method x sparsity x seed x split x number of
         reference models x defense setting (x adaptive or not, for the defended ones)."""
         return [self.unit(dataset=d, arch=a, width=w, method=m, sparsity=s, seed=seed, split=split, num_references=n,
-                          defense=defense, defense_params=params, adaptive=adaptive)
+                          defense=defense, defense_params=params, adaptive=adaptive, finetune=finetune)
                 for d, a in self.pairs() for w in self.widths for m in self.methods_for(d) for s in self.sparsities
                 for seed in self.seeds for split in self.splits for n in self.references
-                for defense, params, adaptive in self.defense_cells()]
+                for finetune, (defense, params, adaptive) in self.finetune_cells()]
 
     def validate(self) -> "GridSpec":
         """Reject a bad axis value (naming field and choices) or an empty grid, before Ray starts."""
+        if False in self.finetune and "basic" not in {defense for defense, _ in self.defenses}:
+            raise ConfigError("finetune=no runs Basic's cells without fine-tuning (a defense acts while fine-tuning), "
+                              f"but defenses={','.join(dict.fromkeys(d for d, _ in self.defenses))} leaves Basic "
+                              "out: add basic")
         cells = self.cells()
         if not cells:
             raise ConfigError(f"the grid is empty: datasets {', '.join(self.datasets)} x archs "

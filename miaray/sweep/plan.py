@@ -106,15 +106,16 @@ class Plan:
             + [self.describe_trainings()])
 
     def trainings(self) -> dict[str, int]:
-        """What the plan trains: `models` (originals trained, pruned models fine-tuned), `epochs` (the most
+        """What the plan trains: `models` (originals trained, pruned models fine-tuned; `prune_only` the pruned
+        models built without training), `epochs` (the most
         they may run in all, each at its cap: early stopping ends most sooner), `epoch_cap` (the largest
         cap) and `attacks` (attack models trained: per cell each trained attack on the pruned target, and
         once per original and shadows on the unpruned one, whose results the store keeps)."""
         caps = [cell.train.epochs(tabular=cell.tabular) for cell, _ in self.originals.values()]
-        finetune = [cell.train.epochs(tabular=cell.tabular)[1] for cell, _ in self.pruned.values()]
+        finetune = [cell.train.epochs(tabular=cell.tabular)[1] for cell, _ in self.pruned.values() if cell.finetune]
         on_original = {(stable_hash(c.original_key("target")), c.num_shadows, c.attack_epochs, attack)
                        for c in self.cells for attack in c.resolved_original_attacks if attack in TRAINED_ATTACKS}
-        return {"models": len(self.originals) + len(self.pruned),
+        return {"models": len(self.originals) + len(finetune), "prune_only": len(self.pruned) - len(finetune),
                 "epochs": sum(cap for cap, _ in caps) + sum(finetune),
                 "epoch_cap": max((cap for cap, _ in caps), default=0),
                 "attacks": sum(len(set(c.attacks) & set(TRAINED_ATTACKS)) for c in self.cells) + len(on_original)}
@@ -122,9 +123,10 @@ class Plan:
     def describe_trainings(self) -> str:
         """The trainings line of `describe`, and the cost warning past the thresholds (COST_WARNING_*)."""
         t = self.trainings()
-        line = (f"trainings: {t['models']:,} models ({len(self.originals):,} originals, {len(self.pruned):,} pruned "
-                f"and fine-tuned), at most {t['epochs']:,} epochs in all; {t['attacks']:,} attack models trained "
-                f"({', '.join(TRAINED_ATTACKS)})")
+        prune_only = f"; {t['prune_only']:,} pruned models not fine-tuned" if t["prune_only"] else ""
+        line = (f"trainings: {t['models']:,} models ({len(self.originals):,} originals, "
+                f"{t['models'] - len(self.originals):,} pruned and fine-tuned), at most {t['epochs']:,} epochs in all"
+                f"{prune_only}; {t['attacks']:,} attack models trained ({', '.join(TRAINED_ATTACKS)})")
         warning = cost_warning(models=t["models"], epochs=t["epochs"], epoch_cap=t["epoch_cap"])
         return line + (f"\n{warning}" if warning else "")
 
