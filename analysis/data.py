@@ -2,8 +2,9 @@
 
 An experiment directory holds `rows/<unit_id>.parquet` (read by `miaray.results.load`), and, when the
 unit wrote them, `signals/<unit_id>.parquet` (per-sample confidence and sensitivity),
-`roc/<unit_id>.parquet` (ROC curves) and `budget/<unit_id>.parquet` (the reference attacks at every
-number of models: kept apart from the rows, so no mean over rows ever counts a cell's attack twice).
+`roc/<unit_id>.parquet` (ROC curves), `budget/<unit_id>.parquet` (the reference attacks at every
+number of models: kept apart from the rows, so no mean over rows ever counts a cell's attack twice) and
+`scores/<unit_id>.parquet` (each attack's per-sample membership scores, for per-sample exposure).
 These files are listed here and read only for the units a figure needs. Several directories can be combined (a grid, the unknown-pruning
 study and a defense search); a unit present in more than one counts once. A file that cannot be
 read is skipped with a warning naming it (also kept in `Experiment.notes` for the report), and the
@@ -38,6 +39,7 @@ from miaray.stats import successful
 SIGNALS_DIR = "signals"
 ROC_DIR = "roc"
 BUDGET_DIR = "budget"
+SCORES_DIR = "scores"
 PAPER_SPARSITY = 0.7   # the paper's Fig. 1/4 example (DenseNet121, CIFAR10, L1 unstructured, 70%)
 # Numeric columns the analysis reads; a frame holding only failed rows lacks them, so they are added.
 NUMERIC = ("sparsity", "shadow_sparsity", "seed", "width", "attack_acc", "tpr", "fpr", "advantage", "max_advantage",
@@ -79,12 +81,13 @@ class Experiment:
     signal_files: dict[str, Path] = field(default_factory=dict)
     roc_files: dict[str, Path] = field(default_factory=dict)
     budget_files: dict[str, Path] = field(default_factory=dict)
+    score_files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)   # files that could not be read, for the user
     # The unknown-pruning study's drawn (known, unknown) unit pairs (miaray.unknown_pruning.PAIRS_FILE).
     pairs: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PAIRS_COLUMNS))
 
     def read_unit_files(self, kind: str, unit_ids: Sequence[str]) -> pd.DataFrame:
-        """The `signals`, `roc` or `budget` rows of the given units (those that have a readable file; an
+        """The `signals`, `roc`, `budget` or `scores` rows of the given units (those that have a readable file; an
         unreadable one is skipped with a warning and a note)."""
         frames = []
         for unit_id in unit_ids:
@@ -95,9 +98,10 @@ class Experiment:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def read_unit_file(self, kind: str, unit_id: str) -> pd.DataFrame:
-        """The `signals`, `roc` or `budget` rows of one unit; Skipped, saying why, when it has no file or
+        """The `signals`, `roc`, `budget` or `scores` rows of one unit; Skipped, saying why, when it has no file or
         its file cannot be read (then also a warning and a note)."""
-        files = {SIGNALS_DIR: self.signal_files, ROC_DIR: self.roc_files, BUDGET_DIR: self.budget_files}[kind]
+        files = {SIGNALS_DIR: self.signal_files, ROC_DIR: self.roc_files, BUDGET_DIR: self.budget_files,
+                 SCORES_DIR: self.score_files}[kind]
         if unit_id not in files:
             raise Skipped(f"unit {unit_id} has no {kind}/ file")
         try:
@@ -290,7 +294,7 @@ def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
     an experiment (`miaray.results.check_experiment`); unreadable files are skipped, each with a warning
     and a note. The notes also say when units differ in a setting (kept apart: `kept_apart`) or in one
     the rows do not record (`unrecorded_difference_note`)."""
-    frames, signal_files, roc_files, budget_files, notes, pairs = [], {}, {}, {}, [], []
+    frames, signal_files, roc_files, budget_files, score_files, notes, pairs = [], {}, {}, {}, {}, [], []
     for path in paths:
         experiment = Path(path).expanduser()
         # A folder that is not an experiment (a storage root, a rows/ folder) is NotAnExperiment from
@@ -307,6 +311,7 @@ def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
         signal_files.update(_unit_files(experiment, SIGNALS_DIR))
         roc_files.update(_unit_files(experiment, ROC_DIR))
         budget_files.update(_unit_files(experiment, BUDGET_DIR))
+        score_files.update(_unit_files(experiment, SCORES_DIR))
         try:
             pairs.append(results.read_parquet(experiment / PAIRS_FILE))
         except ValueError as error:  # names the file
@@ -317,7 +322,7 @@ def load_experiments(paths: Sequence[str | os.PathLike]) -> Experiment:
     notes += [note for note in (settings_note(rows), unrecorded_difference_note(rows)) if note]
     pairs = [p for p in pairs if p is not None]
     return Experiment(rows=rows, sources=[str(p) for p in paths], signal_files=signal_files,
-                      roc_files=roc_files, budget_files=budget_files, notes=notes,
+                      roc_files=roc_files, budget_files=budget_files, score_files=score_files, notes=notes,
                       pairs=pd.concat(pairs, ignore_index=True) if pairs else pd.DataFrame(columns=PAIRS_COLUMNS))
 
 

@@ -24,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 import pandas as pd  # noqa: E402
 
 from analysis.claims import NOT_RUN, claims_table, verdict_counts  # noqa: E402
+from analysis.exposure import NULL_QUANTILE, write_exposure  # noqa: E402
 from analysis.data import (SETTINGS, Experiment, Skipped, load_for_command, settings_groups,  # noqa: E402
                            settings_label, settings_suffix)
 from analysis.figures import (DEFENSE_FRONT_FIGURE, DEFENSE_FRONT_TABLE, fig_defense_front, summary,  # noqa: E402
@@ -177,6 +178,24 @@ def defenses_buy_back(exp: Experiment) -> str:
     return "\n".join(parts)
 
 
+def exposure_section(exp: Experiment) -> str:
+    """analysis/exposure.py's summary per cell, its histograms and image grids; Skipped without per-sample
+    scores on both targets."""
+    with tempfile.TemporaryDirectory() as tmp:
+        table, figures, notes = write_exposure(exp, Path(tmp))
+        parts = [f"<p>Per target sample, the change of its membership score from the original to the pruned target "
+                 f"(the attack named; a likelihood ratio where the unit ran LiRA). A member is exposed when its change "
+                 f"exceeds the {NULL_QUANTILE:.0%} quantile of the non-members' changes, what pruning does to a score "
+                 f"with no membership behind it: with no effect, {1 - NULL_QUANTILE:.0%} of members are; "
+                 f"<code>excess</code> is the share above that. Among members, <code>prediction_changed</code> is the "
+                 f"share whose predicted class differs between the two targets, beside the share exposed among those "
+                 f"and among the rest. {INTERVALS}</p>",
+                 _table(with_intervals(table))]
+        parts += [f'<p class="skip">{html.escape(note)}</p>' for note in notes]
+        parts += [_embedded(path) for path in figures]
+    return "\n".join(parts)
+
+
 # Figures with a section of their own ("What defenses buy back"): not repeated among all figures.
 SHOWN_ELSEWHERE = (DEFENSE_FRONT_FIGURE, DEFENSE_FRONT_TABLE)
 
@@ -216,6 +235,7 @@ def render(exp: Experiment) -> str:
                 _section("Defenses: Pareto fronts (non-adaptive attacks)", lambda: fronts(exp, adaptive=False)),
                 _section("Defenses: Pareto fronts (adaptive attacks)", lambda: fronts(exp, adaptive=True)),
                 _section("What defenses buy back", lambda: defenses_buy_back(exp)),
+                _section("Which samples pruning exposes", lambda: exposure_section(exp)),
                 _section("Figures and tables", lambda: figures_section(exp))]
     failed = int((rows["status"] == "failed").sum()) if len(rows) else 0
     units = rows["unit_id"].nunique() if len(rows) else 0

@@ -94,14 +94,18 @@ def run(fraction: float, *, max_epochs: int, cpus: float, folder: Path) -> dict:
     return result
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument("--fractions", default="1,0.5,0.25", help="the --gpus-per-trial values, in the order run")
     p.add_argument("--max-epochs", type=int, default=5, help="epochs of every model and attack model")
-    p.add_argument("--cpus-per-trial", type=float, default=2)
+    p.add_argument("--cpus-per-trial", type=float, default=2, help="CPUs of each trial (the sweep's option)")
     p.add_argument("--deadline", type=float, default=240, help="seconds after which no further run starts")
     add_out_argument(p, "bench_packing.json")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     start = time.monotonic()
     rows = []
     with tempfile.TemporaryDirectory(prefix="packing-") as folder:

@@ -156,8 +156,8 @@ def parameters(attack: ReferenceAttack, *, n_queries: int) -> dict[str, Any]:
 
 
 def run_reference_attack(name: str, phi: ReferencePhi, membership: np.ndarray) -> dict[str, Any]:
-    """Attack `name` at every budget: the full budget's `metrics`, `params` and ROC (`fpr`, `tpr`),
-    and `budget`, one dict of metrics and parameters per k (the shape `miaray.unit.attack_rows`
+    """Attack `name` at every budget: the full budget's `metrics`, `params`, ROC (`fpr`, `tpr`) and
+    per-sample `scores` (float32), and `budget`, one dict of metrics and parameters per k (the shape `miaray.unit.attack_rows`
     stores and turns into rows)."""
     online = name in ONLINE_ATTACKS
     total = len(phi.references if online else phi.shadows)
@@ -174,4 +174,4 @@ def run_reference_attack(name: str, phi: ReferencePhi, membership: np.ndarray) -
     full = points[-1]
     return {"metrics": {m: v for m, v in full.items() if m not in PARAMETERS},
             "params": {p: full[p] for p in PARAMETERS}, "fpr": torch.from_numpy(fpr), "tpr": torch.from_numpy(tpr),
-            "budget": points}
+            "budget": points, "scores": torch.from_numpy(np.asarray(scores, dtype=np.float32))}

@@ -81,7 +81,7 @@ REQUIRED_COLUMNS = ("unit_id", "status")
 # What a sweep, a search or a unit's --artifacts leave in an experiment besides rows/ (a folder that holds
 # only these, or nothing, is an experiment whose first unit has not finished yet). Hidden files (temporary
 # files, the shared-folder marker) are not counted either way.
-EXPERIMENT_ENTRIES = ("tune", "study.db", FAILURES_DIR, SNAPSHOT, "signals", "roc", "budget", "unknown_pairs.parquet",
+EXPERIMENT_ENTRIES = ("tune", "study.db", FAILURES_DIR, SNAPSHOT, "signals", "roc", "budget", "scores", "unknown_pairs.parquet",
                       "trials.parquet", "pareto.parquet", "pareto.png")
 
 

@@ -200,11 +200,12 @@ def original_attack_key(config: UnitConfig, attack: str) -> dict[str, Any]:
     holds exactly these). Not the pruning method, sparsity or defense: the 20 cells of a (dataset,
     arch, seed) share it. A reference attack (LiRA, RMIA) reads the originals of the models it
     reads instead of the shadows (the shadows offline, the reference models online: the number of
-    them sets its budgets), its queries and the parameters its rows state."""
+    them sets its budgets), its queries and the parameters its rows state. Results stored before they kept
+    the per-sample scores (which per-sample exposure reads) lack `per_sample_scores` and are computed again."""
     key = {"kind": "original_attack", "target": config.original_key("target"),
            "shadows": [config.original_key(role) for role in config.shadow_roles()], "attack": attack,
            "attack_epochs": config.attack_epochs if attack in TRAINED_ATTACKS else None,
-           "seed": config.seed, "metrics": list(METRICS)}
+           "seed": config.seed, "metrics": list(METRICS), "per_sample_scores": True}
     if attack in REFERENCE_ATTACKS:
         online = attack in ONLINE_ATTACKS
         key.update(shadows=[] if online else key["shadows"],
@@ -216,7 +217,7 @@ def original_attack_key(config: UnitConfig, attack: str) -> dict[str, Any]:
 def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals], attacks: tuple[str, ...],
                 cache_key: Callable[[str], dict[str, Any]] | None = None, phi: ReferencePhi | None = None,
                 pairs: UnitPairs | None = None
-                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], dict[str, np.ndarray]]:
     """Fit each attack on the shadows' (or reference models') signals only, score it on the target.
 
     The paper's attacks fit on the pooled shadow signals; the reference attacks (LiRA, RMIA) read
@@ -225,8 +226,9 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
     points marked target_model 'both'. With `cache_key`, an attack's result (metrics,
     ROC points, budget) is kept in the store under `cache_key(attack)` and loaded, not recomputed, by
     every later unit that asks for the same key. Returns (one metrics row per attack, ROC points per
-    attack, the reference attacks' budget lines); `time_attack_s` is what this call spent (loading,
-    for a stored result).
+    attack, the reference attacks' budget lines, each attack's per-sample scores on the target in the
+    order of `membership`: float32, absent for a result stored before they were kept); `time_attack_s`
+    is what this call spent (loading, for a stored result).
 
     A collapsed attack is not a result: one whose scores on the target are all equal (its fit learned
     nothing it can rank by) or not finite (its fit diverged) keeps its row, marked `attack_status`
@@ -260,12 +262,14 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
             metrics = {**{m: math.nan for m in METRICS}, "n_members": int((truth == 1).sum()),
                        "n_nonmembers": int((truth == 0).sum())}
             empty = torch.zeros(0, dtype=torch.float64)
-            return {"metrics": metrics, "fpr": empty, "tpr": empty, "collapsed": diverged}, {}
+            return {"metrics": metrics, "fpr": empty, "tpr": empty, "collapsed": diverged,
+                    "scores": torch.from_numpy(scores.astype(np.float32))}, {}
         fpr, tpr, _ = roc_curve(truth, scores)  # the scores also give the metrics below
         return {"metrics": evaluate_scores(attack, scores, truth), "fpr": torch.from_numpy(fpr),
-                "tpr": torch.from_numpy(tpr), "collapsed": constant if np.ptp(scores) == 0 else ""}, {}
+                "tpr": torch.from_numpy(tpr), "collapsed": constant if np.ptp(scores) == 0 else "",
+                "scores": torch.from_numpy(scores.astype(np.float32))}, {}
 
-    rows, roc, budget = [], [], []
+    rows, roc, budget, per_sample = [], [], [], {}
     for name in attacks:
         start = time.perf_counter()
         result, _ = (compute(name) if cache_key is None
@@ -285,10 +289,12 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
         roc += [{"attack": name, "fpr": f, "tpr": t, **both}
                 for f, t in zip(result["fpr"].tolist(), result["tpr"].tolist())]
         budget += [{"attack": name, **line} for line in result.get("budget", [])]
+        if "scores" in result:
+            per_sample[name] = result["scores"].numpy()
         ctx.log(f"attack {name:12s} acc {metrics['attack_acc']:.3f}  auc {metrics['attack_auc']:.3f}"
                 + (f"  ({result['params']['n_references']} models)" if "params" in result else "")
                 + ("" if cache_key is None else " (unpruned target)") + (f"  COLLAPSED: {collapsed}" if collapsed else ""))
-    return rows, roc, budget
+    return rows, roc, budget, per_sample
 
 
 def _gaps(ctx: UnitContext, signals: Signals, accuracies: dict) -> dict[str, float]:
@@ -301,9 +307,13 @@ def _gaps(ctx: UnitContext, signals: Signals, accuracies: dict) -> dict[str, flo
 
 
 def _signal_table(ctx: UnitContext, signals: Signals, target_model: str) -> pd.DataFrame:
-    """Per-sample true-class confidence and sensitivity of the target (for the paper's Fig. 1 and 4)."""
+    """Per-sample true-class confidence and sensitivity of the target (for the paper's Fig. 1 and 4), its
+    predicted class, and the sample's dataset index."""
     truth = membership(ctx, "target").astype(bool)
-    return pd.DataFrame({"target_model": target_model, "member": truth, "label": signals.labels.numpy(),
+    s = ctx.split("target")
+    return pd.DataFrame({"target_model": target_model, "sample": torch.cat([s.train, s.test]).numpy(),
+                         "member": truth, "label": signals.labels.numpy(),
+                         "predicted": signals.probs.argmax(dim=1).numpy(),
                          "confidence": signals.true_class(signals.probs).numpy(),
                          "sensitivity": signals.true_class(signals.sensitivity).numpy()})
 
@@ -347,16 +357,18 @@ def make_context(config: UnitConfig, *, store: Store | None = None, data_root: s
 @dataclass
 class UnitResult:
     """What one unit produces: its rows, and the per-unit tables a sweep keeps beside them: the
-    target's per-sample signals, the attacks' ROC points and the reference attacks' budget lines
-    (each with `target_model`; empty for a failed unit)."""
+    target's per-sample signals, the attacks' ROC points, the reference attacks' budget lines and
+    each attack's per-sample membership scores (`sample`: the dataset index; each with `target_model`;
+    empty for a failed unit)."""
 
     rows: list[dict[str, Any]]
     signals: pd.DataFrame
     roc: pd.DataFrame
     budget: pd.DataFrame
+    scores: pd.DataFrame
 
     # Written by `write_artifacts` as <dir>/<name>/<unit_id>.parquet (a table without lines is not written).
-    TABLES = ("signals", "roc", "budget")
+    TABLES = ("signals", "roc", "budget", "scores")
 
     def write_artifacts(self, directory: str | Path, unit_id: str) -> None:
         root = os.fspath(directory).rstrip("/")  # a local folder or a URI such as s3://bucket/prefix
@@ -382,7 +394,8 @@ def unit_result(config: UnitConfig, *, store: Store | None = None, data_root: st
     except TrainingDiverged as error:
         ctx.log(f"unit failed: {error}")
         empty = pd.DataFrame()
-        return UnitResult(failed_rows(config, str(error), time_total_s=time.perf_counter() - start), empty, empty, empty)
+        return UnitResult(failed_rows(config, str(error), time_total_s=time.perf_counter() - start),
+                          empty, empty, empty, empty)
 
     # The paper's attacks read the target's and the shadows' signals; the reference attacks their phi
     # (and the reference models'), each stored per model.
@@ -405,7 +418,8 @@ def unit_result(config: UnitConfig, *, store: Store | None = None, data_root: st
               "achieved_sparsity": target_meta["achieved_sparsity"],
               "finetune_epochs": target_meta["epochs_run"], "original_epochs": original_meta["epochs_run"],
               "time_originals_s": t1 - t0, "time_prune_finetune_s": t2 - t1, "time_signals_s": t3 - t2}
-    rows, rocs, budgets, tables = [], [], [], []
+    rows, rocs, budgets, tables, scores = [], [], [], [], []
+    samples = ctx.splits.target_pool().numpy()  # the dataset index of each target sample, scored in this order
     # The pruned target attacked by every requested attack, then the unpruned target by
     # `original_attacks` (by default the same list; ("conf",) is the paper's "Conf (Org.)" baseline),
     # fitted on the unpruned shadows (and reference models). The latter depend on the originals only:
@@ -414,17 +428,23 @@ def unit_result(config: UnitConfig, *, store: Store | None = None, data_root: st
             ("pruned", signals, phi, target_meta, config.attacks, None),
             ("original", original_signals, original_phi, original_meta, config.resolved_original_attacks,
              lambda attack: original_attack_key(config, attack))):
-        metric_rows, roc, budget = attack_rows(ctx, target=sigs["target"], shadows={r: sigs[r] for r in shadow_roles},
-                                               attacks=attacks, cache_key=cache_key, phi=phis, pairs=pairs)
+        metric_rows, roc, budget, per_sample = attack_rows(ctx, target=sigs["target"],
+                                                           shadows={r: sigs[r] for r in shadow_roles}, attacks=attacks,
+                                                           cache_key=cache_key, phi=phis, pairs=pairs)
         rows += [{**common, "target_model": target_model, "target_train_acc": meta["train_acc"],
                   "target_test_acc": meta["test_acc"], **_gaps(ctx, sigs["target"], meta), **row}
                  for row in metric_rows]
         rocs += [{"target_model": target_model, **point} for point in roc]
         budgets += [{"target_model": target_model, **line} for line in budget]
         tables.append(_signal_table(ctx, sigs["target"], target_model))
+        truth = membership(ctx, "target").astype(bool)
+        scores += [pd.DataFrame({"target_model": "both" if attack in PAIR_ATTACKS else target_model, "attack": attack,
+                                 "sample": samples, "member": truth, "score": values})
+                   for attack, values in per_sample.items()]
     for row in rows:
         row["time_total_s"] = time.perf_counter() - start
-    return UnitResult(rows, pd.concat(tables, ignore_index=True), pd.DataFrame(rocs), pd.DataFrame(budgets))
+    return UnitResult(rows, pd.concat(tables, ignore_index=True), pd.DataFrame(rocs), pd.DataFrame(budgets),
+                      pd.concat(scores, ignore_index=True) if scores else pd.DataFrame())
 
 
 def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,

@@ -17,7 +17,7 @@ from miaray.sweep.cli import full_grid_main, unknown_pruning_main
 from miaray.unit import build_parser as build_unit_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = ["analysis/figures.py", "analysis/report.py", "analysis/claims.py",
+SCRIPTS = ["analysis/figures.py", "analysis/report.py", "analysis/claims.py", "analysis/exposure.py",
            *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "benchmarks").glob("bench_*.py"))]
 DEFAULT = re.compile(r"\bdefault\b", re.IGNORECASE)
 

@@ -58,6 +58,8 @@ PRESET_FLOORS = (
     # trained once here): the regime where pruning at 0.9 raises leakage, before any defense.
     Floor("full_grid.py", "defenses", 0.5, test_acc=0.86, max_gap=0.12),
     Floor("unknown_pruning.py", "defenses", 0.5, test_acc=0.86, max_gap=0.12),
+    # The beyond preset: the claims preset's width-0.5 original again (its cells also pruned without fine-tuning).
+    Floor("full_grid.py", "beyond", 0.5, test_acc=0.86, max_gap=0.12),
     # mnist5k, ResNet18 at width 0.125, 8 epochs (the lira preset): measured at 12 epochs train 1.000, test 0.876.
     Floor("full_grid.py", "lira", 0.125, test_acc=0.8),
     # The quick defense search runs the defenses preset's cell: the same original.

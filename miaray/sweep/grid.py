@@ -8,7 +8,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from miaray.config import (ARCHS, ATTACKS, BASIC, IMAGE_ARCHS, IMAGE_DATASETS, METHODS, PAPER_SPLIT, REFERENCE_ATTACKS,
+from miaray.config import (ARCHS, ATTACKS, BASIC, IMAGE_ARCHS, IMAGE_DATASETS, METHODS, PAIR_ATTACKS, PAPER_SPLIT,
+                           REFERENCE_ATTACKS,
                            STRUCTURED_METHODS, TABLE2_SPLITS, ConfigError, DefenseSetting, TrainConfig, UnitConfig,
                            defense_label, format_split, stable_hash)
 
@@ -199,6 +200,16 @@ PRESETS: dict[str, GridSpec] = {
                          defenses=(BASIC, *[("ppb", (("lambda", v),)) for v in (1.0, 4.0, 16.0)],
                                    *[("dp", (("noise_multiplier", v),)) for v in (0.01, 0.1)],
                                    *[("adv", (("alpha", v),)) for v in (1.0, 4.0)])),
+    # Beyond the paper (analysis/claims_beyond.py, analysis/exposure.py): the claims preset's width-0.5 cells
+    # (its originals and fine-tuned models, shared through the store), each also pruned without fine-tuning
+    # (C10), attacked by the two-model attacks beside the strongest single-model ones (C9), the offline LiRA
+    # giving each sample's membership score on the original and the pruned target (per-sample exposure).
+    # Sized for at most 60 minutes on a 2-core CPU: 4 of the paper's attacks (SAMIA and NN trained at a fifth
+    # of their schedules) and the offline LiRA and RMIA, 5 seeds, 2 shadows, at most 30 epochs.
+    "beyond": GridSpec(datasets=("digits",), archs=("resnet18",), methods=("l1_unstructured", "l1_structured"),
+                       sparsities=(0.5, 0.9), seeds=(0, 1, 2, 3, 4), widths=(0.5,), num_shadows=2, max_epochs=30,
+                       attack_epochs=20, finetune=(True, False),
+                       attacks=("conf", "mentr", "nn", "samia", "lira_offline", "rmia_offline", *PAIR_ATTACKS)),
     # Paper Table 2 (appendix A.5): the paper's headline cell under its four train/test/validation splits.
     "table2": GridSpec(datasets=("cifar10",), archs=("resnet18",), methods=("l1_unstructured",),
                        sparsities=(0.7,), splits=TABLE2_SPLITS),
