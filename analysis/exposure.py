@@ -8,10 +8,14 @@ Read from the stored per-unit files (`scores/`: each attack's per-sample scores 
 `signals/`: each sample's label and predicted class); no model is trained or queried again. Per unit (a
 successful known-pruning Basic unit of the paper's split):
 
-- the exposure attack: online LiRA where the unit scored both targets with it, else the offline LiRA
-  (their scores are likelihood ratios), else the headline attack (SAMIA, else the most accurate): the
-  first with per-sample scores on both targets;
-- each target sample's change: its score on the pruned target minus on the original;
+- the exposure attack: online LiRA where the unit scored both targets with it, else the offline LiRA,
+  else the headline attack (SAMIA, else the most accurate): the first with per-sample scores on both
+  targets;
+- each target sample's change: its score on the pruned target minus on the original, on a scale without a
+  ceiling (`unbounded`): online LiRA's log likelihood ratio as it is; for the offline LiRA, whose score
+  log Phi(z) saturates at 0 for a sample already far above its OUT models, z itself: how far the
+  sample's phi lies above the mean of the shadows that never trained on it, in units of their spread;
+  other attacks' scores as they are;
 - the null: what pruning does to a score with no membership behind it, the changes of the target's
   non-members. A member is exposed when its change exceeds the 95th percentile of the non-members'
   (NULL_QUANTILE): with no effect on members, 5% of them are; `excess` is the share above that;
@@ -43,6 +47,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy.special import ndtri  # noqa: E402
 
 from analysis.data import (SCORES_DIR, SIGNALS_DIR, Experiment, Skipped, load_for_command, main_grid,  # noqa: E402
                            pruned)
@@ -52,6 +57,9 @@ from miaray.stats import t_interval  # noqa: E402
 from miaray.unknown_pruning import headline_attack  # noqa: E402
 
 NULL_QUANTILE = 0.95
+# |z| at which z is cut: above about 13 the stored float32 log Phi(z) underflows to 0, so every sample that
+# far above its OUT models reads the same (and below -12 none is near being taken for a member).
+Z_LIMIT = 12.0
 PREFERRED = ("lira", "lira_offline")  # likelihood-ratio scores, where the unit has them
 CELL = ["dataset", "arch", "width", "method", "sparsity", "finetune"]
 UNIT_FIGURES = ("share_exposed", "excess", "exposed_if_prediction_changed", "exposed_if_prediction_kept",
@@ -68,12 +76,26 @@ def exposure_attack(scores: pd.DataFrame, rows: pd.DataFrame) -> str | None:
     return None
 
 
+def unbounded(attack: str, scores: np.ndarray) -> np.ndarray:
+    """`attack`'s scores on the scale exposure compares (module docstring): the offline LiRA's log Phi(z)
+    back to z (through the upper tail where Phi(z) rounds to 1: z = -ndtri(1 - Phi(z))), within
+    +-Z_LIMIT; every other attack's scores unchanged."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if attack != "lira_offline":
+        return scores
+    with np.errstate(divide="ignore", over="ignore"):
+        z = np.where(scores > math.log(0.5), -ndtri(-np.expm1(scores)), ndtri(np.exp(scores)))
+    return np.clip(z, -Z_LIMIT, Z_LIMIT)
+
+
 def unit_exposure(scores: pd.DataFrame, signals: pd.DataFrame | None, attack: str) -> pd.DataFrame:
-    """Per target sample of one unit: `change` of the `attack`'s score (pruned - original), `member`, the
+    """Per target sample of one unit: `change` of the `attack`'s score (pruned - original, `unbounded`), `member`, the
     null `threshold` (NULL_QUANTILE of the non-members' changes), `exposed` (a member above it), `strength`
     ((change - threshold) over the non-members' interquartile range), `label` and `prediction_changed`
     (from `signals`, NaN without it)."""
-    mine = scores[scores["attack"] == attack].pivot(index="sample", columns="target_model", values="score")
+    mine = scores[scores["attack"] == attack]
+    mine = mine.assign(score=unbounded(attack, mine["score"].to_numpy())).pivot(
+        index="sample", columns="target_model", values="score")
     member = scores[scores["attack"] == attack].drop_duplicates("sample").set_index("sample")["member"]
     frame = pd.DataFrame({"change": (mine["pruned"] - mine["original"]).astype(float), "member": member})
     frame = frame[np.isfinite(frame["change"])]

@@ -184,7 +184,7 @@ def exposure_section(exp: Experiment) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         table, figures, notes = write_exposure(exp, Path(tmp))
         parts = [f"<p>Per target sample, the change of its membership score from the original to the pruned target "
-                 f"(the attack named; a likelihood ratio where the unit ran LiRA). A member is exposed when its change "
+                 f"(the attack named: online LiRA's log likelihood ratio, offline LiRA's z, else the attack's own score). A member is exposed when its change "
                  f"exceeds the {NULL_QUANTILE:.0%} quantile of the non-members' changes, what pruning does to a score "
                  f"with no membership behind it: with no effect, {1 - NULL_QUANTILE:.0%} of members are; "
                  f"<code>excess</code> is the share above that. Among members, <code>prediction_changed</code> is the "

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import log_ndtr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `analysis/` is a folder of scripts at the root, not an installed package
 
 from analysis.data import load_experiments  # noqa: E402
-from analysis.exposure import exposure, exposure_attack, main, summary_table  # noqa: E402
+from analysis.exposure import exposure, exposure_attack, main, summary_table, unbounded  # noqa: E402
 from miaray import results  # noqa: E402
 
 N = 400  # members, and as many non-members
@@ -33,13 +34,15 @@ def write_planted(exp: Path, seeds=(0, 1, 2)) -> dict[int, set[int]]:
         unit_id = f"u{seed}"
         samples = rng.permutation(1797)[:2 * N]  # digits' indices; members first
         member = np.r_[np.ones(N, bool), np.zeros(N, bool)]
-        original = rng.normal(0, 3, 2 * N)
+        original = rng.normal(0, 3, 2 * N)  # z: phi against the OUT models, in units of their spread
+        original[:PLANTED] = rng.normal(4, 1, PLANTED)  # far above them already: log Phi(z) near its ceiling
         change = rng.normal(0, 1, 2 * N)
         change[:PLANTED] += 6.0
         planted[seed] = set(samples[:PLANTED].tolist())
+        # The offline LiRA scores log Phi(z); conf's scores are anything.
         scores = pd.concat([pd.DataFrame({"target_model": model, "attack": attack, "sample": samples, "member": member,
-                                          "score": values + shift})
-                            for attack, shift in (("lira_offline", 0.0), ("conf", 0.5))
+                                          "score": score(values).astype(np.float32)})
+                            for attack, score in (("lira_offline", log_ndtr), ("conf", lambda v: v + 0.5))
                             for model, values in (("original", original), ("pruned", original + change))])
         labels = rng.integers(0, 10, 2 * N)
         predicted_pruned = np.where(np.arange(2 * N) < PLANTED, (labels + 1) % 10, labels)  # the planted flip
@@ -73,6 +76,15 @@ def test_the_planted_members_are_the_exposed_ones(tmp_path):
     table = summary_table(per_unit)
     assert len(table) == 1 and table.iloc[0]["n_seeds"] == 3
     assert table.iloc[0]["share_exposed_ci_low"] > 0.05 + 0.9 * PLANTED / N - 0.03
+
+
+def test_the_offline_lira_score_is_read_back_as_z_without_its_ceiling():
+    z = np.array([-11.0, -3.0, 0.0, 2.0, 6.0, 9.0, 11.5])
+    back = unbounded("lira_offline", log_ndtr(z).astype(np.float32))  # stored as float32
+    np.testing.assert_allclose(back, z, rtol=1e-5, atol=1e-5)
+    far = unbounded("lira_offline", log_ndtr(np.array([-30.0, 30.0])).astype(np.float32))
+    assert far.tolist() == [-12.0, 12.0]  # where float32 no longer tells them apart: cut
+    np.testing.assert_array_equal(unbounded("conf", np.array([0.3, -2.0])), [0.3, -2.0])
 
 
 def test_the_exposure_attack_is_a_likelihood_ratio_where_both_targets_have_one():

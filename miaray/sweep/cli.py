@@ -45,7 +45,10 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         # The defense setting as people read it ('ppb lambda=4'), sorted by defense then its hyperparameters.
         params = {p: first.get(f"defense_{p}", math.nan) for p in DEFENSE_PARAMS.get(first["defense"], {})}
         params = {p: v for p, v in params.items() if not pd.isna(v)}
+        # Rows from before the option were all fine-tuned.
+        finetune = first.get("finetune", True)
         line.update(defense=defense_label(first["defense"], params), adaptive=bool(first.get("adaptive", False)),
+                    finetune=True if pd.isna(finetune) else bool(finetune),
                     _defense=(DEFENSES.index(first["defense"]) if first["defense"] in DEFENSES else len(DEFENSES),
                               *params.values()))
         head = headline(rows.to_dict("records"))  # what the cell's trial reported to Tune
@@ -62,14 +65,14 @@ def cell_summary(df: pd.DataFrame) -> pd.DataFrame:
         return table
     # Keep the four keys of a cell, and the others only where they say something.
     table["num_references"] = table["num_references"].fillna(0).astype(int)
-    constant = [c for c in ("width", "split_ratio", "defense", "adaptive", "seed", "num_references")
+    constant = [c for c in ("width", "split_ratio", "defense", "adaptive", "finetune", "seed", "num_references")
                 if table[c].nunique() == 1]
     constant += ["shadow_method", "shadow_sparsity"] if len(known_pruning(table)) == len(table) else []
     if "error" in table:
         table["error"] = table["error"].fillna("")
     # Every key of a cell, so the order depends on the cells only, never on when each one finished.
     keys = ["dataset", "arch", "width", "method", "sparsity", "split_ratio", "shadow_method", "shadow_sparsity",
-            "_defense", "adaptive", "num_references", "seed"]
+            "_defense", "adaptive", "finetune", "num_references", "seed"]
     return table.sort_values(keys, kind="stable", ignore_index=True).drop(columns=[*constant, "_defense"])
 
 
