@@ -8,7 +8,7 @@ One cell (default: the first of `sweeps/full_grid.py --preset lira`: mnist5k, Re
 unstructured 0.5, 2 shadows, 8 reference models, 8 epochs), built phase by phase on a fresh store with
 the public steps `miaray.unit.run_unit` composes: per role kind (target, shadow, reference), the mean
 seconds per model of training the original, pruning + fine-tuning it, its signals (target and shadows:
-what the paper's attacks read) and its phi (`miaray.reference_attacks.stored_phi`, on the target's pool
+what the paper's attacks read) and its phi (`miaray.unit.queries.stored_phi`, on the target's pool
 and the shadow half); then each reference attack on the pruned models at its full budget and every
 budget (`run_reference_attack`). Both wall seconds and CPU seconds of this process (all its threads:
 `time.process_time`) are shown; on a shared machine the CPU seconds are the ones to trust. The last
@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from _common import add_out_argument, format_table, machine_description, write_json  # noqa: E402
 from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.config import REFERENCE_ATTACKS, TrainConfig, role_kind  # noqa: E402
-from miaray.reference_attacks import ReferencePhi, run_reference_attack, stored_phi  # noqa: E402
+from miaray.unit.queries import stored_phi  # noqa: E402
+from miaray.unit.reference import ReferencePhi, run_reference_attack  # noqa: E402
 from miaray.store import Store  # noqa: E402
 from miaray.sweep import PRESETS  # noqa: E402
 from miaray.unit import make_context, membership, model_signals, original_model, pruned_model  # noqa: E402

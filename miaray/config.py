@@ -517,7 +517,7 @@ class UnitConfig:
         return self.original_key(role) if key["sparsity"] == 0.0 else key
 
     def phi_key(self, model_key: Mapping[str, Any]) -> dict[str, Any]:
-        """Cache key of a model's phi (`miaray.reference_attacks`): the model's key and the queries."""
+        """Cache key of a model's phi (`miaray.unit.queries`): the model's key and the queries."""
         return {**model_key, "kind": "phi", "queries": {"mirror": self.query_mirror, "shift": self.query_shift}}
 
     def phi_roles(self, attacks: Sequence[str]) -> list[str]:

@@ -980,7 +980,7 @@ def trials_table(study: optuna.Study, *, rows: pd.DataFrame, metric: str = DEFAU
     ok = rows[(rows["status"] == "ok") & (rows["target_model"] == "pruned")] if len(rows) else rows
     if table.empty or ok.empty:  # no trial succeeded: no attack metrics to add
         return table
-    from miaray.unit import METRICS  # the metric names' one home (a lazy import, as in miaray.sweep)
+    from miaray.attacks.metrics import METRICS  # the metric names' one home (a lazy import, as in miaray.sweep)
 
     links = pd.DataFrame([(t.number, u) for t in counted_trials(study) for u in _unit_ids(t)],
                          columns=["trial", "unit_id"])

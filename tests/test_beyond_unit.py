@@ -13,7 +13,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from miaray.config import ConfigError, TrainConfig, UnitConfig
-from miaray.pair_attacks import UnitPairs
+from miaray.unit.pairs import UnitPairs
 from miaray.prune import prune
 from miaray.store import Store
 from miaray.sweep.cli import build_parser, spec_from_args

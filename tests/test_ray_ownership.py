@@ -200,8 +200,10 @@ def test_sigterm_to_a_sweep_stops_it_like_ctrl_c_keeps_its_rows_and_its_ray(tmp_
 
 @pytest.mark.slow
 def test_after_sigkill_of_its_driver_no_process_of_the_ray_it_started_lives_on(tmp_path, ray_tmp):
-    # Three epochs (of the TINY nets): the models take seconds to build, time enough to see them being built.
-    driver = subprocess.Popen(_sweep("--sparsities", "0.9", "--max-epochs", "3", "--storage", str(tmp_path)),
+    # Work for minutes (8 originals of 20 epochs before any cell), so that the sweep cannot end before a busy
+    # worker is seen; it is killed as soon as one is.
+    driver = subprocess.Popen(_sweep("--sparsities", "0.9", "--seeds", "0,1,2,3", "--max-epochs", "20",
+                                     "--storage", str(tmp_path)),
                               env=_env(ray_tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     token = f"{driver.pid}-"
     try:

@@ -22,7 +22,7 @@ from miaray import results  # noqa: E402
 from miaray.attacks.metrics import METRICS  # noqa: E402
 from miaray.config import (ADDED_FIELD_DEFAULTS, REFERENCE_ATTACKS, TrainConfig, UnitConfig,  # noqa: E402
                            stable_hash)
-from miaray.reference_attacks import PARAMETERS, ReferencePhi, budgets, fit_reference_attack, run_reference_attack  # noqa: E402
+from miaray.unit.reference import PARAMETERS, ReferencePhi, budgets, fit_reference_attack, run_reference_attack  # noqa: E402
 from miaray.store import Store  # noqa: E402
 from miaray.sweep import PRESETS, Plan, RunSettings, run_sweep, sweep_jobs  # noqa: E402
 from miaray.sweep.plan import parse_job  # noqa: E402

@@ -35,7 +35,7 @@ def build_model(cell: UnitConfig, role: str, pruned: bool, settings: RunSettings
     """Train (or prune and fine-tune) the model of `role` into the store, with its signals and phi
     (what `queries` says the cell's attacks read)."""
     # The science stack is imported in the worker only: planning and --dry-run need no torch models.
-    from miaray.reference_attacks import stored_phi
+    from miaray.unit import stored_phi
     from miaray.unit import make_context, model_signals, original_model, pruned_model
 
     ctx = make_context(cell, **worker_context(settings, label=build_label(cell, role, pruned)))

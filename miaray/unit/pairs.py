@@ -1,29 +1,26 @@
 """The two-model attacks of one unit (`miaray.attacks.pair`; docs/science.md, Two-model attacks): the phi
 they read, and who is a member of what.
 
-Every model's phi is its stored one (`miaray.reference_attacks.stored_phi`: on the target's pool P, then the
+Every model's phi is its stored one (`miaray.unit.queries.stored_phi`: on the target's pool P, then the
 shadow half Z; the plain query, column 0), so the original's and the pruned model's phi of a role come from
 the same queries as LiRA's and are computed once. The attacks read:
 
 - the target's pair on P: its original and its pruned model on its members, then its non-members (the
-  order every attack scores, `miaray.unit.membership`);
+  order every attack scores, `miaray.unit.context.membership`);
 - each shadow's pair on its own members and non-members, which lie in Z: the fit's data, with the
-  shadows' membership. No target membership reaches the fit.
-"""
+  shadows' membership. No target membership reaches the fit."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
 
 from miaray.attacks.pair import PAIR_ATTACK_CLASSES, PairAttack, PairPhi
-from miaray.reference_attacks import stored_phi
-
-if TYPE_CHECKING:  # the unit imports this module; a run-time import back would be circular
-    from miaray.unit import UnitContext
+from miaray.unit.context import UnitContext
+from miaray.unit.queries import stored_phi
 
 
 @dataclass(frozen=True)

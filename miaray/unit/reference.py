@@ -4,7 +4,7 @@ reads, on which samples, with how many models, and what it reports.
 Every model such an attack reads (target, shadows, reference models; pruned, or the originals for the
 unpruned target) is queried the same way, whatever its role: its phi (`model_phi`, the logit-scaled
 true-class confidence, one column per query) on the target's pool P (its members, then its
-non-members: the samples every attack scores, in the order of `miaray.unit.membership`) followed by
+non-members: the samples every attack scores, in the order of `miaray.unit.context.membership`) followed by
 the shadow half Z (the attacker's own data, where RMIA's population z comes from), stored under
 `UnitConfig.phi_key` and loaded, never re-derived. The attacks then read:
 
@@ -22,14 +22,13 @@ on. Budget: each attack runs with the first k of its models for k = 1, 2, 4, ...
 shadows offline, the reference models online); online LiRA takes even k only (complementary pairs
 give each sample k / 2 IN models). rmia_offline cannot calibrate a with one shadow: at k = 1 it uses
 the a calibrated on all the shadows (the row says which a). The full budget's result is the unit's
-row of the attack; every k is a line of its budget table (`<experiment>/budget/<unit_id>.parquet`).
-"""
+row of the attack; every k is a line of its budget table (`<experiment>/budget/<unit_id>.parquet`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -38,34 +37,16 @@ from sklearn.metrics import roc_curve
 from miaray.attacks.lira import LiRAOffline, LiRAOnline
 from miaray.attacks.metrics import evaluate_scores
 from miaray.attacks.reference_attack import ReferenceAttack, out_only
-from miaray.attacks.reference_signals import model_phi
 from miaray.attacks.rmia import RMIAOffline, RMIAOnline, calibrate_offline_a
 from miaray.config import ONLINE_ATTACKS, REFERENCE_ATTACKS
-from miaray.data.splits import Splits
-
-if TYPE_CHECKING:  # the unit imports this module; a run-time import back would be circular
-    from miaray.unit import UnitContext
+from miaray.unit.context import UnitContext
+from miaray.unit.queries import stored_phi
 
 RMIA_GAMMA = 1.0  # RMIA's default: x dominates z when LR(x, z) >= 1
+
+
 # The parameters every reference-attack row states (NaN / None where they do not apply).
 PARAMETERS = ("n_references", "n_queries", "lira_variance", "rmia_a", "rmia_gamma", "n_population")
-
-
-def query_indices(splits: Splits) -> torch.Tensor:
-    """The samples every model is queried on: the target's pool P, then the shadow half Z."""
-    return torch.cat([splits.target_pool(), splits.shadow_half()])
-
-
-def stored_phi(ctx: "UnitContext", model: torch.nn.Module, model_key: Mapping[str, Any]) -> np.ndarray:
-    """phi (n_P + n_Z, A) of `model`, float32, from the store (computed and stored the first time)."""
-    def build() -> tuple[dict, dict]:
-        idx = query_indices(ctx.splits).to(ctx.device)
-        phi = model_phi(model, ctx.x[idx], ctx.y[idx], mirror=ctx.config.query_mirror, shift=ctx.config.query_shift,
-                        batch_size=16384 if ctx.device.type == "cuda" else 1024)
-        return {"phi": phi.cpu()}, {}
-
-    payload, _ = ctx.store.get_or_build(ctx.config.phi_key(model_key), build)
-    return payload["phi"].numpy()
 
 
 def _inside(samples: torch.Tensor, trained_on: list[torch.Tensor]) -> np.ndarray:
