@@ -88,7 +88,7 @@ UNIT_OPTIONS: dict[str, str] = {
     "shadow_sparsity": "--shadow-sparsity", "attacks": "--attacks", "original_attacks": "--original-attacks",
     "attack_epochs": "--attack-epochs", "query_mirror": "--query-mirror", "query_shift": "--query-shift",
     "defense": "--defense", "defense_params": "--defense-param", "split": "--split",
-    "train.max_epochs": "--max-epochs", "train.patience": "--patience",
+    "train.max_epochs": "--max-epochs", "train.patience": "--patience", "train.slimming_l1": "--slimming-l1",
 }
 SWEEP_OPTIONS: dict[str, str] = {
     **UNIT_OPTIONS, "dataset": "--datasets", "arch": "--archs", "method": "--methods", "sparsity": "--sparsities",

@@ -202,6 +202,9 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
     g.add_argument("--max-epochs", type=int_at_least(1),
                    help="epoch cap of the originals' training, >= 1; fine-tuning after pruning gets half of it "
                         "(at least 1) (default: the preset's, else 100 images / 50 tabular)")
+    g.add_argument("--slimming-l1", type=float,
+                   help="network slimming's L1 penalty on the batch-norm scales while training the originals, >= 0 "
+                        "(Liu et al. use about 1e-4; the paper describes no such phase) (default: the preset's, 0: off)")
     g.add_argument("--attack-epochs", type=int_at_least(1),
                    help="epochs of the trained attacks (nn, top3_nn, nncls, samia), >= 1 (default: the preset's, "
                         "else their reference schedules, SAMIA 100)")
@@ -238,7 +241,7 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
     spec = presets[args.preset]
     overrides = {field: getattr(args, field) for field in
                  ("datasets", "archs", "methods", "sparsities", "seeds", "widths", "attacks", "references", "max_epochs",
-                  "attack_epochs") if getattr(args, field) is not None}
+                  "attack_epochs", "slimming_l1") if getattr(args, field) is not None}
     if args.original_attacks is not None:
         overrides["original_attacks"] = parse_original_attacks(args.original_attacks, option="--original-attacks")
     if args.shadows is not None:

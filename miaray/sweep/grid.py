@@ -46,6 +46,7 @@ class GridSpec:
     finetune: tuple[bool, ...] = (True,)
     max_epochs: int | None = None
     attack_epochs: int | None = None  # None: each trained attack's reference schedule
+    slimming_l1: float = 0.0  # network slimming's L1 on batch-norm scales while training originals (0: off)
 
     def unit(self, **fields: Any) -> UnitConfig:
         """A unit of this grid with the given cell fields (dataset, arch, method, sparsity, seed, ...).
@@ -67,7 +68,8 @@ class GridSpec:
                 fields.update(zip(("defense", "defense_params", "adaptive"), values[0]) if name == "defense"
                               else {name: values[0]})
         return UnitConfig(attacks=self.attacks, original_attacks=self.original_attacks, num_shadows=self.num_shadows,
-                          attack_epochs=self.attack_epochs, train=TrainConfig(max_epochs=self.max_epochs), **fields)
+                          attack_epochs=self.attack_epochs, train=TrainConfig(max_epochs=self.max_epochs, slimming_l1=self.slimming_l1),
+                          **fields)
 
     def defense_cells(self) -> list[tuple[str, tuple[tuple[str, float], ...], bool]]:
         """(defense, hyperparameters, adaptive) of every cell of a grid point: each setting with each

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="epoch cap of the originals' training, >= 1; fine-tuning after pruning gets half of it "
                         "(at least 1) (default: 100 images / 50 tabular)")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs, >= 1")
+    p.add_argument("--slimming-l1", type=float, default=0.0,
+                   help="network slimming's L1 penalty on the batch-norm scales while training the originals, >= 0 (Liu et al. use about 1e-4; 0, off: the paper describes no such phase)")
     p.add_argument("--cache", default=None, help="artifact cache folder (default: $MIARAY_CACHE or "
                                                   "~/.cache/miaray/store)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: $MIARAY_DATA, else ~/.cache/miaray/data)")
@@ -116,7 +118,8 @@ def config_from_args(args: argparse.Namespace) -> UnitConfig:
                       attack_epochs=args.attack_epochs, defense=args.defense,
                       defense_params=parse_name_values(args.defense_param, option="--defense-param"), adaptive=args.adaptive,
                       finetune=args.finetune, split=parse_split(args.split, option="--split"),
-                      train=TrainConfig(max_epochs=args.max_epochs, patience=args.patience)).validate()
+                      train=TrainConfig(max_epochs=args.max_epochs, patience=args.patience,
+                                        slimming_l1=args.slimming_l1)).validate()
 
 
 # The columns `format_rows` shows per attack, pruned next to original (the counts are in the header).
