@@ -115,15 +115,17 @@ def unit_exposure(scores: pd.DataFrame, signals: pd.DataFrame | None, attack: st
 
 def _shares(samples: pd.DataFrame) -> dict[str, float]:
     members = samples[samples["member"]]
-    changed = members["prediction_changed"]
-    known = changed.notna().all()
     share = float(members["exposed"].mean())
-    return {"share_exposed": share, "excess": share - (1 - NULL_QUANTILE),
-            "prediction_changed": float(changed.astype(float).mean()) if known else math.nan,
-            "exposed_if_prediction_changed": float(members.loc[changed == True, "exposed"].mean())  # noqa: E712
-            if known and changed.any() else math.nan,
-            "exposed_if_prediction_kept": float(members.loc[changed == False, "exposed"].mean())  # noqa: E712
-            if known and (~changed.astype(bool)).any() else math.nan}
+    figures = {"share_exposed": share, "excess": share - (1 - NULL_QUANTILE), "prediction_changed": math.nan,
+               "exposed_if_prediction_changed": math.nan, "exposed_if_prediction_kept": math.nan}
+    if members["prediction_changed"].notna().all():  # a signals/ file told the predictions
+        changed = members["prediction_changed"].astype(bool)
+        figures["prediction_changed"] = float(changed.mean())
+        if changed.any():
+            figures["exposed_if_prediction_changed"] = float(members.loc[changed, "exposed"].mean())
+        if (~changed).any():
+            figures["exposed_if_prediction_kept"] = float(members.loc[~changed, "exposed"].mean())
+    return figures
 
 
 def exposure(exp: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -66,6 +66,7 @@ def unit_result(config: UnitConfig, *, store: Store | None = None, data_root: st
               "time_originals_s": t1 - t0, "time_prune_finetune_s": t2 - t1, "time_signals_s": t3 - t2}
     rows, rocs, budgets, tables, scores = [], [], [], [], []
     samples = ctx.splits.target_pool().numpy()  # the dataset index of each target sample, scored in this order
+    truth = membership(ctx, "target").astype(bool)
     # The pruned target attacked by every requested attack, then the unpruned target by
     # `original_attacks` (by default the same list; ("conf",) is the paper's "Conf (Org.)" baseline),
     # fitted on the unpruned shadows (and reference models). The latter depend on the originals only:
@@ -83,7 +84,6 @@ def unit_result(config: UnitConfig, *, store: Store | None = None, data_root: st
         rocs += [{"target_model": target_model, **point} for point in roc]
         budgets += [{"target_model": target_model, **line} for line in budget]
         tables.append(signal_table(ctx, sigs["target"], target_model))
-        truth = membership(ctx, "target").astype(bool)
         scores += [pd.DataFrame({"target_model": "both" if attack in PAIR_ATTACKS else target_model, "attack": attack,
                                  "sample": samples, "member": truth, "score": values})
                    for attack, values in per_sample.items()]
