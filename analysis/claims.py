@@ -37,7 +37,7 @@ Each claim is turned into an effect whose sign (or size) says whether it holds, 
   views together. (b) Basic's test accuracy minus PPB's (holds if the whole interval is below
   --max-accuracy-cost, 0.05 by default; contradicted if above it). (c, beyond the paper) "PPB also
   lowers TPR at 1% FPR of the strongest offline attack": Basic minus PPB of the best TPR at 1% FPR
-  over the offline reference attacks both units ran and measured (lira_offline, rmia_offline); holds
+  over the offline likelihood-ratio attacks both units ran and measured (lira_offline, rmia_offline); holds
   if > 0.
 - C6 "Attacks lose little without knowing the pruning": the headline attack's accuracy loss
   (acc_known - acc_unknown) / acc_known of `miaray.unknown_pruning.matched_losses`, a seed's pairs
@@ -92,16 +92,16 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.verdicts import (COLUMNS, CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_RUN, Claim,  # noqa: E402
-                               effect_rows)
-from analysis.claims_beyond import BEYOND_GRID, C9, C10, claim_c9, claim_c10  # noqa: E402
+from analysis.claims_beyond import BEYOND_GRID, C10, C9, claim_c10, claim_c9  # noqa: E402
 from analysis.data import (MODEL, SETTINGS, Experiment, headline_attack, kept_apart, load_for_command,  # noqa: E402
                            main_grid, ok, original, paper_split, pruned, settings_label)
+from analysis.verdicts import COLUMNS, CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_RUN, Claim, effect_rows  # noqa: E402
 from miaray.cli import HelpFormatter, add_debug_option, check_output_file, entry_point  # noqa: E402
-from miaray.config import (ALL_ATTACKS, ATTACKS, DEFENSE_PARAMS, ONLINE_ATTACKS, REFERENCE_ATTACKS, defense_label,  # noqa: E402
-                           check_number)
+from miaray.config import check_number  # noqa: E402
 from miaray.stats import paired_effect, pearson_interval, t_interval  # noqa: E402
 from miaray.unknown_pruning import known_pruning, matched_losses  # noqa: E402
+from miaray.vocabulary import (ATTACKS, DEFENSE_PARAMS, ONLINE_ATTACKS, RATIO_ATTACKS, attack_names,  # noqa: E402
+                               defense_label)
 
 BEST = "best"
 ALL = "all"
@@ -115,7 +115,7 @@ GRID = "python sweeps/full_grid.py --preset claims"
 # The defense claims' inputs: Basic, PPB, DP and ADV units of the same cells and seeds.
 DEFENSE_GRID = "python sweeps/full_grid.py --preset defenses"
 UNKNOWN_GRID = "python sweeps/unknown_pruning.py --preset defenses"
-OFFLINE_ATTACKS = tuple(a for a in REFERENCE_ATTACKS if a not in ONLINE_ATTACKS)  # lira_offline, rmia_offline
+OFFLINE_ATTACKS = tuple(a for a in RATIO_ATTACKS if a not in ONLINE_ATTACKS)  # lira_offline, rmia_offline
 TPR = "tpr_at_fpr_0.01"
 # The views of a defense's effect on the best attack, and what `setting` appends for each.
 ACCURACY_VIEW, AUC_VIEW, TPR_VIEW = "", "; AUC", "; TPR at 1% FPR"
@@ -193,7 +193,7 @@ def _with_best(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _attack_order(attacks: pd.Series) -> list[str]:
     present = set(attacks)
-    return [a for a in (*ALL_ATTACKS, BEST) if a in present]
+    return [a for a in (*attack_names(), BEST) if a in present]
 
 
 
@@ -379,9 +379,9 @@ def claim_c5(rows: pd.DataFrame, *, max_cost: float) -> list[dict]:
         views.append(best.assign(view=view))
     lines = _per_setting({view: claim for view, (claim, _) in c5a_views().items()}, pd.concat(views))
     lines += _per_setting({ACCURACY_VIEW: cost}, units.assign(value=units["cost"], view=ACCURACY_VIEW))
-    # C5c: the offline reference attacks' TPR at 1% FPR, where they ran on both units and it is measurable.
+    # C5c: the offline likelihood-ratio attacks' TPR at 1% FPR, where they ran on both units and it is measurable.
     if not set(ppb["attack"]) & set(OFFLINE_ATTACKS):
-        return lines + [C5C.not_run(f"no offline reference attack ({', '.join(OFFLINE_ATTACKS)}) ran on PPB units",
+        return lines + [C5C.not_run(f"no offline likelihood-ratio attack ({', '.join(OFFLINE_ATTACKS)}) ran on PPB units",
                                     f"{DEFENSE_GRID} --attacks {','.join((*ATTACKS, *OFFLINE_ATTACKS))}")]
     offline = units.merge(_best_pairs(ppb, basic, TPR, attacks=OFFLINE_ATTACKS), on="unit_id")
     if offline.empty:

@@ -24,8 +24,8 @@ import pandas as pd
 
 from analysis.data import original, pruned, settings_groups
 from analysis.verdicts import Claim
-from miaray.config import PAIR_ATTACKS
 from miaray.stats import paired_effect
+from miaray.vocabulary import PAIR_ATTACKS
 
 BEYOND_GRID = "python sweeps/full_grid.py --preset beyond"
 CELL = ["dataset", "arch", "width", "method", "sparsity"]

@@ -2,7 +2,7 @@
 
 An experiment directory holds `rows/<unit_id>.parquet` (read by `miaray.results.load`), and, when the
 unit wrote them, `signals/<unit_id>.parquet` (per-sample confidence and sensitivity),
-`roc/<unit_id>.parquet` (ROC curves), `budget/<unit_id>.parquet` (the reference attacks at every
+`roc/<unit_id>.parquet` (ROC curves), `budget/<unit_id>.parquet` (the likelihood-ratio attacks at every
 number of models: kept apart from the rows, so no mean over rows ever counts a cell's attack twice) and
 `scores/<unit_id>.parquet` (each attack's per-sample membership scores, for per-sample exposure).
 These files are listed here and read only for the units a figure needs. Several directories can be combined (a grid, the unknown-pruning
@@ -32,9 +32,10 @@ import numpy as np
 import pandas as pd
 
 from miaray import results, unknown_pruning
-from miaray.config import PAPER_SPLIT, RESULT_SETTINGS, ConfigError, format_split
-from miaray.unknown_pruning import PAIRS_COLUMNS, PAIRS_FILE, known_pruning
+from miaray.config import RESULT_SETTINGS, ConfigError
 from miaray.stats import successful
+from miaray.unknown_pruning import PAIRS_COLUMNS, PAIRS_FILE, known_pruning
+from miaray.vocabulary import PAPER_SPLIT, format_split
 
 SIGNALS_DIR = "signals"
 ROC_DIR = "roc"
@@ -45,7 +46,7 @@ PAPER_SPARSITY = 0.7   # the paper's Fig. 1/4 example (DenseNet121, CIFAR10, L1 
 NUMERIC = ("sparsity", "shadow_sparsity", "seed", "width", "attack_acc", "tpr", "fpr", "advantage", "max_advantage",
            "attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "n_members", "n_nonmembers", "target_train_acc",
            "target_test_acc", "original_test_acc", "confidence_gap", "sensitivity_gap", "generalization_gap",
-           "achieved_sparsity", "epsilon", "num_references", "n_references")
+           "achieved_sparsity", "epsilon", "num_references", "models_used")
 TEXT = ("unit_id", "dataset", "arch", "method", "shadow_method", "defense", "status", "error",
         "target_model", "attack")
 ROW_KEY = ["unit_id", "target_model", "attack"]
@@ -56,9 +57,9 @@ ROW_KEY = ["unit_id", "target_model", "attack"]
 # setting, and a note says so (`settings_note`).
 SETTINGS = RESULT_SETTINGS
 NOT_RECORDED = "not recorded"
-# attack_epochs of a unit that trained each attack on its reference schedule (a UnitConfig's None): 0,
+# attack_epochs of a unit that trained each attack on its own schedule (a UnitConfig's None): 0,
 # so that it never reads as "not recorded".
-REFERENCE_SCHEDULES = 0
+OWN_SCHEDULES = 0
 # What makes a cell apart from its number of reference models (and the defense_* hyperparameter columns).
 CELL_CONFIG = ("dataset", "arch", "width", "method", "sparsity", "seed", "shadow_method", "shadow_sparsity",
                "defense", "adaptive", "split_ratio", "target_model", "attack", *SETTINGS)
@@ -105,7 +106,7 @@ class Experiment:
         if unit_id not in files:
             raise Skipped(f"unit {unit_id} has no {kind}/ file")
         try:
-            return pd.read_parquet(files[unit_id])
+            return results.current_columns(pd.read_parquet(files[unit_id]))
         except results.UNREADABLE_ERRORS as error:  # damaged, or not Parquet
             problem = f"{files[unit_id]} is unreadable ({type(error).__name__}: {' '.join(str(error).split())})"
             self.note(problem)
@@ -145,7 +146,7 @@ def normalise(rows: pd.DataFrame) -> pd.DataFrame:
 
 def _normalise_settings(rows: pd.DataFrame) -> pd.DataFrame:
     """Every SETTINGS column, NaN where the rows did not record it (written before it was), and
-    attack_epochs REFERENCE_SCHEDULES where a recorded unit trained its attacks on their own schedules."""
+    attack_epochs OWN_SCHEDULES where a recorded unit trained its attacks on their own schedules."""
     for column in SETTINGS:
         if column not in rows:
             rows[column] = 1.0 if column == "finetune" else np.nan
@@ -158,7 +159,7 @@ def _normalise_settings(rows: pd.DataFrame) -> pd.DataFrame:
         else:
             rows[column] = pd.to_numeric(rows[column], errors="coerce")
     recorded = rows["max_epochs"].notna()
-    rows.loc[recorded & rows["attack_epochs"].isna(), "attack_epochs"] = REFERENCE_SCHEDULES
+    rows.loc[recorded & rows["attack_epochs"].isna(), "attack_epochs"] = OWN_SCHEDULES
     return rows
 
 
@@ -179,11 +180,11 @@ def settings_groups(rows: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFra
 
 
 def setting_text(name: str, value: object) -> str:
-    """One setting's value for people: '3', 'not recorded', and for attack_epochs 'reference schedules'."""
+    """One setting's value for people: '3', 'not recorded', and for attack_epochs 'own schedules'."""
     if pd.isna(value):
         return NOT_RECORDED
-    if name == "attack_epochs" and value == REFERENCE_SCHEDULES:
-        return "reference schedules"
+    if name == "attack_epochs" and value == OWN_SCHEDULES:
+        return "own schedules"
     if name in ("query_mirror", "finetune"):
         return "yes" if value else "no"
     return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
@@ -277,8 +278,8 @@ def load_for_command(parser: argparse.ArgumentParser, paths: Sequence[str | os.P
                      checks: Sequence[Callable[[], None]] = ()) -> Experiment:
     """`load_experiments` for an analysis script: a RESULTS folder that does not exist or is not an
     experiment (NotAnExperiment: a storage root, a rows/ folder; the line names what to give instead), or
-    a failed check of the script's own options (run after the load, so that a typo in RESULTS creates no
-    output folder), is the parser's usage error (one line, exit 2)."""
+    a failed check of the script's own options (run after the load; they create nothing, the script makes
+    its output folder only when it writes), is the parser's usage error (one line, exit 2)."""
     try:
         exp = load_experiments(paths)
         for check in checks:

@@ -28,21 +28,20 @@ if __package__ in (None, ""):  # run as a script: make the repository root (and 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from analysis.data import (MODEL, ROC_DIR, SIGNALS_DIR, Experiment, Skipped, headline_attack,  # noqa: E402
-                           label, load_for_command, main_grid, ok, original, paper_split, pruned,
-                           representative_units, settings_groups, settings_label, settings_suffix)
+from analysis.data import (MODEL, ROC_DIR, SIGNALS_DIR, Experiment, Skipped, headline_attack, label,  # noqa: E402
+                           load_for_command, main_grid, ok, original, paper_split, pruned, representative_units,
+                           settings_groups, settings_label, settings_suffix)
 from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, heatmap, line_with_band,  # noqa: E402
                             model_name, pair_title, panels, points_with_whiskers, reference_line, save)
-from analysis.tables import (CELL, DEFENSE_FRONT_COMMAND, REFERENCE_BUDGET_METRICS, defense_front_points,  # noqa: E402
-                             defense_front_table, defense_fronts, defense_points, hyperparameters,
-                             reference_budget_table, split_ratio_table, to_markdown, unknown_pruning_loss,
-                             with_intervals)
+from analysis.tables import (CELL, DEFENSE_FRONT_COMMAND, RATIO_BUDGET_METRICS, defense_front_points,  # noqa: E402
+                             defense_front_table, defense_fronts, defense_points, hyperparameters, ratio_budget_table,
+                             split_ratio_table, to_markdown, unknown_pruning_loss, with_intervals)
+from miaray import results  # noqa: E402
 from miaray.attacks.metrics import measurable_fpr  # noqa: E402
 from miaray.cli import HelpFormatter, add_debug_option, check_writable_folder, entry_point  # noqa: E402
-from miaray.config import ALL_ATTACKS, DEFENSES, METHODS, REFERENCE_ATTACKS  # noqa: E402
-from miaray import results  # noqa: E402
 from miaray.stats import wide  # noqa: E402
 from miaray.unknown_pruning import differently_pruned, sparsity_matrix_rows  # noqa: E402
+from miaray.vocabulary import DEFENSES, METHODS, RATIO_ATTACKS, attack_names  # noqa: E402
 
 PAIR = MODEL  # one panel (or file) per model: dataset, arch and width
 SIGNAL_NAMES = {"confidence": "prediction confidence", "sensitivity": "prediction sensitivity"}
@@ -264,7 +263,7 @@ def _attack_bars(ax, part: pd.DataFrame, originals: pd.DataFrame, title: str) ->
     """Bars per attack and sparsity with intervals; the Conf (Org.) line (the paper's) and, per attack
     that ran on the original too, a black tick at its accuracy there (like with like)."""
     grouped_bars(ax, _means(part, by=["sparsity", "attack"], metrics=["attack_acc"]), x="sparsity",
-                 series="attack", value="attack_acc", order=ALL_ATTACKS,
+                 series="attack", value="attack_acc", order=attack_names(),
                  reference=_means(originals, by=["attack"], metrics=["attack_acc"]) if len(originals) else None)
     conf = originals[originals["attack"] == "conf"]
     conf_org = _means(conf.assign(_all=0), by=["_all"], metrics=["attack_acc"]).iloc[0] if len(conf) else None
@@ -582,8 +581,8 @@ def roc_curves(exp: Experiment, out: Path) -> list[Path]:
     return written
 
 
-# ---- Beyond the paper: reference attacks against their number of models ---------------------------------
-BUDGET_METRICS = dict(zip(REFERENCE_BUDGET_METRICS, ("AUC", "TPR at 1% FPR", "TPR at 0.1% FPR")))
+# ---- Beyond the paper: likelihood-ratio attacks against their number of models ---------------------------------
+BUDGET_METRICS = dict(zip(RATIO_BUDGET_METRICS, ("AUC", "TPR at 1% FPR", "TPR at 0.1% FPR")))
 GUESS = {"attack_auc": 0.5, "tpr_at_fpr_0.01": 0.01, "tpr_at_fpr_0.001": 0.001}  # what guessing scores
 
 
@@ -594,19 +593,19 @@ def _unsupported(ax, metric: str, n_nonmembers: float) -> None:
     ax.set(xscale="linear", xticks=[], yticks=[])
 
 
-def fig_reference_budget(exp: Experiment, out: Path) -> list[Path]:
-    """Per model and method: AUC and TPR at 1% / 0.1% FPR (rows) of each reference attack against its
+def fig_ratio_budget(exp: Experiment, out: Path) -> list[Path]:
+    """Per model and method: AUC and TPR at 1% / 0.1% FPR (rows) of each likelihood-ratio attack against its
     number of models, one column per sparsity: the pruned target (solid) and the original (dashed),
     means over seeds with their 95% bands; the paper's headline attack on the pruned target (dotted)."""
-    table = reference_budget_table(exp)
+    table = ratio_budget_table(exp)
     grid = pruned(_grid(exp))
-    paper = grid[grid["attack"] == headline_attack(grid[~grid["attack"].isin(REFERENCE_ATTACKS)])] \
-        if (~grid["attack"].isin(REFERENCE_ATTACKS)).any() else grid.iloc[:0]
+    paper = grid[grid["attack"] == headline_attack(grid[~grid["attack"].isin(RATIO_ATTACKS)])] \
+        if (~grid["attack"].isin(RATIO_ATTACKS)).any() else grid.iloc[:0]
     written = []
     for (*model, method), part in table.groupby([*PAIR, "method"]):
         sparsities = sorted(part["sparsity"].unique())
         fig, axes = panels(len(BUDGET_METRICS) * len(sparsities), ncols=len(sparsities), size=(4.4, 3.3),
-                           title=f"Reference attacks against their number of models ({pair_title(*model)}, "
+                           title=f"Likelihood-ratio attacks against their number of models ({pair_title(*model)}, "
                                  f"{label(method)}; solid: pruned target, dashed: original; mean over seeds, 95% "
                                  "bands; offline attacks count shadows, online ones reference models)")
         mine = paper[np.logical_and.reduce([paper[c] == v for c, v in zip([*PAIR, "method"], (*model, method))])]
@@ -621,13 +620,13 @@ def fig_reference_budget(exp: Experiment, out: Path) -> list[Path]:
                 if metric != "attack_auc" and not measurable_fpr(GUESS[metric], n_nonmembers):
                     _unsupported(ax, metric, n_nonmembers)
                     continue
-                for attack in [a for a in REFERENCE_ATTACKS if a in set(points["attack"])]:
+                for attack in [a for a in RATIO_ATTACKS if a in set(points["attack"])]:
                     for target_model, style in (("pruned", "-"), ("original", "--")):
                         line = points[(points["attack"] == attack) & (points["target_model"] == target_model)]
                         if len(line):
-                            line_with_band(ax, line, x="n_references", y=metric, color=color(attack), linestyle=style,
+                            line_with_band(ax, line, x="models_used", y=metric, color=color(attack), linestyle=style,
                                            label=label(attack) if target_model == "pruned" else None)
-                ks = sorted(points["n_references"].unique())
+                ks = sorted(points["models_used"].unique())
                 ax.set_xticks(ks, [f"{k:g}" for k in ks])
                 ax.minorticks_off()
                 ax.axhline(GUESS[metric], color="grey", linewidth=0.8, linestyle=":", label="guessing")
@@ -635,13 +634,13 @@ def fig_reference_budget(exp: Experiment, out: Path) -> list[Path]:
                     ax.axhline(headline.at[sparsity, metric], color=color(mine["attack"].iloc[0]), linewidth=1.2,
                                linestyle="-.", label=f"{label(mine['attack'].iloc[0])} (pruned)")
         axes[0].legend(fontsize=7)
-        written.append(save(fig, out / f"reference_budget_{model_name(*model)}_{method}.png"))
+        written.append(save(fig, out / f"ratio_budget_{model_name(*model)}_{method}.png"))
     return written
 
 
-def table_reference_budget(exp: Experiment, out: Path) -> list[Path]:
-    return _write_table(reference_budget_table(exp), out / "table_reference_budget",
-                        "Reference attacks against their number of models (`n_references`: shadows for the offline "
+def table_ratio_budget(exp: Experiment, out: Path) -> list[Path]:
+    return _write_table(ratio_budget_table(exp), out / "table_ratio_budget",
+                        "Likelihood-ratio attacks against their number of models (`models_used`: shadows for the offline "
                         "attacks, reference models for the online ones), pruned and original target, mean over seeds "
                         "[95% interval]; a TPR at an FPR below `fpr_floor` = 1 / n_nonmembers is blank (not "
                         "measurable on the set)")
@@ -671,8 +670,8 @@ FIGURES: dict[str, Callable[[Experiment, Path], list[Path]]] = {
     DEFENSE_FRONT_FIGURE: fig_defense_front,
     DEFENSE_FRONT_TABLE: table_defense_front,
     "ROC curves (log scale)": roc_curves,
-    "Reference attacks vs number of models (figure)": fig_reference_budget,
-    "Reference attacks vs number of models (table, blank TPR = not measurable)": table_reference_budget,
+    "Likelihood-ratio attacks vs number of models (figure)": fig_ratio_budget,
+    "Likelihood-ratio attacks vs number of models (table, blank TPR = not measurable)": table_ratio_budget,
 }
 
 

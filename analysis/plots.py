@@ -15,14 +15,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis.data import label  # noqa: E402
-from miaray.config import ATTACKS, DEFENSES, METHODS, REFERENCE_ATTACKS  # noqa: E402
+from miaray.vocabulary import ATTACKS, DEFENSES, METHODS, RATIO_ATTACKS  # noqa: E402
 
 PALETTE = plt.get_cmap("tab10").colors
 # One colour per name across every figure, so "SAMIA" or "Slimming" looks the same everywhere.
 COLORS = {**{m: PALETTE[i] for i, m in enumerate(METHODS)},
           **{a: PALETTE[i % len(PALETTE)] for i, a in enumerate(ATTACKS)},
           # LiRA teal, RMIA red; online dark, offline light.
-          **dict(zip(REFERENCE_ATTACKS, ("#17becf", "#e07a5f", "#005f73", "#9b2226"))),
+          **dict(zip(RATIO_ATTACKS, ("#17becf", "#e07a5f", "#005f73", "#9b2226"))),
           # Defenses never share a panel with methods or attacks; Basic is the reference, in black.
           **dict(zip(DEFENSES, ("black", "tab:blue", "tab:orange", "tab:green")))}
 MEMBER, NON_MEMBER = "black", "tab:red"          # the paper's Fig. 1 colours

@@ -13,7 +13,7 @@ many seeds (`n_seeds`). `with_intervals` turns each triple into one column of te
 - defense_front_points / defense_front_table: every defense and setting of a cell compared on the best
   attack (balanced accuracy and TPR at 1% FPR), with the Pareto front across defenses
   (`miaray.pareto.defense_front`).
-- reference_budget_table: LiRA and RMIA at every number of models, from the units' `budget/` files.
+- ratio_budget_table: LiRA and RMIA at every number of models, from the units' `budget/` files.
 
 Units that differ in a setting beside the cell's axes (`analysis.data.SETTINGS`: --max-epochs,
 --shadows, --attack-epochs, ...) are never averaged together: where the rows hold several, each table
@@ -30,10 +30,10 @@ import pandas as pd
 
 from analysis.data import (BUDGET_DIR, MODEL, Experiment, Skipped, headline_attack, kept_apart, known_pruning,
                            main_grid, ok, original, paper_split, pruned)
-from miaray.config import REFERENCE_ATTACKS
 from miaray.results import defense_front, pareto_front, summary
 from miaray.stats import wide
 from miaray.unknown_pruning import differently_pruned, matched_losses
+from miaray.vocabulary import RATIO_ATTACKS
 
 CELL = [*MODEL, "method", "sparsity"]
 SPLIT_COLUMN = "split_ratio"
@@ -42,8 +42,8 @@ DEFENSE_OBJECTIVES = {"target_test_acc": "max", "attack_acc": "min"}
 # The paper's Fig. 16-19 drop a defense point below 75% of Basic's test accuracy or above its attack accuracy.
 PAPER_MIN_RELATIVE_ACC = 0.75
 CI_SUFFIXES = ("_ci_low", "_ci_high")
-REFERENCE_BUDGET_METRICS = ("attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001")
-BUDGET_GROUP = [*CELL, "target_model", "attack", "n_references"]
+RATIO_BUDGET_METRICS = ("attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001")
+BUDGET_GROUP = [*CELL, "target_model", "attack", "models_used"]
 
 
 def interval_text(mean: float, low: float, high: float, *, digits: int = 3) -> str:
@@ -272,14 +272,14 @@ def to_markdown(table: pd.DataFrame, *, digits: int = 4) -> str:
 
 
 @kept_apart
-def reference_budget_table(exp: Experiment) -> pd.DataFrame:
-    """The reference attacks (LiRA, RMIA) at every number of models `n_references` (the shadows offline,
+def ratio_budget_table(exp: Experiment) -> pd.DataFrame:
+    """The likelihood-ratio attacks (LiRA, RMIA) at every number of models `models_used` (the shadows offline,
     the reference models online), from the `budget/` files of the main grid's units: per (model,
-    method, sparsity, target model, attack, n_references), AUC and TPR at 1% and 0.1% FPR as means over
+    method, sparsity, target model, attack, models_used), AUC and TPR at 1% and 0.1% FPR as means over
     seeds with intervals, `n_seeds`, and `fpr_floor` = 1 / n_nonmembers (a TPR at a lower FPR is NaN:
-    not measurable on the set). Pruned target first, attacks in REFERENCE_ATTACKS order."""
+    not measurable on the set). Pruned target first, attacks in RATIO_ATTACKS order."""
     if not exp.budget_files:
-        raise Skipped(f"no {BUDGET_DIR}/<unit_id>.parquet files: no unit ran {', '.join(REFERENCE_ATTACKS)} "
+        raise Skipped(f"no {BUDGET_DIR}/<unit_id>.parquet files: no unit ran {', '.join(RATIO_ATTACKS)} "
                       "(e.g. python sweeps/full_grid.py --preset lira)")
     cells = main_grid(exp.rows).drop_duplicates("unit_id")[["unit_id", *CELL, "seed"]]
     units = [unit for unit in cells["unit_id"] if unit in exp.budget_files]
@@ -289,9 +289,9 @@ def reference_budget_table(exp: Experiment) -> pd.DataFrame:
     if lines.empty:
         raise Skipped(f"no readable {BUDGET_DIR}/ file among the main grid's {len(units)} units")
     lines = lines.merge(cells, on="unit_id")
-    table = _seed_means(lines, by=BUDGET_GROUP, metrics=REFERENCE_BUDGET_METRICS)
+    table = _seed_means(lines, by=BUDGET_GROUP, metrics=RATIO_BUDGET_METRICS)
     floor = 1.0 / lines.groupby(BUDGET_GROUP, dropna=False)["n_nonmembers"].min().rename("fpr_floor")
     table = table.merge(floor.reset_index(), on=BUDGET_GROUP, how="left")
-    rank = {"target_model": {"pruned": 0, "original": 1}, "attack": {a: i for i, a in enumerate(REFERENCE_ATTACKS)}}
+    rank = {"target_model": {"pruned": 0, "original": 1}, "attack": {a: i for i, a in enumerate(RATIO_ATTACKS)}}
     return table.sort_values(BUDGET_GROUP, key=lambda c: c.map(rank[c.name]) if c.name in rank else c,
                              ignore_index=True)

@@ -18,7 +18,7 @@ also prints the paper grid's grand total: bench_gpu.py's training + signals (its
 early stopping) + this attack training, each with the machine it was measured on.
 
 The projection multiplies by the paper grid's attack steps. Per cell and trained attack:
-reference epochs (SAMIA 100, the MLPs 30) x ceil(pooled rows / 128), where the pooled shadow rows are
+own epochs (SAMIA 100, the MLPs 30) x ceil(pooled rows / 128), where the pooled shadow rows are
 shadows x (members + non-members) = 5 x 2 n_train (45/45/10 split), e.g. 1,055 steps per epoch for
 CIFAR10. The threshold attacks and BlindMI train nothing and are left out (milliseconds per cell).
 """
@@ -37,13 +37,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
-from _common import (PairPlan, add_out_argument, default_out, format_table,  # noqa: E402
-                     machine_description, paper_classes, paper_grid, project, write_json)
+from _common import (PairPlan, add_out_argument, default_out, format_table, machine_description,  # noqa: E402
+                     paper_classes, paper_grid, project, write_json)
 from bench_gpu import fit_rates  # noqa: E402
-from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.attacks import make_attack  # noqa: E402
 from miaray.attacks.signals import Signals  # noqa: E402
-from miaray.config import TRAINED_ATTACKS  # noqa: E402
+from miaray.cli import HelpFormatter  # noqa: E402
+from miaray.vocabulary import TRAINED_ATTACKS  # noqa: E402
 
 BATCH = 128  # every trained attack's batch size (docs/science.md, Attack definitions)
 
@@ -110,14 +110,14 @@ def seconds_per_step(name: str, *, rows: int, classes: int, epochs: int, graph: 
     return (seconds(1 + epochs) - seconds(1)) / (epochs * math.ceil(rows / BATCH))
 
 
-def reference_epochs(name: str) -> int:
+def own_epochs(name: str) -> int:
     return make_attack(name).epochs
 
 
 def attack_steps(plan: PairPlan, name: str, *, shadows: int = 5) -> int:
-    """Training steps of one attack in one cell of `plan`'s pair (reference schedule)."""
+    """Training steps of one attack in one cell of `plan`'s pair (own schedule)."""
     pooled = shadows * 2 * plan.n_train
-    return reference_epochs(name) * math.ceil(pooled / BATCH)
+    return own_epochs(name) * math.ceil(pooled / BATCH)
 
 
 def project_attacks(plans: Sequence[PairPlan], step_s: Mapping[tuple[str, int], float],
@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     measured, step_s = [], {mode: {} for mode in modes}
     for name in attacks:
         for classes in sorted(set(paper_classes().values())):
-            row = {"attack": name, "classes": classes, "reference_epochs": reference_epochs(name)}
+            row = {"attack": name, "classes": classes, "own_epochs": own_epochs(name)}
             for mode, graph in modes.items():
                 try:
                     step_s[mode][(name, classes)] = seconds_per_step(name, rows=args.rows, classes=classes,
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             measured.append(row)
             print("  " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
                   flush=True)
-    print("\n" + format_table(measured, [("attack", ""), ("classes", "d"), ("reference_epochs", "d"),
+    print("\n" + format_table(measured, [("attack", ""), ("classes", "d"), ("own_epochs", "d"),
                                          *[(f"{mode}_ms_per_step", ".3f") for mode in modes]]))
     plans = paper_grid()
     projections = {}
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         projections[mode] = {"rows": rows, "total_h": total}
         columns = [("dataset", ""), ("arch", ""), ("classes", "d"), ("cells", "d"),
                    *[(f"{a}_h", ".3f") for a in attacks], ("attacks_h", ".3f")]
-        print(f"\n== paper grid: attack training, {device.type} {mode} (reference schedules, 5 shadows) ==")
+        print(f"\n== paper grid: attack training, {device.type} {mode} (own schedules, 5 shadows) ==")
         print(format_table(rows, columns))
         print(f"TOTAL {total:.2f} h of attack training ({sum(p.cells for p in plans)} cells)")
     if args.gpu_json and os.path.exists(args.gpu_json):

@@ -9,8 +9,8 @@ unstructured 0.5, 2 shadows, 8 reference models, 8 epochs), built phase by phase
 the public steps `miaray.unit.run_unit` composes: per role kind (target, shadow, reference), the mean
 seconds per model of training the original, pruning + fine-tuning it, its signals (target and shadows:
 what the paper's attacks read) and its phi (`miaray.unit.queries.stored_phi`, on the target's pool
-and the shadow half); then each reference attack on the pruned models at its full budget and every
-budget (`run_reference_attack`). Both wall seconds and CPU seconds of this process (all its threads:
+and the shadow half); then each likelihood-ratio attack on the pruned models at its full budget and every
+budget (`run_ratio_attack`). Both wall seconds and CPU seconds of this process (all its threads:
 `time.process_time`) are shown; on a shared machine the CPU seconds are the ones to trust. The last
 lines add up what the reference models cost: per (dataset, arch, seed) their originals and phi, per
 cell their pruned models and phi, next to what the cell's target and shadows cost.
@@ -33,12 +33,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from _common import add_out_argument, format_table, machine_description, write_json  # noqa: E402
 from miaray.cli import HelpFormatter  # noqa: E402
-from miaray.config import REFERENCE_ATTACKS, TrainConfig, role_kind  # noqa: E402
-from miaray.unit.queries import stored_phi  # noqa: E402
-from miaray.unit.reference import ReferencePhi, run_reference_attack  # noqa: E402
+from miaray.config import TrainConfig  # noqa: E402
+from miaray.roles import role_kind  # noqa: E402
 from miaray.store import Store  # noqa: E402
 from miaray.sweep import PRESETS  # noqa: E402
 from miaray.unit import make_context, membership, model_signals, original_model, pruned_model  # noqa: E402
+from miaray.unit.queries import stored_phi  # noqa: E402
+from miaray.unit.ratio import RatioPhi, run_ratio_attack  # noqa: E402
+from miaray.vocabulary import RATIO_ATTACKS  # noqa: E402
 
 T = TypeVar("T")
 STEPS = ("train original", "prune + fine-tune", "signals (pruned)", "phi (original)", "phi (pruned)")
@@ -54,7 +56,7 @@ def timed(fn: Callable[[], T], device: torch.device) -> tuple[T, float, float]:
 
 
 def measure(config, *, store: Store, device: str | None, data_root: str | None) -> dict[str, Any]:
-    """Every model of one cell, step by step, then the reference attacks; per-step lists of (wall, cpu)."""
+    """Every model of one cell, step by step, then the likelihood-ratio attacks; per-step lists of (wall, cpu)."""
     ctx = make_context(config, store=store, data_root=data_root, device=device)
     steps: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
     originals, pruned = {}, {}
@@ -72,12 +74,12 @@ def measure(config, *, store: Store, device: str | None, data_root: str | None) 
             _, wall, cpu = timed(lambda: stored_phi(ctx, models[role], key(role)), ctx.device)
             steps[(kind, name)].append((wall, cpu))
         print(f"  {role}: done", file=sys.stderr, flush=True)
-    phi = ReferencePhi.of(ctx, pruned, attacks=config.attacks, model_key=config.model_key)  # loaded from the store
+    phi = RatioPhi.of(ctx, pruned, attacks=config.attacks, model_key=config.model_key)  # loaded from the store
     truth = membership(ctx, "target")
     attacks = []
-    for name in [a for a in REFERENCE_ATTACKS if a in config.attacks]:
-        result, wall, cpu = timed(lambda: run_reference_attack(name, phi, truth), ctx.device)
-        attacks.append({"attack": name, "budgets": " ".join(str(p["n_references"]) for p in result["budget"]),
+    for name in [a for a in RATIO_ATTACKS if a in config.attacks]:
+        result, wall, cpu = timed(lambda: run_ratio_attack(name, phi, truth), ctx.device)
+        attacks.append({"attack": name, "budgets": " ".join(str(p["models_used"]) for p in result["budget"]),
                         "wall_s": wall, "cpu_s": cpu, "attack_auc": result["metrics"]["attack_auc"]})
     return {"steps": steps, "attacks": attacks, "device": ctx.device}
 

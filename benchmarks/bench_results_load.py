@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from _common import add_out_argument, write_json  # noqa: E402
 from miaray import results  # noqa: E402
 from miaray.cli import HelpFormatter  # noqa: E402
-from miaray.config import ATTACKS, DEFENSE_PARAMS  # noqa: E402
+from miaray.vocabulary import ATTACKS, DEFENSE_PARAMS  # noqa: E402
 
 TARGET_S = 2.0
 ROWS_PER_UNIT = len(ATTACKS) + 1   # every attack on the pruned target + the Conf (Org.) row

@@ -1,4 +1,4 @@
-"""Threshold search: sort-and-scan (miaray) vs the exhaustive search of the reference code.
+"""Threshold search: sort-and-scan (miaray) vs the exhaustive search of the authors' code.
 
     python benchmarks/bench_threshold.py [--max-exhaustive 100000] [--out FILE]
 
@@ -18,8 +18,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 from _common import add_out_argument, write_json  # noqa: E402
-from miaray.cli import HelpFormatter  # noqa: E402
 from miaray.attacks.threshold import best_threshold, best_threshold_exhaustive  # noqa: E402
+from miaray.cli import HelpFormatter  # noqa: E402
 
 
 def scores(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

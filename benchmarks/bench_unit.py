@@ -9,10 +9,10 @@ The phases are the public steps `miaray.unit.run_unit` composes, called one by o
 Peak memory: CUDA max_memory_allocated per phase on a GPU; on the CPU the peak resident set size
 sampled every 10 ms during the phase. The last section projects the quick preset (or `--grid`) from
 these measurements with the same function as bench_gpu.py's GPU projection. The width follows
-the quick preset and `python -m miaray.unit` (`miaray.config.default_width`: 0.125 on the embedded
+the quick preset and `python -m miaray.unit` (`miaray.vocabulary.default_width`: 0.125 on the embedded
 image sets, 1 otherwise); the
 trained attacks follow the `--grid` preset's `attack_epochs` (20 for quick), unlike `python -m
-miaray.unit` (`--attack-epochs 0` runs each attack's reference schedule, as does `--grid ''`).
+miaray.unit` (`--attack-epochs 0` runs each attack's own schedule, as does `--grid ''`).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from _common import (PairPlan, Rates, add_out_argument, format_projection, format_table,  # noqa: E402
                      machine_description, peak_memory_mb, reset_peak_memory, write_json)
 from miaray.cli import HelpFormatter  # noqa: E402
-from miaray.config import ATTACKS, TrainConfig, UnitConfig, default_width  # noqa: E402
+from miaray.config import TrainConfig, UnitConfig  # noqa: E402
 from miaray.prune import prune  # noqa: E402
 from miaray.store import Store  # noqa: E402
-from miaray.unit import (attack_rows, make_context, model_signals, original_model, pruned_model,  # noqa: E402
-                         run_unit)
+from miaray.unit import attack_rows, make_context, model_signals, original_model, pruned_model, run_unit  # noqa: E402
+from miaray.vocabulary import ATTACKS, default_width  # noqa: E402
 
 T = TypeVar("T")
 
@@ -152,10 +152,10 @@ def quick_preset_projection(result: dict[str, Any], config: UnitConfig, grid: st
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
-    p.add_argument("--dataset", default="digits", help="a dataset of miaray.config.DATASETS")
+    p.add_argument("--dataset", default="digits", help="a dataset of miaray.vocabulary.DATASETS")
     p.add_argument("--arch", default="resnet18", help="resnet18, vgg16, densenet121 or fc")
     p.add_argument("--width", type=float, default=None,
-                   help="channel multiplier > 0 (default: miaray.config.default_width, as python -m miaray.unit: 0.125 on "
+                   help="channel multiplier > 0 (default: miaray.vocabulary.default_width, as python -m miaray.unit: 0.125 on "
                         "digits and mnist5k, else 1)")
     p.add_argument("--method", default="l1_unstructured",
                    help="l1_unstructured, l1_structured, l2_structured or slimming")
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", default="quick", help="sweep preset to project from this unit, one of miaray.sweep.PRESETS ('' = none)")
     p.add_argument("--attack-epochs", type=int, default=None,
                    help="epochs of the trained attacks, >= 0 (default: the --grid preset's attack_epochs, e.g. 20 "
-                        "for quick, or with --grid '' 0: each attack's reference schedule)")
+                        "for quick, or with --grid '' 0: each attack's own schedule)")
     add_out_argument(p, "bench_unit.json")
     return p
 
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     width = args.width if args.width is not None else default_width(args.dataset)
     config = UnitConfig(dataset=args.dataset, arch=args.arch, method=args.method, sparsity=args.sparsity,
                         width=width, num_shadows=args.shadows, attacks=tuple(args.attacks.split(",")),
-                        attack_epochs=args.attack_epochs or None,  # 0 / None: reference schedules
+                        attack_epochs=args.attack_epochs or None,  # 0 / None: own schedules
                         train=TrainConfig(max_epochs=args.max_epochs)).validate()
     with tempfile.TemporaryDirectory(prefix="miaray-bench-store-") as root:  # nothing cached
         start = time.perf_counter()

@@ -89,29 +89,36 @@ def debug_requested(argv: Sequence[str]) -> bool:
     return False
 
 
-def check_writable_folder(path: str, *, option: str, create: bool = True) -> None:
+def check_writable_folder(path: str, *, option: str, must_exist: bool = False) -> None:
     """Refuse, before any work, a local folder that cannot take the files a command writes at its end:
-    a file in its place, or one the system will not write to (probed with a temporary file: permission
-    bits do not tell for root or a read-only mount). With `create` a missing folder is created; a URI
-    (s3://...) is left to its filesystem."""
+    a file in its place or on its path, or a folder the system will not write to (probed with a temporary
+    file, gone when the probe ends: permission bits do not tell for root or a read-only mount). The check
+    creates nothing, so that a command refused later leaves no folder behind: a missing folder passes
+    (unless `must_exist`) where its nearest existing parent is a writable folder, and the command creates
+    it when it writes there. A URI (s3://...) is left to its filesystem."""
     if "://" in path:
         return
     folder = Path(path).expanduser()
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"{option}: {path!r} is a file, not a folder")
-    if not create and not folder.is_dir():
+    if must_exist and not folder.is_dir():
         raise ConfigError(f"{option}: the folder {path!r} does not exist")
+    existing = next(p for p in (folder, *folder.parents) if p.exists())  # "." or "/" at the latest
+    if not existing.is_dir():
+        raise ConfigError(f"{option}: cannot create the folder {path!r}: {str(existing)!r} is a file")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder, prefix=".miaray-write-check-"):
+        with tempfile.TemporaryFile(dir=existing, prefix=".miaray-write-check-"):
             pass
     except OSError as error:
-        raise ConfigError(f"{option}: cannot write to the folder {path!r} ({error.strerror or error})") from None
+        what = (f"write to the folder {path!r}" if existing == folder
+                else f"create the folder {path!r} in {str(existing)!r}")
+        raise ConfigError(f"{option}: cannot {what} ({error.strerror or error})") from None
 
 
-def check_output_file(path: str | os.PathLike, *, option: str, create_folder: bool = True) -> None:
+def check_output_file(path: str | os.PathLike, *, option: str, folder_must_exist: bool = False) -> None:
     """Refuse, before any work, an output file that could not be written at the end: a folder in its
-    place, a folder for it that is a file or not writable (missing: created with `create_folder`).
+    place, a folder for it that is a file or not writable, or missing with `folder_must_exist` (the
+    check creates nothing: `check_writable_folder`).
     Also a symbolic link: writing it would overwrite the file it points to, which the user never named
     (an output is written through a link only when the user names the file itself)."""
     target = Path(path).expanduser()
@@ -120,7 +127,7 @@ def check_output_file(path: str | os.PathLike, *, option: str, create_folder: bo
                           "overwrite that file; name the file itself, or another path")
     if target.is_dir():
         raise ConfigError(f"{option} {str(path)!r} is a folder; name a file in it")
-    check_writable_folder(str(Path(path).parent), option=f"{option} {str(path)!r}", create=create_folder)
+    check_writable_folder(str(Path(path).parent), option=f"{option} {str(path)!r}", must_exist=folder_must_exist)
     if target.exists() and not os.access(target, os.W_OK):
         raise ConfigError(f"{option} {str(path)!r}: not writable")
 

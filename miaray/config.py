@@ -9,127 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import itertools
 import json
 import math
 import numbers
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location",
-            "digits", "mnist5k", "synthetic_tabular")
-IMAGE_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "digits", "mnist5k")
-ARCHS = ("resnet18", "vgg16", "densenet121", "fc")
-IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
-METHODS = ("l1_unstructured", "l1_structured", "l2_structured", "slimming")
-STRUCTURED_METHODS = ("l1_structured", "l2_structured", "slimming")
-ATTACKS = ("conf", "xent", "mentr", "top1_conf", "nn", "top3_nn", "nncls", "blindmi", "samia")
-# Beyond the paper (docs/science.md, LiRA and RMIA): attacks that read reference models. Offline ones use
-# OUT models only (the shadows); online ones need reference models trained on halves of the target's pool.
-REFERENCE_ATTACKS = ("lira_offline", "rmia_offline", "lira", "rmia")
-ONLINE_ATTACKS = ("lira", "rmia")  # the reference attacks that read reference models (the others: shadows)
-# Beyond the paper: attacks that query both the original and the pruned model (miaray.attacks.pair); their rows
-# say target_model 'both'. They attack the pair, so never the unpruned target alone (original_attacks).
-PAIR_ATTACKS = ("pair_diff", "pair_lr")
-ALL_ATTACKS = ATTACKS + REFERENCE_ATTACKS + PAIR_ATTACKS  # every name `attacks` takes, in the order tables show them
-TRAINED_ATTACKS = ("nn", "top3_nn", "nncls", "samia")  # attack models with a training schedule
-DEFENSES = ("basic", "ppb", "dp", "adv")
-# Hyperparameters each defense takes, with the reference defaults (docs/science.md, Defenses).
-DEFENSE_PARAMS: dict[str, dict[str, float]] = {
-    "basic": {},
-    "ppb": {"lambda": 4.0},
-    "dp": {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "delta": 1e-5},
-    "adv": {"alpha": 4.0, "k": 1.0},
-}
-# The hyperparameter the paper's grid varies per defense: always named in a setting's label.
-PRIMARY_DEFENSE_PARAM = {"ppb": "lambda", "dp": "noise_multiplier", "adv": "alpha"}
-# A defense setting: the defense and its hyperparameters over the defaults, e.g. ("ppb", (("lambda", 4.0),)).
-DefenseSetting = tuple[str, tuple[tuple[str, float], ...]]
-BASIC: DefenseSetting = ("basic", ())
-# The valid values of each defense hyperparameter: (lowest, lowest included, integer). All must be
-# finite. DP's noise_multiplier may be 0: DP-SGD with clipping and no noise (epsilon is then infinite),
-# the ablation that separates clipping from noise; delta must also lie below 1.
-DEFENSE_PARAM_RANGES: dict[str, tuple[float, bool, bool]] = {
-    "lambda": (0.0, True, False), "alpha": (0.0, True, False), "k": (1.0, True, True),
-    "noise_multiplier": (0.0, True, False), "max_grad_norm": (0.0, False, False), "delta": (0.0, False, False),
-}
-# Channel multipliers of `default_width` (the datasets not named run at 1.0).
-DEFAULT_WIDTHS: dict[str, float] = {"digits": 0.125, "mnist5k": 0.125, "synthetic_tabular": 1.0}
-# Seeds go to sklearn's train_test_split (the shadow i split uses seed + i), whose random_state must lie
-# in [0, 2**32 - 1]; the role seeds (`UnitConfig.role_seed`) go to torch, which takes up to 2**64 - 1.
-MAX_SEED = 2**32 - 1
-# Role seeds: seed * ROLE_SEED_STRIDE + the role's offset (target 0, shadow i 1 + i, reference j
-# REFERENCE_SEED_OFFSET + j) initialise a model and order its batches; its fine-tuning after pruning
-# adds FINETUNE_SEED_OFFSET. The counts below keep all of them apart within a seed: originals in
-# [0, 500), fine-tunings in [500, 1000).
-ROLE_SEED_STRIDE, REFERENCE_SEED_OFFSET, FINETUNE_SEED_OFFSET = 1000, 200, 500
-MAX_SHADOWS = REFERENCE_SEED_OFFSET - 1                         # 199
-MAX_REFERENCES = FINETUNE_SEED_OFFSET - REFERENCE_SEED_OFFSET   # 300
-MAX_QUERY_SHIFT = 4  # pixels; LiRA's code shifts CIFAR-10 queries by up to 4, and digits are 8 x 8
-# Train / test / validation percent of each half (members / non-members / early stopping): the paper's
-# split (docs/science.md, Splits and sizes), and the four of its Table 2 (appendix A.5).
-PAPER_SPLIT = (45, 45, 10)
-TABLE2_SPLITS = (PAPER_SPLIT, (50, 40, 10), (60, 30, 10), (70, 20, 10))
+from miaray import roles
+from miaray.roles import MAX_REFERENCES, MAX_SEED, MAX_SHADOWS, role_kind
+from miaray.vocabulary import (ARCHS, ATTACKS, DATASETS, DEFENSES, DEFENSE_PARAMS, DEFENSE_PARAM_RANGES, IMAGE_ARCHS,
+                               IMAGE_DATASETS, MAX_QUERY_SHIFT, METHODS, ONLINE_ATTACKS, PAIR_ATTACKS, PAPER_SPLIT,
+                               RATIO_ATTACKS, STRUCTURED_METHODS, attack_names, format_split)
 
 
 class ConfigError(ValueError):
     """A configuration field holds a value miaray cannot run; the message names field and choices."""
-
-
-# The command-line options that set each UnitConfig / GridSpec field, per kind of command: a unit's
-# (`python -m miaray.unit`) and a sweep's (`sweeps/*.py`: the axes are comma lists). `with_options`
-# puts them in place of the field names in a ConfigError, so that the user reads the option they
-# typed (`--sparsities=70.0`), never an internal name (`sparsity=70.0`).
-UNIT_OPTIONS: dict[str, str] = {
-    "dataset": "--dataset", "arch": "--arch", "method": "--method", "sparsity": "--sparsity", "seed": "--seed",
-    "width": "--width", "num_shadows": "--shadows", "num_references": "--references",
-    "shadow_method": "--shadow-method",
-    "shadow_sparsity": "--shadow-sparsity", "attacks": "--attacks", "original_attacks": "--original-attacks",
-    "attack_epochs": "--attack-epochs", "query_mirror": "--query-mirror", "query_shift": "--query-shift",
-    "defense": "--defense", "defense_params": "--defense-param", "split": "--split",
-    "train.max_epochs": "--max-epochs", "train.patience": "--patience", "train.slimming_l1": "--slimming-l1",
-}
-SWEEP_OPTIONS: dict[str, str] = {
-    **UNIT_OPTIONS, "dataset": "--datasets", "arch": "--archs", "method": "--methods", "sparsity": "--sparsities",
-    "seed": "--seeds", "width": "--widths", "split": "--splits", "defense": "--defenses",
-    # GridSpec's axes, as `GridSpec.unit` names them
-    "datasets": "--datasets", "archs": "--archs", "methods": "--methods", "sparsities": "--sparsities",
-    "seeds": "--seeds", "widths": "--widths", "splits": "--splits", "references": "--references",
-    "defenses": "--defenses", "finetune": "--finetune",
-    # the defense search's own (miaray.search.Search)
-    "trials": "--trials", "concurrency": "--concurrency", "sampler_seed": "--sampler-seed",
-}
-
-
-def with_options(error: ConfigError, options: Mapping[str, str]) -> ConfigError:
-    """`error` with each configuration field it names replaced by the option in `options` that sets it.
-
-    A field is replaced where it is a name, not a word of the sentence: an identifier (num_references,
-    train.max_epochs) wherever it stands, a plain word (sparsity, seed, attacks) only right before '='
-    or ' or '; `defense_params[ppb].lambda` becomes `--defense-param lambda`. The one place that
-    turns fields into options, so every command's messages stay in step with its options."""
-    text, param = str(error), options.get("defense_params", "defense_params")
-    text = re.sub(r"defense_params\[(\w+)\]\.", f"{param} ", text)
-    text = re.sub(r"defense_params\[(\w+)\]=(\S+) is not valid",
-                  lambda m: f"{param} {m.group(2)} is not valid for {m.group(1)}", text)
-    for field_name in sorted(options, key=len, reverse=True):  # train.max_epochs before max_epochs
-        plain = re.fullmatch(r"[a-z]+", field_name) is not None
-        follow = r"(?==| or )" if plain else r"(?![\w\[])"
-        text = re.sub(rf"(?<![\w.\-\[]){re.escape(field_name)}{follow}", options[field_name], text)
-    return ConfigError(text)
-
-
-ROLE_KINDS = ("target", "shadow", "reference")
-
-
-def role_kind(role: str) -> str:
-    """What a role name is: 'target', 'shadow' ('shadow<i>') or 'reference' ('reference<j>')."""
-    for kind in ROLE_KINDS:
-        index = role.removeprefix(kind)
-        if role.startswith(kind) and (index.isdigit() if kind != "target" else not index):
-            return kind
-    raise ValueError(f"unknown role {role!r}: 'target', 'shadow<i>' or 'reference<j>'")
 
 
 def _choice(field_name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -162,112 +56,6 @@ def check_number(field_name: str, value: Any, *, low: float | None = None, low_i
                           f"{where}{f' ({why})' if why else ''}")
 
 
-def parse_name_values(items: Sequence[str], *, option: str) -> tuple[tuple[str, float], ...]:
-    """`NAME=VALUE` command-line items (e.g. `lambda=4`) as (name, number) pairs; a malformed item
-    raises ConfigError naming the option."""
-    pairs = []
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            pairs.append((name.strip(), float(value)))
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise ConfigError(f"{option} {item!r}: expected NAME=VALUE with a number, e.g. lambda=4")
-    return tuple(pairs)
-
-
-def parse_name_value_lists(items: Sequence[str], *, option: str) -> tuple[tuple[str, tuple[float, ...]], ...]:
-    """`NAME=VALUE[,VALUE...]` command-line items (e.g. `lambda=1,4,16`) as (name, values) pairs: a grid
-    axis per hyperparameter. A malformed item, or a name given twice, raises ConfigError naming the option."""
-    pairs: dict[str, tuple[float, ...]] = {}
-    for item in items:
-        name, sep, text = item.partition("=")
-        name = name.strip()
-        try:
-            values = tuple(float(v) for v in text.split(",") if v.strip())
-        except ValueError:
-            values = ()
-        if not sep or not name or not values:
-            raise ConfigError(f"{option} {item!r}: expected NAME=VALUE[,VALUE...] with numbers, e.g. lambda=1,4,16")
-        if name in pairs:
-            raise ConfigError(f"{option} names {name!r} twice: give its values once, as a comma list "
-                              f"({name}={','.join(f'{v:g}' for v in (*pairs[name], *values))})")
-        pairs[name] = tuple(dict.fromkeys(values))
-    return tuple(pairs.items())
-
-
-def defense_of(param: str) -> str | None:
-    """The defense that takes hyperparameter `param` (each belongs to one), or None."""
-    return next((d for d, params in DEFENSE_PARAMS.items() if param in params), None)
-
-
-def defense_settings(defenses: Sequence[str], params: Sequence[tuple[str, Sequence[float]]], *,
-                     fallback: Sequence[DefenseSetting] = (), option: str = "--defense-param",
-                     defenses_option: str = "--defenses") -> tuple[DefenseSetting, ...]:
-    """The defense settings of a grid: per defense in `defenses`, every combination of the values its
-    hyperparameters take in `params` (the others at their defaults); a defense none of whose
-    hyperparameters is in `params` keeps its settings in `fallback` (a preset's), else its defaults.
-    A hyperparameter no defense takes, or one whose defense is not listed, raises ConfigError naming
-    the options."""
-    for name, values in params:
-        owner = defense_of(name)
-        if owner is None:
-            takes = "; ".join(f"{', '.join(p)} ({d})" for d, p in DEFENSE_PARAMS.items() if p)
-            raise ConfigError(f"{option} {name}=...: no defense takes {name!r}; the hyperparameters are {takes}")
-        if owner not in defenses:
-            raise ConfigError(f"{option} {name}={','.join(f'{v:g}' for v in values)} belongs to {owner}, which "
-                              f"{defenses_option} ({', '.join(defenses) or 'none'}) does not list: add {owner} to it")
-    settings: list[DefenseSetting] = []
-    for defense in dict.fromkeys(defenses):
-        mine = [(name, values) for name, values in params if defense_of(name) == defense]
-        if mine:
-            settings += [(defense, tuple(zip([n for n, _ in mine], combo)))
-                         for combo in itertools.product(*[values for _, values in mine])]
-        else:
-            settings += [s for s in fallback if s[0] == defense] or [(defense, ())]
-    return tuple(settings)
-
-
-def defense_label(defense: str, params: Mapping[str, float] | Sequence[tuple[str, float]] = ()) -> str:
-    """A defense setting for people: 'basic', 'ppb lambda=4', 'dp noise_multiplier=0.5 max_grad_norm=2':
-    the hyperparameter the paper varies always, the others where they differ from their defaults."""
-    if defense not in PRIMARY_DEFENSE_PARAM:
-        return defense
-    resolved = {**DEFENSE_PARAMS[defense], **dict(params)}
-    primary = PRIMARY_DEFENSE_PARAM[defense]
-    shown = [primary] + [n for n in DEFENSE_PARAMS[defense] if n != primary and resolved[n] != DEFENSE_PARAMS[defense][n]]
-    return " ".join([defense, *(f"{n}={resolved[n]:g}" for n in shown)])
-
-
-def parse_attacks(text: str, *, option: str) -> tuple[str, ...]:
-    """A command-line attack list: 'all' or a comma list (names are checked by `UnitConfig.validate`);
-    an empty one raises ConfigError naming the option."""
-    attacks = ATTACKS if text.strip() == "all" else tuple(a.strip() for a in text.split(",") if a.strip())
-    if not attacks:
-        raise ConfigError(f"{option} {text!r} is empty: give 'all' or a comma list of {', '.join(ALL_ATTACKS)}")
-    return attacks
-
-
-def parse_original_attacks(text: str, *, option: str) -> tuple[str, ...] | None:
-    """The command-line value of `UnitConfig.original_attacks`: 'same' (None: the unit's attack list),
-    'conf' (the paper's Conf (Org.) baseline), 'all' or a comma list, as `parse_attacks`."""
-    return None if text.strip() == "same" else parse_attacks(text, option=option)
-
-
-def default_width(dataset: str) -> float:
-    """The channel multiplier a unit of `dataset` runs at when none is given: narrow ResNets on the
-    embedded image sets (minutes on a CPU), the full (256, 128) fc net on synthetic_tabular (seconds on
-    a CPU; narrower ones barely learn its 100 classes: `miaray.data.embedded.load_synthetic_tabular`),
-    the reference width elsewhere."""
-    return DEFAULT_WIDTHS.get(dataset, 1.0)
-
-
-def format_split(split: Sequence[int]) -> str:
-    """A split as people and result rows write it: (45, 45, 10) -> '45/45/10'."""
-    return "/".join(map(str, split))
-
-
 def check_split(split: Any, *, name: str = "split") -> None:
     """Raise ConfigError, naming `name`, unless `split` is three positive integers summing to 100."""
     parts = tuple(split) if isinstance(split, (tuple, list)) else ()
@@ -276,17 +64,6 @@ def check_split(split: Any, *, name: str = "split") -> None:
         shown = format_split(parts) if parts else repr(split)
         raise ConfigError(f"{name}={shown} is not valid: give train/test/validation as three positive "
                           f"integer percentages of each half summing to 100, e.g. {format_split(PAPER_SPLIT)}")
-
-
-def parse_split(text: str, *, option: str) -> tuple[int, int, int]:
-    """A `TRAIN/TEST/VAL` command-line value (e.g. `50/40/10`) as a checked split; a malformed or
-    invalid one raises ConfigError naming the option."""
-    try:
-        split = tuple(int(part) for part in text.split("/"))
-    except ValueError:
-        split = text  # not integers: check_split names the option and the valid form
-    check_split(split, name=option)
-    return split
 
 
 def stable_hash(payload: Mapping[str, Any]) -> str:
@@ -356,7 +133,7 @@ class UnitConfig:
     # Attacks on the unpruned target (fitted on the unpruned shadows). None: the same as `attacks`, so
     # the original and the pruned target are compared attack by attack; ("conf",): the paper's baseline.
     original_attacks: tuple[str, ...] | None = None
-    attack_epochs: int | None = None  # None: each attack's reference schedule (SAMIA 100, MLPs 30)
+    attack_epochs: int | None = None  # None: each attack's own schedule (SAMIA 100, MLPs 30)
     # LiRA's query augmentations (docs/science.md, LiRA and RMIA): phi also of the mirrored image and of the image
     # moved by -shift..shift pixels in each direction, averaged by lira and lira_offline. Off: the paper
     # trains without augmentation, and digits are not mirror-symmetric.
@@ -424,7 +201,7 @@ class UnitConfig:
             if not attacks:
                 raise ConfigError(f"{name} is empty; choose at least one of: {', '.join(ATTACKS)}")
             for attack in attacks:
-                _choice(name, attack, ALL_ATTACKS)
+                _choice(name, attack, attack_names())
             if len(set(attacks)) != len(attacks):
                 raise ConfigError(f"{name}={', '.join(attacks)} names an attack twice")
         paired = set(self.resolved_original_attacks) & set(PAIR_ATTACKS)
@@ -438,7 +215,7 @@ class UnitConfig:
             raise ConfigError(f"defense={self.defense!r} without fine-tuning: a defense acts while the pruned model "
                               "is fine-tuned, and without fine-tuning nothing is trained after pruning; use defense "
                               "'basic' there")
-        self._validate_reference_attacks(image=image)
+        self._validate_ratio_attacks(image=image)
         if self.attack_epochs is not None:
             check_number("attack_epochs", self.attack_epochs, low=1, integer=True)
         _choice("defense", self.defense, DEFENSES)
@@ -455,7 +232,7 @@ class UnitConfig:
         self.train.validate()
         return self
 
-    def _validate_reference_attacks(self, *, image: bool) -> None:
+    def _validate_ratio_attacks(self, *, image: bool) -> None:
         """What LiRA and RMIA need (docs/science.md, LiRA and RMIA), in `attacks` or `original_attacks`."""
         requested = set(self.attacks) | set(self.resolved_original_attacks)
         n = self.num_references
@@ -521,31 +298,24 @@ class UnitConfig:
         return {**model_key, "kind": "phi", "queries": {"mirror": self.query_mirror, "shift": self.query_shift}}
 
     def phi_roles(self, attacks: Sequence[str]) -> list[str]:
-        """The roles whose phi `attacks` read: none without a reference attack; else the target, the
+        """The roles whose phi `attacks` read: none without a likelihood-ratio attack; else the target, the
         shadows (offline attacks) and the reference models (online attacks)."""
-        wanted = set(attacks) & set(REFERENCE_ATTACKS)
+        wanted = set(attacks) & set(RATIO_ATTACKS)
         if not wanted:
             return []
         return ["target", *(self.shadow_roles() if wanted - set(ONLINE_ATTACKS) else []),
                 *(self.reference_roles() if wanted & set(ONLINE_ATTACKS) else [])]
 
+    # ---- roles (miaray.roles) ---------------------------------------------------------------
     def roles(self) -> list[str]:
         """Every model of the unit: the target, the shadows, the reference models."""
-        return ["target", *self.shadow_roles(), *self.reference_roles()]
+        return roles.roles(self.num_shadows, self.num_references)
 
     def shadow_roles(self) -> list[str]:
-        return [f"shadow{i}" for i in range(self.num_shadows)]
+        return roles.shadow_roles(self.num_shadows)
 
     def reference_roles(self) -> list[str]:
-        return [f"reference{j}" for j in range(self.num_references)]
-
-    def role_seed(self, role: str) -> int:
-        """Seed of a model's initialisation and batch order: distinct per role, fixed per seed (its
-        fine-tuning after pruning uses this + FINETUNE_SEED_OFFSET)."""
-        kind = role_kind(role)
-        index = 0 if kind == "target" else int(role.removeprefix(kind))
-        offset = {"target": 0, "shadow": 1 + index, "reference": REFERENCE_SEED_OFFSET + index}[kind]
-        return self.seed * ROLE_SEED_STRIDE + offset
+        return roles.reference_roles(self.num_references)
 
     def unit_id(self) -> str:
         """Content hash of the configuration. Fields added after results existed are left out while
@@ -562,7 +332,7 @@ class UnitConfig:
         (RESULT_SETTINGS, in that order): two grids run under one experiment name with another
         --max-epochs, --shadows or --attack-epochs leave rows that differ only here, and analysis keeps
         them apart by these columns. Epoch caps are written with their defaults filled in (the epochs
-        that run); `attack_epochs` None means each trained attack's reference schedule."""
+        that run); `attack_epochs` None means each trained attack's own schedule."""
         max_epochs, finetune_epochs = self.train.epochs(tabular=self.tabular)
         return {"max_epochs": max_epochs, "finetune": self.finetune, "finetune_max_epochs": finetune_epochs,
                 "patience": self.train.patience,
@@ -584,3 +354,4 @@ class UnitConfig:
         data["split"] = tuple(data.get("split", PAPER_SPLIT))  # JSON gives a list
         data["defense_params"] = tuple((k, float(v)) for k, v in dict(data.get("defense_params", ())).items())
         return cls(**data)
+

@@ -29,9 +29,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from miaray.config import DEFENSES, PAPER_SPLIT, defense_label, format_split
 from miaray.stats import LEVEL, successful, t_interval
 from miaray.unknown_pruning import known_pruning
+from miaray.vocabulary import DEFENSES, PAPER_SPLIT, defense_label, format_split
 
 SENSES = ("max", "min")
 # Booleans in one block of the pairwise comparison: a block of max(1, CHUNK_CELLS // (n * k)) candidate
@@ -136,7 +136,7 @@ _NEEDED = ["unit_id", "status", "target_model", "attack", "seed", "defense", "at
 
 def _setting(defense: str, params: Mapping[str, float]) -> str:
     """'lambda=4' from ('ppb', {'defense_lambda': 4.0, 'defense_alpha': nan}), as the sweeps print it
-    (`miaray.config.defense_label` without the defense's name); '' for Basic."""
+    (`miaray.vocabulary.defense_label` without the defense's name); '' for Basic."""
     given = {name.removeprefix("defense_"): value for name, value in params.items()
              if not (isinstance(value, float) and math.isnan(value))}
     return defense_label(defense, given).removeprefix(defense).strip()

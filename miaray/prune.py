@@ -57,8 +57,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from miaray.config import METHODS, STRUCTURED_METHODS
 from miaray.models.structure import ChannelGroup, NormSlice
+from miaray.vocabulary import METHODS, STRUCTURED_METHODS
 
 Masks = dict[str, torch.Tensor]
 

@@ -24,7 +24,6 @@ Paths may be local or URIs that pyarrow understands (`s3://bucket/prefix`, `gs:/
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,6 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from miaray.files import atomic_write
 from miaray.pareto import (DEFENSE_FRONT_BY, DEFENSE_FRONT_OBJECTIVES, DEFENSE_TPR_FRONT_OBJECTIVES, defense_front,
                            pareto_front)
 from miaray.stats import paired_effect, summary
@@ -76,6 +76,22 @@ EMPTY_COLUMNS = {
                      "n_nonmembers", "target_train_acc", "target_test_acc", "original_train_acc", "original_test_acc",
                      "confidence_gap", "sensitivity_gap", "generalization_gap", "epsilon", "delta"), "float64"),
     "adaptive": "bool"}
+# Columns renamed since rows were first stored, old name -> current: `current_columns` gives stored rows and
+# per-unit tables the current names. n_references counted shadows for the offline attacks too; `models_used`
+# says what it always meant: the models a likelihood-ratio attack read beside the target.
+RENAMED_COLUMNS = {"n_references": "models_used"}
+
+
+def current_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its columns under their current names (RENAMED_COLUMNS): a frame of old and new files
+    together has both columns, each half empty, and gets one."""
+    for old, new in RENAMED_COLUMNS.items():
+        if old in df.columns:
+            values = df.pop(old)
+            df[new] = df[new].fillna(values) if new in df.columns else values
+    return df
+
+
 # What every result row holds: a Parquet file under rows/ with neither is some other program's file.
 REQUIRED_COLUMNS = ("unit_id", "status")
 # What a sweep, a search or a unit's --artifacts leave in an experiment besides rows/ (a folder that holds
@@ -110,11 +126,8 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> str:
     fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
     table = pa.Table.from_pandas(df, preserve_index=False)
     if isinstance(fs, pafs.LocalFileSystem):
-        # Hidden temp name + rename: atomic on POSIX, and `load` skips dot-files.
-        directory, name = final.rsplit("/", 1)
-        tmp = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(table, tmp, filesystem=fs)
-        os.replace(tmp, final)
+        with atomic_write(final) as tmp:  # a hidden name, which `load` skips
+            pq.write_table(table, str(tmp), filesystem=fs)
     else:
         pq.write_table(table, final, filesystem=fs)  # an object-store PUT is already all-or-nothing
     return final
@@ -318,7 +331,8 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     a rows/ of Parquet files that hold no result rows, a folder of other files) raises NotAnExperiment
     saying what it is and what to give instead (`check_experiment`). An unreadable unit file, or one
     that holds no result rows among files that do, is skipped, and a damaged snapshot replaced by the
-    unit files, each with an UnreadableResultFile warning naming the file.
+    unit files, each with an UnreadableResultFile warning naming the file. Columns stored under an
+    earlier name come under the current one (`current_columns`).
     """
     check_experiment(path)
     foreign: list[str] = []
@@ -329,4 +343,4 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
                               f"column); expected <storage>/<name>/{ROWS_DIR}/<unit_id>.parquet as a sweep writes them")
     if table is None:
         return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in EMPTY_COLUMNS.items()})
-    return table.drop_columns([MTIME]).to_pandas()
+    return current_columns(table.drop_columns([MTIME]).to_pandas())

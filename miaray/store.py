@@ -33,6 +33,7 @@ import torch
 
 from miaray.config import stable_hash
 from miaray.filelock import exclusive_lock
+from miaray.files import atomic_write
 
 PAYLOAD, META = "payload.pt", "meta.json"
 CHECKSUM, SIZE = "payload_sha256", "payload_bytes"  # meta.json fields describing payload.pt
@@ -216,12 +217,6 @@ def _meta_text(meta: dict) -> str:
 
 def _replace_text(path: Path, text: str) -> None:
     """Replace a file's text atomically (a temporary file beside it, renamed over it)."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as temp:
+        temp.write_text(text)
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from miaray.models.modes import in_mode
 from miaray.prune import apply_masks, bn_l1_penalty
 
 
@@ -89,12 +90,8 @@ def autocast(device: torch.device, *, cache_enabled: bool = True):
 @torch.no_grad()
 def predict_logits(model: nn.Module, x: torch.Tensor, *, batch_size: int = 4096) -> torch.Tensor:
     """Logits for all of x in large batches, eval mode, fp32 output."""
-    was_training = model.training
-    model.eval()
-    with autocast(x.device):
-        out = torch.cat([model(chunk).float() for chunk in x.split(batch_size)])
-    model.train(was_training)
-    return out
+    with in_mode(model), autocast(x.device):
+        return torch.cat([model(chunk).float() for chunk in x.split(batch_size)])
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -29,10 +29,10 @@ from analysis.figures import FIGURES, main as figures_main, write_figures
 from analysis.report import main as report_main
 from analysis.tables import defense_fronts, defense_points, unknown_pruning_loss
 from miaray import results
-from miaray.config import ATTACKS, REFERENCE_ATTACKS
-from miaray.sweep import record_pairs
 from miaray.stats import t_interval
+from miaray.sweep import record_pairs
 from miaray.unknown_pruning import accuracy_loss_table, headline_attack, matched_losses, sparsity_matrix_table
+from miaray.vocabulary import ATTACKS, RATIO_ATTACKS
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PARAMS = ("alpha", "delta", "k", "lambda", "max_grad_norm", "noise_multiplier")
@@ -71,11 +71,11 @@ def _unit(exp: Path, uid: str, cell: dict, rng: np.random.Generator, *, files: b
     roc = pd.concat([pd.DataFrame({"unit_id": uid, "target_model": model, "attack": attack, "fpr": fpr,
                                    "tpr": np.sqrt(fpr)})
                      for model, attack in [("pruned", a) for a in ATTACKS] + [("original", "conf")]])
-    # The reference attacks at 1, 2 and 4 models, stronger with more (what unit.UnitResult.budget holds).
-    budget = pd.DataFrame([{"unit_id": uid, "target_model": model, "attack": attack, "n_references": k,
+    # The likelihood-ratio attacks at 1, 2 and 4 models, stronger with more (what unit.UnitResult.budget holds).
+    budget = pd.DataFrame([{"unit_id": uid, "target_model": model, "attack": attack, "models_used": k,
                             "attack_auc": 0.55 + 0.02 * k, "tpr_at_fpr_0.01": 0.01 * k, "tpr_at_fpr_0.001": math.nan,
                             "n_nonmembers": 405}
-                           for model in ("pruned", "original") for attack in REFERENCE_ATTACKS for k in (1, 2, 4)])
+                           for model in ("pruned", "original") for attack in RATIO_ATTACKS for k in (1, 2, 4)])
     for kind, frame in (("signals", signals), ("roc", roc), ("budget", budget)):
         (exp / kind).mkdir(parents=True, exist_ok=True)
         frame.to_parquet(exp / kind / f"{uid}.parquet")
@@ -149,9 +149,9 @@ def test_every_figure_written_from_complete_results(full_figures: tuple[list, Pa
                      "table1_unknown_pruning.md", "fig16_defenses_digits_resnet18_w0.25_s0.5.png",
                      "fig17_defenses_l1_unstructured_s0.5.png", "fig18_adaptive_digits_resnet18_w0.25_s0.5.png",
                      "fig19_adaptive_l1_unstructured_s0.5.png", "roc_digits_resnet18_w0.25.png",
-                     "reference_budget_digits_resnet18_w0.25_l1_unstructured.png",
-                     "reference_budget_digits_resnet18_w0.25_slimming.png", "table_reference_budget.csv",
-                     "table_reference_budget.md", "defense_front_digits_resnet18_w0.25_l1_unstructured_s0.5.png",
+                     "ratio_budget_digits_resnet18_w0.25_l1_unstructured.png",
+                     "ratio_budget_digits_resnet18_w0.25_slimming.png", "table_ratio_budget.csv",
+                     "table_ratio_budget.md", "defense_front_digits_resnet18_w0.25_l1_unstructured_s0.5.png",
                      "defense_front_digits_resnet18_w0.25_slimming_s0.5.png", "table_defense_front.csv",
                      "table_defense_front.md"}
     assert names == {p.name for p in out.iterdir()}

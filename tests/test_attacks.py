@@ -9,9 +9,10 @@ import torch
 from miaray.attacks import ATTACK_NAMES, SAMIAModel, Signals, make_attack, membership_set
 from miaray.attacks.blindmi import blindmi_features, mmd
 from miaray.attacks.classifier import ClassifierAttack
-from miaray.attacks.threshold import (best_threshold, best_threshold_exhaustive, cross_entropy_loss,
-                                      modified_entropy, true_class_confidence)
-from miaray.config import ATTACKS, ConfigError
+from miaray.attacks.threshold import (best_threshold, best_threshold_exhaustive, cross_entropy_loss, modified_entropy,
+                                      true_class_confidence)
+from miaray.config import ConfigError
+from miaray.vocabulary import ATTACKS
 
 FAST = {"nn": {"epochs": 3}, "top3_nn": {"epochs": 3}, "nncls": {"epochs": 3}, "samia": {"epochs": 2}}
 

@@ -20,7 +20,7 @@ from analysis.claims import claims_table, main as claims_main  # noqa: E402
 from analysis.data import SETTINGS, load_experiments  # noqa: E402
 from analysis.report import main as report_main  # noqa: E402
 from analysis.tables import (cell_table, defense_front_points, defense_front_table, defense_fronts,  # noqa: E402
-                             defense_points, reference_budget_table, split_ratio_table, unknown_pruning_loss)
+                             defense_points, ratio_budget_table, split_ratio_table, unknown_pruning_loss)
 from miaray.config import RESULT_SETTINGS, TrainConfig, UnitConfig  # noqa: E402
 from miaray.unit import config_columns, failed_rows  # noqa: E402
 from test_analysis import _unit  # noqa: E402
@@ -73,7 +73,7 @@ def _two_cells_each(table: pd.DataFrame, name: str) -> None:
     one, three = (table[table["max_epochs"] == e].drop(columns="max_epochs").reset_index(drop=True) for e in EPOCHS)
     assert len(one) == len(three) > 0, name
     keys = [c for c in ("dataset", "arch", "width", "method", "sparsity", "defense", "setting", "adaptive", "attack",
-                        "study", "target_model", "n_references", "claim") if c in one.columns]
+                        "study", "target_model", "models_used", "claim") if c in one.columns]
     assert one[keys].astype(str).equals(three[keys].astype(str)), name  # the same cells, once per setting
 
 
@@ -94,7 +94,7 @@ def test_two_epoch_settings_in_one_experiment_stay_two_cells_in_every_table(mixe
     rows = exp.rows
     tables = {"cell_table": cell_table(rows), "split_ratio_table": split_ratio_table(rows),
               "unknown_pruning_loss": unknown_pruning_loss(rows, pairs=exp.pairs),
-              "reference_budget_table": reference_budget_table(exp), "claims_table": claims_table(exp)}
+              "ratio_budget_table": ratio_budget_table(exp), "claims_table": claims_table(exp)}
     for adaptive in (False, True):
         points = defense_points(rows, adaptive=adaptive)
         tables[f"defense_points {adaptive}"] = points

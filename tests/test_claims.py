@@ -204,7 +204,7 @@ def _rows(table: pd.DataFrame, claim: str, method: str, setting: str) -> pd.Data
     return table[(table["claim"] == claim) & (table["method"] == method) & (table["setting"] == setting)]
 
 
-DP1 = "dp noise_multiplier=1"  # as the sweeps label a setting (miaray.config.defense_label)
+DP1 = "dp noise_multiplier=1"  # as the sweeps label a setting (miaray.vocabulary.defense_label)
 ADV = "adv alpha=4"
 
 

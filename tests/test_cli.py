@@ -5,6 +5,7 @@ expected errors too. Bad inputs are refused before any work, through the real en
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -97,14 +98,33 @@ def test_folders_and_files_that_cannot_be_written_are_refused_naming_the_option(
     a_file.write_text("x")
     with pytest.raises(ConfigError, match="--cache: '.*a_file' is a file, not a folder"):
         check_writable_folder(str(a_file), option="--cache")
-    with pytest.raises(ConfigError, match="--artifacts: cannot write to the folder '.*a_file/sub' .*directory"):
-        check_writable_folder(str(a_file / "sub"), option="--artifacts")
+    with pytest.raises(ConfigError, match="--artifacts: cannot create the folder '.*/sub/x': '.*a_file' is a file"):
+        check_writable_folder(str(a_file / "sub" / "x"), option="--artifacts")
     with pytest.raises(ConfigError, match="--out '.*' is a folder"):
         check_output_file(tmp_path, option="--out")
     with pytest.raises(ConfigError, match="the folder '.*missing' does not exist"):
-        check_output_file(tmp_path / "missing" / "x.csv", option="--out", create_folder=False)
-    check_writable_folder(str(tmp_path / "new" / "deeper"), option="--artifacts")  # created, and writable
-    assert (tmp_path / "new" / "deeper").is_dir() and not list((tmp_path / "new" / "deeper").iterdir())
+        check_output_file(tmp_path / "missing" / "x.csv", option="--out", folder_must_exist=True)
+    before = sorted(tmp_path.iterdir())
+    # A missing folder under a writable one passes, and the checks leave nothing behind: the command creates it.
+    check_writable_folder(str(tmp_path / "new" / "deeper"), option="--artifacts")
+    check_output_file(tmp_path / "new" / "deeper" / "x.csv", option="--out")
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_an_unwritable_folder_is_refused_and_a_missing_one_is_probed_in_its_parent(tmp_path, monkeypatch):
+    probed = []
+
+    def refuse(*, dir, prefix):  # what the system answers for a read-only mount, even to root
+        probed.append(Path(dir))
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("miaray.cli.tempfile.TemporaryFile", refuse)
+    with pytest.raises(ConfigError, match=re.escape(f"--cache: cannot create the folder '{tmp_path}/new/deeper' in "
+                                                    f"'{tmp_path}' (Permission denied)")):
+        check_writable_folder(str(tmp_path / "new" / "deeper"), option="--cache")
+    with pytest.raises(ConfigError, match=re.escape(f"--cache: cannot write to the folder '{tmp_path}' (Permission")):
+        check_writable_folder(str(tmp_path), option="--cache")
+    assert probed == [tmp_path, tmp_path] and not (tmp_path / "new").exists()
 
 
 def test_an_address_where_no_ray_answers_is_refused_at_once():

@@ -19,7 +19,8 @@ from ray.autoscaler._private.aws import config as aws_config
 from ray.autoscaler._private.aws.node_provider import AWSNodeProvider
 from ray.autoscaler.tags import TAG_RAY_CLUSTER_NAME
 
-from miaray.sweep.cluster import ClusterInfo, RunSettings, autoscaler_node_types, default_gpus, resource_problems
+from miaray.sweep.cluster import ClusterInfo, autoscaler_node_types, default_gpus, resource_problems
+from miaray.sweep.settings import RunSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = yaml.safe_load((ROOT / "cluster.yaml").read_text())

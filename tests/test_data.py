@@ -22,12 +22,12 @@ import scipy.io
 import torch
 from PIL import Image
 
-from miaray.config import DATASETS
 from miaray.data import Dataset, DatasetFileError, DatasetNotFoundError, load_dataset, resolve_root
 from miaray.data.cache import cache_path
 from miaray.data.images import CHMNIST_CLASSES, CIFAR_MEAN, CIFAR_STD, SVHN_MEAN, SVHN_STD
 from miaray.data.registry import EMBEDDED_DATASETS, real_datasets
 from miaray.data.sources import Remote, Source, file_digest, locate
+from miaray.vocabulary import DATASETS
 
 # The fake files cannot match the published checksums: the tests opt in to using them (the opt-in
 # and the error without it are tested below) and ignore the warning it gives.

@@ -13,8 +13,8 @@ from torch import nn
 
 from miaray.config import ConfigError
 from miaray.defenses import ADVDefense, PPBDefense, make_defense, ppb_regularizer
-from miaray.defenses.dp import DPDefense
 from miaray.defenses.adv import adv_loss
+from miaray.defenses.dp import DPDefense
 from miaray.defenses.frozen_bn import FrozenBatchNorm, freeze_batchnorm, recalibrate_batchnorm, restore_batchnorm
 from miaray.models import build_model
 from miaray.prune import prune
@@ -142,7 +142,7 @@ def test_batchnorm_recalibration_averages_the_batches_statistics() -> None:
     assert net[1].momentum == 0.1  # put back
     # DP fine-tuning re-estimates them on its calibration inputs (the validation split) before freezing.
     stale = _tiny_bn_net()
-    defense = make_defense("dp", {"noise_multiplier": 0.0}, num_classes=3, reference=(x, torch.zeros(8)), seed=0)
+    defense = make_defense("dp", {"noise_multiplier": 0.0}, num_classes=3, nonmembers=(x, torch.zeros(8)), seed=0)
     defense.prepare(stale, torch.optim.SGD(stale.parameters(), lr=0.0), n_train=8, batch_size=4, epochs=1)
     torch.testing.assert_close(stale[1].running_mean, mean)
     defense.finish(stale)
@@ -255,7 +255,7 @@ def test_adv_steps_both_models_in_every_batch() -> None:
     data = _split(32, 8, (6,))
     model = build_model("fc", num_classes=3, input_shape=(6,), width=0.05)
     defense = make_defense("adv", {"alpha": 1.0, "k": 2.0}, num_classes=3,
-                           reference=(data.x_val, data.y_val), seed=0)
+                           nonmembers=(data.x_val, data.y_val), seed=0)
     assert isinstance(defense, ADVDefense)
     h_before = [p.detach().clone() for p in defense.h.parameters()]
     summary = _fit(model, data, defense, epochs=1)
@@ -276,5 +276,5 @@ def test_make_defense_names_and_params() -> None:
         make_defense("ppb", {"alpha": 1.0}, num_classes=3)
     with pytest.raises(ConfigError, match="choose one of"):
         make_defense("dropout", {}, num_classes=3)
-    with pytest.raises(ValueError, match="reference"):
+    with pytest.raises(ValueError, match="non-member"):
         make_defense("adv", {}, num_classes=3)

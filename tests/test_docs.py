@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # not match its own check.
 FACTS_WORD = "REFER" "ENCE"
 # A citation: the file's name, or its word as a name ("<word> section 4", "the <word> way"); identifiers
-# such as REFERENCE_ATTACKS (the attacks that read reference models) are not citations.
+# such as RATIO_ATTACKS (the attacks that read reference models) are not citations.
 CITATION = re.compile(rf"(?i:{FACTS_WORD}\.md)|\b{FACTS_WORD}\b")  # the bare word counts in capitals only
 LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]*)>?(?:\s+\"[^\"]*\")?\s*\)")
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -106,7 +106,7 @@ def test_the_link_checker_itself():
     assert "outside the repository" in broken_link("README.md", "../elsewhere/facts.md")
     assert CITATION.search(f"({FACTS_WORD} section 4)") and CITATION.search(f"see {FACTS_WORD.lower()}.md")
     assert not CITATION.search(f"{FACTS_WORD}_ATTACKS, {FACTS_WORD}_SEED_OFFSET")
-    assert not CITATION.search("the reference code and reference models")
+    assert not CITATION.search("the authors' code and reference models")
 
 
 @pytest.mark.parametrize("source", MARKDOWN)

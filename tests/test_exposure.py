@@ -116,3 +116,7 @@ def test_results_without_scores_say_what_to_run(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main([str(exp)])
     assert stop.value.code == 1 and "--preset beyond" in capsys.readouterr().err
+    # Its --out passed the check, but nothing is written: no folder is left behind either.
+    with pytest.raises(SystemExit) as stop:
+        main([str(exp), "--out", str(tmp_path / "new" / "out")])
+    assert stop.value.code == 1 and not (tmp_path / "new").exists()

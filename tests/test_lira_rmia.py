@@ -11,13 +11,13 @@ import torch
 from scipy.special import logit
 from sklearn.metrics import roc_auc_score
 
-from miaray.attacks import (REFERENCE_ATTACK_CLASSES, LiRAOffline, LiRAOnline, RMIAOffline, RMIAOnline,
-                            calibrate_offline_a, make_reference_attack, model_phi, out_only, query_set,
-                            scaled_confidence)
-from miaray.attacks.reference_signals import apply_query
-from miaray.config import ATTACKS, REFERENCE_ATTACKS, ConfigError
+from miaray.attacks import (RATIO_ATTACK_CLASSES, LiRAOffline, LiRAOnline, RMIAOffline, RMIAOnline, calibrate_offline_a,
+                            make_ratio_attack, model_phi, out_only, query_set, scaled_confidence)
+from miaray.attacks.phi import apply_query
+from miaray.config import ConfigError
 from miaray.data import make_splits
 from miaray.models import build_model
+from miaray.vocabulary import ATTACKS, RATIO_ATTACKS
 
 
 # ---- phi and queries ---------------------------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_offline_lira_score_is_the_log_one_sided_probability():
 
 def test_few_references_share_one_pooled_variance_per_side():
     attack = LiRAOnline().fit(HAND_REFERENCE, HAND_INSIDE)  # 4 < 64 references: global variance
-    assert attack.global_variance_ and attack.n_references_ == 4
+    assert attack.global_variance_ and attack.n_models_ == 4
     # IN: squared deviations 1 + 1 (sample 0) + 0.25 + 0.25 (sample 1) over 1 + 1 degrees of freedom.
     assert np.unique(attack.sigma_in_).tolist() == pytest.approx([math.sqrt(2.5 / 2)])
     # OUT: 4 + 4 + 1 + 1 over 2.
@@ -254,7 +254,7 @@ def _world(*, shift: float, seed: int, n: int = 2_000, references: int = 8, shad
 
 
 def _scores(name: str, world: dict[str, np.ndarray]) -> np.ndarray:
-    attack = make_reference_attack(name)
+    attack = make_ratio_attack(name)
     if name == "lira":
         attack.fit(world["reference"], world["reference_inside"])
     elif name == "lira_offline":
@@ -267,7 +267,7 @@ def _scores(name: str, world: dict[str, np.ndarray]) -> np.ndarray:
     return attack.predict_proba(world["target"] if name.startswith("lira") else world["target"][:, 0])
 
 
-@pytest.mark.parametrize("name", REFERENCE_ATTACKS)
+@pytest.mark.parametrize("name", RATIO_ATTACKS)
 def test_every_reference_attack_separates_members_and_guesses_on_identical_signals(name):
     separable, identical = _world(shift=3.0, seed=2), _world(shift=0.0, seed=3)
     assert roc_auc_score(separable["members"], _scores(name, separable)) > 0.8
@@ -275,17 +275,17 @@ def test_every_reference_attack_separates_members_and_guesses_on_identical_signa
 
 
 def test_registry_names_the_reference_attacks_apart_from_the_paper_ones():
-    assert tuple(REFERENCE_ATTACK_CLASSES) == REFERENCE_ATTACKS
-    assert REFERENCE_ATTACKS == ("lira_offline", "rmia_offline", "lira", "rmia")
-    assert not set(REFERENCE_ATTACKS) & set(ATTACKS)
-    assert make_reference_attack("rmia_offline", gamma=2.0, a=0.3).a == 0.3
+    assert tuple(RATIO_ATTACK_CLASSES) == RATIO_ATTACKS
+    assert RATIO_ATTACKS == ("lira_offline", "rmia_offline", "lira", "rmia")
+    assert not set(RATIO_ATTACKS) & set(ATTACKS)
+    assert make_ratio_attack("rmia_offline", gamma=2.0, a=0.3).a == 0.3
     with pytest.raises(ConfigError, match="choose one of: lira_offline, rmia_offline, lira, rmia"):
-        make_reference_attack("lira_online")
+        make_ratio_attack("lira_online")
     with pytest.raises(ValueError, match="gamma=0"):
         RMIAOnline(gamma=0)
     with pytest.raises(ValueError, match="a=1.5 must lie in"):
         RMIAOffline(a=1.5)
     with pytest.raises(ValueError, match="plain query only"):
         RMIAOnline().fit(np.zeros((3, 2, 4)), np.zeros((5, 2)), np.zeros(5))
-    with pytest.raises(ValueError, match="population_reference has 3 models, reference 2"):
+    with pytest.raises(ValueError, match="population_phi has 3 models, reference 2"):
         RMIAOnline().fit(np.zeros((3, 2)), np.zeros((5, 3)), np.zeros(5))

@@ -9,8 +9,8 @@ import torch
 
 from miaray.attacks import Signals, attack_metrics, evaluate_attack, make_attack
 from miaray.attacks.metrics import METRICS, measurable_fpr
-from miaray.config import TABLE2_SPLITS
 from miaray.data.splits import make_splits
+from miaray.vocabulary import TABLE2_SPLITS
 
 # 1,000 non-members at 0.000, 0.001, ..., 0.999 and 5 members.
 NONMEMBER_SCORES = np.arange(1000) / 1000

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from miaray.config import IMAGE_DATASETS
 from miaray.data import DatasetNotFoundError, load_dataset, make_splits
 from miaray.data.mnist5k import MNIST_MEAN, MNIST_STD, _parsed, mnist5k_path
 from miaray.models import build_model
+from miaray.vocabulary import IMAGE_DATASETS
 
 
 def test_shape_classes_and_normalisation_match_the_file():

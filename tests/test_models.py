@@ -10,6 +10,7 @@ from opacus.validators import ModuleValidator
 from torch import nn
 
 from miaray.models import build_model
+from miaray.models.modes import in_mode
 
 IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
 SMALL = 0.125  # width multiplier for fast tests
@@ -110,3 +111,15 @@ def test_opacus_per_sample_gradients_after_groupnorm_fix(arch):
     loss.backward()
     for name, param in wrapped.named_parameters():
         assert param.grad_sample is not None and param.grad_sample.shape[0] == 3, name
+
+
+def test_in_mode_switches_for_the_block_and_restores_the_mode_even_after_an_error():
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout())
+    for before in (True, False):
+        model.train(before)
+        for training in (True, False):
+            with pytest.raises(RuntimeError):
+                with in_mode(model, training=training):
+                    assert model.training == training and model[1].training == training
+                    raise RuntimeError("a forward that fails")
+            assert model.training == before and model[1].training == before

@@ -9,9 +9,9 @@ from opacus import GradSampleModule
 from opacus.validators import ModuleValidator
 from torch import nn
 
-from miaray.config import METHODS, STRUCTURED_METHODS
 from miaray.models import build_model
 from miaray.prune import apply_masks, bn_l1_penalty, prune, sparsity_report
+from miaray.vocabulary import METHODS, STRUCTURED_METHODS
 
 IMAGE_ARCHS = ("resnet18", "vgg16", "densenet121")
 SMALL = 0.125

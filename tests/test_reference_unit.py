@@ -17,24 +17,25 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `analysis/` is a folder of scripts
 
 from analysis.data import largest_reference_count, load_experiments  # noqa: E402
-from analysis.figures import fig_reference_budget, table_reference_budget  # noqa: E402
+from analysis.figures import fig_ratio_budget, table_ratio_budget  # noqa: E402
 from miaray import results  # noqa: E402
 from miaray.attacks.metrics import METRICS  # noqa: E402
-from miaray.config import (ADDED_FIELD_DEFAULTS, REFERENCE_ATTACKS, TrainConfig, UnitConfig,  # noqa: E402
-                           stable_hash)
-from miaray.unit.reference import PARAMETERS, ReferencePhi, budgets, fit_reference_attack, run_reference_attack  # noqa: E402
+from miaray.config import ADDED_FIELD_DEFAULTS, TrainConfig, UnitConfig, stable_hash  # noqa: E402
+from miaray.roles import finetune_seed, role_seed  # noqa: E402
 from miaray.store import Store  # noqa: E402
 from miaray.sweep import PRESETS, Plan, RunSettings, run_sweep, sweep_jobs  # noqa: E402
 from miaray.sweep.plan import parse_job  # noqa: E402
 from miaray.unit import main, make_context, membership, unit_result  # noqa: E402
+from miaray.unit.ratio import PARAMETERS, RatioPhi, budgets, fit_ratio_attack, run_ratio_attack  # noqa: E402
+from miaray.vocabulary import RATIO_ATTACKS  # noqa: E402
 
-ATTACKS = ("conf", *REFERENCE_ATTACKS)
+ATTACKS = ("conf", *RATIO_ATTACKS)
 TINY = UnitConfig(dataset="digits", arch="resnet18", method="l1_unstructured", sparsity=0.7, width=0.125,
                   num_shadows=2, num_references=2, attacks=ATTACKS, train=TrainConfig(max_epochs=1, patience=2))
 
 
 # ---- configuration -------------------------------------------------------------------------------------
-# Bad reference-attack fields: tests/test_config.py::test_bad_field_is_named.
+# Bad likelihood-ratio attack fields: tests/test_config.py::test_bad_field_is_named.
 
 
 def test_references_are_pruned_like_the_target_with_seeds_of_their_own():
@@ -48,10 +49,11 @@ def test_references_are_pruned_like_the_target_with_seeds_of_their_own():
     assert config.roles() == ["target", "shadow0", "shadow1", "shadow2", *[f"reference{j}" for j in range(4)]]
     # Originals and fine-tunings of every role of every seed apart; the paper's roles keep their seeds.
     limits = dataclasses.replace(config, num_shadows=199, num_references=300)
-    seeds = [limits.role_seed(role) + offset for role in limits.roles() for offset in (0, 500)]
-    seeds += [dataclasses.replace(limits, seed=1).role_seed(role) for role in limits.roles()]
+    seeds = [seed(0, role) for role in limits.roles() for seed in (role_seed, finetune_seed)]
+    seeds += [role_seed(1, role) for role in limits.roles()]
     assert len(seeds) == len(set(seeds))
-    assert [config.role_seed(r) for r in ("target", "shadow2", "reference0")] == [0, 3, 200]
+    assert [role_seed(config.seed, r) for r in ("target", "shadow2", "reference0")] == [0, 3, 200]
+    assert finetune_seed(config.seed, "shadow2") == 503
 
 
 def test_units_without_references_keep_their_ids():
@@ -80,7 +82,7 @@ def test_reference_models_train_on_half_the_pool_and_shadows_never_on_it():
     assert not any(np.isin(pool, splits.role(role).train).any() for role in config.shadow_roles())
 
 
-def _phi_world(config: UnitConfig, seed: int = 0) -> tuple[ReferencePhi, np.ndarray]:
+def _phi_world(config: UnitConfig, seed: int = 0) -> tuple[RatioPhi, np.ndarray]:
     """phi of every model on the samples the unit queries, from the unit's splits: the target's level
     plus 2 where a model trained on the sample, plus noise."""
     ctx = make_context(config)
@@ -93,7 +95,7 @@ def _phi_world(config: UnitConfig, seed: int = 0) -> tuple[ReferencePhi, np.ndar
         return (level[samples] + 2.0 * trained + rng.normal(0, 0.5, len(samples)))[:, None]
 
     shadows, references = config.shadow_roles(), config.reference_roles()
-    data = ReferencePhi(n_pool=len(splits.target_pool()), target=phi("target"), shadows=[phi(r) for r in shadows],
+    data = RatioPhi(n_pool=len(splits.target_pool()), target=phi("target"), shadows=[phi(r) for r in shadows],
                         references=[phi(r) for r in references],
                         shadow_inside_z=np.stack([np.isin(splits.shadow_half(), splits.role(r).train)
                                                   for r in shadows], 1),
@@ -113,26 +115,26 @@ def test_no_in_signal_reaches_an_offline_attack():
     config = dataclasses.replace(TINY, num_shadows=3, num_references=4)
     data, truth = _phi_world(config)
     n = data.n_pool
-    # The shadows never trained on a target sample (ReferencePhi.of checks it on the splits); the reference
+    # The shadows never trained on a target sample (RatioPhi.of checks it on the splits); the reference
     # models did, on half the pool each: their IN signals made huge change no offline result.
     leaked = dataclasses.replace(data, references=[_raised(phi, data.reference_inside_p[:, j], start=0)
                                                    for j, phi in enumerate(data.references)])
     for name in ("lira_offline", "rmia_offline"):
-        clean, dirty = run_reference_attack(name, data, truth), run_reference_attack(name, leaked, truth)
+        clean, dirty = run_ratio_attack(name, data, truth), run_ratio_attack(name, leaked, truth)
         pd.testing.assert_frame_equal(pd.DataFrame(clean["budget"]), pd.DataFrame(dirty["budget"]))
-        assert clean["params"]["n_references"] == 3
+        assert clean["params"]["models_used"] == 3
         assert clean["metrics"]["attack_auc"] > 0.9  # the target's own IN signal is what they detect
     # The online attacks do read them.
     for name in ("lira", "rmia"):
-        scores = [run_reference_attack(name, world, truth)["metrics"]["attack_auc"] for world in (data, leaked)]
+        scores = [run_ratio_attack(name, world, truth)["metrics"]["attack_auc"] for world in (data, leaked)]
         assert scores[0] != scores[1]
     # The shadows' IN signals on the shadow half (the attacker's own data) reach rmia_offline's calibration of
     # a only, which attacks a shadow with the others: at a given a, the population z reads OUT cells only.
     own = dataclasses.replace(data, shadows=[_raised(phi, data.shadow_inside_z[:, i], start=n)
                                              for i, phi in enumerate(data.shadows)])
-    pd.testing.assert_frame_equal(pd.DataFrame(run_reference_attack("lira_offline", data, truth)["budget"]),
-                                  pd.DataFrame(run_reference_attack("lira_offline", own, truth)["budget"]))
-    (clean, x_clean), (dirty, x_dirty) = (fit_reference_attack("rmia_offline", world, 1, calibrated_a=0.4)
+    pd.testing.assert_frame_equal(pd.DataFrame(run_ratio_attack("lira_offline", data, truth)["budget"]),
+                                  pd.DataFrame(run_ratio_attack("lira_offline", own, truth)["budget"]))
+    (clean, x_clean), (dirty, x_dirty) = (fit_ratio_attack("rmia_offline", world, 1, calibrated_a=0.4)
                                           for world in (data, own))
     assert clean.a_ == 0.4 and np.array_equal(clean.predict_proba(x_clean), dirty.predict_proba(x_dirty))
 
@@ -141,11 +143,11 @@ def test_budgets_double_up_to_every_model():
     assert budgets(8) == [1, 2, 4, 8] and budgets(6) == [1, 2, 4, 6] and budgets(1) == [1]
     assert budgets(8, even=True) == [2, 4, 8] and budgets(2, even=True) == [2]
     data, truth = _phi_world(dataclasses.replace(TINY, num_shadows=3, num_references=4))
-    lines = {name: run_reference_attack(name, data, truth)["budget"] for name in REFERENCE_ATTACKS}
-    assert [line["n_references"] for line in lines["lira"]] == [2, 4]
-    assert [line["n_references"] for line in lines["rmia"]] == [1, 2, 4]
+    lines = {name: run_ratio_attack(name, data, truth)["budget"] for name in RATIO_ATTACKS}
+    assert [line["models_used"] for line in lines["lira"]] == [2, 4]
+    assert [line["models_used"] for line in lines["rmia"]] == [1, 2, 4]
     offline = lines["rmia_offline"]
-    assert [line["n_references"] for line in offline] == [1, 2, 3]
+    assert [line["models_used"] for line in offline] == [1, 2, 3]
     # One shadow cannot calibrate a: it takes the a calibrated on all three, the full budget's.
     assert offline[0]["rmia_a"] == offline[-1]["rmia_a"] and offline[0]["rmia_gamma"] == 1.0
     assert lines["lira"][0]["lira_variance"] == "global" and math.isnan(lines["lira"][0]["rmia_a"])
@@ -168,14 +170,14 @@ def test_a_tiny_unit_runs_every_reference_attack_on_both_targets(tiny_unit):
     assert (df["status"] == "ok").all()
     for target_model in ("pruned", "original"):
         assert list(df.loc[df["target_model"] == target_model, "attack"]) == list(ATTACKS)
-    reference = df[df["attack"].isin(REFERENCE_ATTACKS)].set_index(["target_model", "attack"])
+    reference = df[df["attack"].isin(RATIO_ATTACKS)].set_index(["target_model", "attack"])
     assert reference[[m for m in METRICS if m != "tpr_at_fpr_0.001"]].notna().all().all()
     assert reference["tpr_at_fpr_0.001"].isna().all()  # 405 non-members: not measurable
-    assert (reference["n_references"] == 2).all() and (reference["num_references"] == 2).all()
+    assert (reference["models_used"] == 2).all() and (reference["num_references"] == 2).all()
     assert (reference.loc[("pruned", "rmia_offline"), "rmia_a"] >= 0) and reference["rmia_gamma"].dropna().eq(1).all()
     assert reference.loc[("pruned", "rmia"), "n_population"] == 899  # the whole shadow half
     assert df.loc[df["attack"] == "conf", list(PARAMETERS)].isna().all().all()
-    # The budget: every k of every reference attack on both targets; the last k is the row.
+    # The budget: every k of every likelihood-ratio attack on both targets; the last k is the row.
     budget = result.budget
     assert len(budget) == 2 * (2 + 2 + 1 + 2)  # offline 1, 2 shadows; lira 2; rmia 1, 2 references
     last = budget.groupby(["target_model", "attack"]).tail(1).set_index(["target_model", "attack"])
@@ -195,13 +197,13 @@ def test_the_rows_hold_each_attack_once_and_the_budget_file_the_curve(tiny_unit,
     rows = results.load(exp)
     assert not rows.duplicated(["unit_id", "target_model", "attack"]).any() and len(rows) == 2 * len(ATTACKS)
     budget = pd.read_parquet(exp / "budget" / f"{TINY.unit_id()}.parquet")
-    assert set(budget["attack"]) == set(REFERENCE_ATTACKS) and (budget["unit_id"] == TINY.unit_id()).all()
+    assert set(budget["attack"]) == set(RATIO_ATTACKS) and (budget["unit_id"] == TINY.unit_id()).all()
     experiment = load_experiments([exp])
-    table = pd.read_csv(table_reference_budget(experiment, tmp_path)[0])
+    table = pd.read_csv(table_ratio_budget(experiment, tmp_path)[0])
     assert len(table) == len(budget) and table["tpr_at_fpr_0.001"].isna().all()
     assert table["fpr_floor"].eq(1 / 405).all() and table["n_seeds"].eq(1).all()
-    [figure] = fig_reference_budget(experiment, tmp_path)
-    assert figure.name == "reference_budget_digits_resnet18_w0.125_l1_unstructured.png" and figure.stat().st_size
+    [figure] = fig_ratio_budget(experiment, tmp_path)
+    assert figure.name == "ratio_budget_digits_resnet18_w0.125_l1_unstructured.png" and figure.stat().st_size
 
 
 def test_a_smaller_reference_count_of_the_same_cell_is_not_counted_twice():
@@ -224,7 +226,7 @@ def test_cli_prints_the_budget_and_rejects_a_missing_reference_count(tiny_unit, 
     built = store.count_built()
     assert main([*args, "--attacks", ",".join(ATTACKS), "--references", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "reference attacks by number of models" in printed and "rmia_offline" in printed
+    assert "likelihood-ratio attacks by number of models" in printed and "rmia_offline" in printed
     assert store.count_built() == built  # the same unit as the fixture's: everything loaded
 
 

@@ -29,6 +29,18 @@ def test_roundtrip_and_rerun_replaces(tmp_path):
     assert sorted(p.name for p in (exp / "rows").iterdir()) == ["u1.parquet", "u2.parquet"]
 
 
+def test_a_renamed_column_is_read_under_its_current_name_from_old_and_new_files(tmp_path):
+    exp = tmp_path / "exp"
+    results.write_unit_rows(experiment=exp, unit_id="old", rows=_rows("old", 2, n_references=4))  # before the rename
+    results.write_unit_rows(experiment=exp, unit_id="new", rows=_rows("new", 1, models_used=8))
+    df = load(exp)
+    assert "n_references" not in df.columns
+    assert df.set_index(["unit_id", "attack"])["models_used"].to_dict() == {
+        ("old", "a0"): 4, ("old", "a1"): 4, ("new", "a0"): 8}
+    budget = pd.DataFrame({"attack": ["lira"], "n_references": [2]})
+    assert results.current_columns(budget).columns.tolist() == ["attack", "models_used"]
+
+
 def test_a_missing_experiment_is_an_error_and_one_without_units_is_empty(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"no experiment folder at {tmp_path / 'nothing'}"):
         results.load(tmp_path / "nothing")

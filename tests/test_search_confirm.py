@@ -15,7 +15,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from miaray import results
-from miaray.config import UnitConfig, TrainConfig
+from miaray.config import TrainConfig, UnitConfig
 from miaray.search import (DATASET_SAMPLES, SEARCH_PRESETS, SEARCH_SPACES, STUDY_FILE, CollapsedAttackWarning,
                            confirm_point, default_confirm_attacks, defense_search_main, spread, target_nonmembers,
                            unit_outcome)

@@ -12,10 +12,12 @@ sys.path.insert(0, str(ROOT))  # `analysis/` is a folder of scripts at the root,
 
 from analysis.data import Skipped, normalise
 from analysis.tables import cell_table, split_ratio_table
-from miaray.config import TABLE2_SPLITS, ConfigError, TrainConfig, UnitConfig, parse_split
+from miaray.config import ConfigError, TrainConfig, UnitConfig
+from miaray.options import parse_split
 from miaray.store import Store
 from miaray.sweep import PRESETS, Plan, build_parser, spec_from_args
 from miaray.unit import failed_rows, main, make_context, run_unit
+from miaray.vocabulary import TABLE2_SPLITS
 
 TINY = TrainConfig(max_epochs=2, patience=2)
 

@@ -66,7 +66,7 @@ def test_shadows_resplit_the_shadow_half_each_with_its_own_seed():
     splits = make_splits(2_000, seed=10, num_shadows=3)
     trains = [set(shadow.train.tolist()) for shadow in splits.shadows]
     assert trains[0] != trains[1] and trains[1] != trains[2] and trains[0] != trains[2]
-    assert trains[0] & trains[1]  # overlapping shadow training sets, as in the reference code
+    assert trains[0] & trains[1]  # overlapping shadow training sets, as in the authors' code
     # Shadow i depends on (seed, i) only: asking for fewer shadows leaves the others unchanged.
     fewer = make_splits(2_000, seed=10, num_shadows=2)
     for kept, shadow in zip(fewer.shadows, splits.shadows):

@@ -14,12 +14,13 @@ import pandas as pd
 import pytest
 
 from miaray import results
-from miaray.config import METHODS, stable_hash
-from miaray.store import Store
+from miaray.config import stable_hash
 from miaray.search import defense_search_main
+from miaray.store import Store
 from miaray.sweep import (PRESETS, Plan, RunSettings, cell_summary, full_grid_main, method_pairs, run_sweep,
                           sparsity_matrix, sweep_jobs, unknown_pruning_main)
 from miaray.sweep.cluster import cluster_info, resource_problems
+from miaray.vocabulary import METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 ATTACKS = ("conf",)
@@ -139,7 +140,7 @@ def test_method_pairs_never_pair_a_target_with_its_own_setting():
     (["--gpus-per-trial", "nan"], ["--gpus-per-trial", "[0, 1]"]),
     (["--gpus-per-trial", "2"], ["--gpus-per-trial", "[0, 1]"]),
     (["--retries", "-1"], ["--retries", "integer >= 0"]),
-    (["--shadows", "0"], ["--shadows", "integer >= 1"]),
+    (["--shadows", "0"], ["--shadows=0 is not valid", "integer in [1, 199]"]),
     (["--max-epochs", "0"], ["--max-epochs", "integer >= 1"]),
     (["--name", "../../x"], ["--name", "one folder name under --storage"]),
     (["--name", "/tmp/elsewhere"], ["--name", "one folder name under --storage"]),

@@ -8,9 +8,10 @@ import pytest
 
 from miaray import results
 from miaray.attacks.metrics import METRICS
-from miaray.config import ATTACKS, TrainConfig, UnitConfig
+from miaray.config import TrainConfig, UnitConfig
 from miaray.store import Store
 from miaray.unit import main, original_attack_key, run_unit
+from miaray.vocabulary import ATTACKS
 
 TINY = TrainConfig(max_epochs=3, patience=2)
 CONFIG = UnitConfig(dataset="digits", arch="resnet18", method="l1_unstructured", sparsity=0.7, width=0.125,

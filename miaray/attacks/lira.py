@@ -1,6 +1,6 @@
 """LiRA (Carlini et al., "Membership Inference Attacks From First Principles", S&P 2022).
 
-For each target sample x, the reference models' phi(x) (``reference_signals``) are modelled as Gaussians:
+For each target sample x, the reference models' phi(x) (``miaray.attacks.phi``) are modelled as Gaussians:
 N(mu_in, s_in^2) over the models that trained on x, N(mu_out, s_out^2) over those that did not.
 
 - online (``lira``):          score = log N(phi; mu_in, s_in^2) - log N(phi; mu_out, s_out^2)
@@ -32,7 +32,7 @@ from typing import ClassVar
 import numpy as np
 from scipy.special import log_ndtr
 
-from miaray.attacks.reference_attack import ArrayLike, ReferenceAttack, as_array, reference_phi, target_phi
+from miaray.attacks.ratio_attack import ArrayLike, RatioAttack, as_array, models_phi, target_phi
 
 GLOBAL_VARIANCE_BELOW = 64  # reference models; fewer: one variance per side (LiRA paper)
 SIGMA_FLOOR = 1e-12         # a side whose values are all equal still gives a finite, steep score
@@ -65,22 +65,22 @@ def log_normal_density(value: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> 
     return -0.5 * ((value - mu) / sigma) ** 2 - np.log(sigma)
 
 
-class _LiRA(ReferenceAttack):
+class _LiRA(RatioAttack):
     def __init__(self, *, global_variance_below: int = GLOBAL_VARIANCE_BELOW) -> None:
         if global_variance_below < 0:
             raise ValueError(f"global_variance_below={global_variance_below!r} must be >= 0")
         self.global_variance_below = global_variance_below
 
     def _fit_side(self, phi: np.ndarray, side: str) -> tuple[np.ndarray, np.ndarray]:
-        self.n_references_ = phi.shape[1]
-        self.global_variance_ = self.n_references_ < self.global_variance_below
+        self.n_models_ = phi.shape[1]
+        self.global_variance_ = self.n_models_ < self.global_variance_below
         return fit_gaussians(phi, global_variance=self.global_variance_, side=side)
 
 
 class LiRAOnline(_LiRA):
     """Online LiRA: per-sample IN and OUT Gaussians over reference models trained on halves of the
     target's pool. Fitted: ``mu_in_``, ``sigma_in_``, ``mu_out_``, ``sigma_out_`` (n, A),
-    ``n_references_``, ``global_variance_``."""
+    ``n_models_``, ``global_variance_``."""
 
     name: ClassVar[str] = "lira"
     decision_score: ClassVar[float] = 0.0  # member when the likelihood ratio is at least 1
@@ -88,7 +88,7 @@ class LiRAOnline(_LiRA):
     def fit(self, reference: ArrayLike, inside: ArrayLike) -> "LiRAOnline":
         """``reference``: phi of M reference models on the n target samples, (n, M) or (n, M, A);
         ``inside``: (n, M), True where the model trained on the sample."""
-        phi = reference_phi(reference, name="reference", allow_nan=False)
+        phi = models_phi(reference, name="reference", allow_nan=False)
         mask = as_array(inside, name="inside", ndim=(2,), dtype=bool)
         if mask.shape != phi.shape[:2]:
             raise ValueError(f"inside has shape {mask.shape}; expected (n, M) = {phi.shape[:2]}")
@@ -107,15 +107,15 @@ class LiRAOnline(_LiRA):
 
 class LiRAOffline(_LiRA):
     """Offline LiRA: a per-sample OUT Gaussian over reference models that never trained on the sample
-    (the shadows). Fitted: ``mu_out_``, ``sigma_out_`` (n, A), ``n_references_``, ``global_variance_``."""
+    (the shadows). Fitted: ``mu_out_``, ``sigma_out_`` (n, A), ``n_models_``, ``global_variance_``."""
 
     name: ClassVar[str] = "lira_offline"
     decision_score: ClassVar[float] = math.log(0.5)  # member when phi lies above the OUT mean
 
-    def fit(self, out_reference: ArrayLike) -> "LiRAOffline":
-        """``out_reference``: phi of M reference models on the n target samples, (n, M) or (n, M, A),
+    def fit(self, out_phi: ArrayLike) -> "LiRAOffline":
+        """``out_phi``: phi of M reference models on the n target samples, (n, M) or (n, M, A),
         NaN where a model trained on the sample (``out_only``); every sample needs one OUT value."""
-        phi = reference_phi(out_reference, name="out_reference", allow_nan=True)
+        phi = models_phi(out_phi, name="out_phi", allow_nan=True)
         self.mu_out_, self.sigma_out_ = self._fit_side(phi, "OUT")
         return self
 

@@ -1,6 +1,6 @@
 """Neural-network attacks: NN (Shokri), Top3-NN (Salem), NNCls (Nasr).
 
-All three train the reference MLP in -> 512 -> 256 -> 128 -> 2 (ReLU, dropout 0.2) with Adam; they
+All three train the paper's MLP in -> 512 -> 256 -> 128 -> 2 (ReLU, dropout 0.2) with Adam; they
 differ only in the features: the softmax vector, its 3 largest values sorted descending, or the
 softmax vector followed by the one-hot label.
 """
@@ -16,7 +16,7 @@ from miaray.attacks.signals import Signals
 
 
 def attack_mlp(in_features: int, *, dropout: float = 0.2) -> nn.Sequential:
-    """The reference attack MLP: in -> 512 -> 256 -> 128 -> 2 with ReLU and dropout (no Dropout layers
+    """The likelihood-ratio attack MLP: in -> 512 -> 256 -> 128 -> 2 with ReLU and dropout (no Dropout layers
     at all when dropout == 0, e.g. ADV's inference model)."""
     layers: list[nn.Module] = []
     for width_in, width_out in ((in_features, 512), (512, 256), (256, 128)):

@@ -2,7 +2,7 @@
 and its compressed copy are both published (CompLeak, Li et al. 2026).
 
 Both models are queried on the same samples; each gives phi = log(p_y / (1 - p_y)), LiRA's logit-scaled
-true-class confidence (`miaray.attacks.reference_signals`, stored per model, never derived from rounded
+true-class confidence (`miaray.attacks.phi`, stored per model, never derived from rounded
 probabilities). A `PairPhi` holds the two columns. Fitting uses the shadow pairs only: each shadow's
 original and its pruned copy on that shadow's members and non-members.
 

@@ -1,6 +1,6 @@
 """RMIA (Zarifzadeh et al., "Low-Cost High-Power Membership Inference Attacks", ICML 2024).
 
-Pr(x | theta) is the target model's true-class probability p_y(x) = sigmoid(phi(x)) (``reference_signals``);
+Pr(x | theta) is the target model's true-class probability p_y(x) = sigmoid(phi(x)) (``miaray.attacks.phi``);
 Pr(x) is the same averaged over reference models:
 
 - online (``rmia``):          Pr(x) = mean of Pr(x | theta_m) over all M reference models, IN and OUT;
@@ -34,7 +34,7 @@ import numpy as np
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
-from miaray.attacks.reference_attack import ArrayLike, ReferenceAttack, as_array, reference_phi, target_phi
+from miaray.attacks.ratio_attack import ArrayLike, RatioAttack, as_array, models_phi, target_phi
 
 A_GRID = tuple(i / 10 for i in range(11))  # candidates for the offline a: 0, 0.1, ..., 1
 TINY = np.finfo(np.float64).tiny  # Pr(x) floor: a probability that underflowed never divides by zero
@@ -58,8 +58,8 @@ def out_mean(p: np.ndarray) -> np.ndarray:
 
 
 def _plain(values: ArrayLike, *, name: str, allow_nan: bool, n: int | None = None) -> np.ndarray:
-    """Reference phi of the plain query only, as (n, M)."""
-    phi = reference_phi(values, name=name, allow_nan=allow_nan, n=n)
+    """The models' phi of the plain query only, as (n, M)."""
+    phi = models_phi(values, name=name, allow_nan=allow_nan, n=n)
     if phi.shape[2] != 1:
         raise ValueError(f"{name}: RMIA takes the plain query only, (n, M): column 0 of model_phi")
     return phi[:, :, 0]
@@ -78,7 +78,7 @@ def calibrate_offline_a(calibration: ArrayLike, inside: ArrayLike, *,
     if mask.shape != phi.shape:
         raise ValueError(f"calibration_inside has shape {mask.shape}; expected {phi.shape}")
     if phi.shape[1] < 2:
-        raise ValueError("calibrating a needs at least two models: one attacked, one reference")
+        raise ValueError("calibrating a needs at least two models: one attacked, one to compare with")
     p = probability(phi)
     per_model = []
     for k in range(phi.shape[1]):
@@ -98,7 +98,7 @@ def calibrate_offline_a(calibration: ArrayLike, inside: ArrayLike, *,
     return float(grid[int(np.argmax(mean_auc))]), {float(a): float(auc) for a, auc in zip(grid, mean_auc)}
 
 
-class _RMIA(ReferenceAttack):
+class _RMIA(RatioAttack):
     decision_score: ClassVar[float] = 0.5  # member when x beats at least half of the population
 
     def __init__(self, *, gamma: float = 1.0) -> None:
@@ -111,7 +111,7 @@ class _RMIA(ReferenceAttack):
         pz_target = target_phi(population_target, name="population_target", n=len(pr_z), queries=1)[:, 0]
         used = ~np.isnan(pr_z)
         if not used.any():
-            raise ValueError("no population sample z has a reference signal")
+            raise ValueError("no population sample z has an OUT signal")
         self.gamma_ = self.gamma
         self.pr_x_ = np.maximum(pr_x, TINY)
         self.ratio_z_ = np.sort(probability(pz_target[used]) / np.maximum(pr_z[used], TINY))
@@ -131,20 +131,20 @@ class _RMIA(ReferenceAttack):
 
 class RMIAOnline(_RMIA):
     """Online RMIA over reference models trained on halves of the target's pool. Fitted: ``pr_x_`` (n,),
-    ``ratio_z_`` (sorted), ``gamma_``, ``n_population_``, ``n_references_``."""
+    ``ratio_z_`` (sorted), ``gamma_``, ``n_population_``, ``n_models_``."""
 
     name: ClassVar[str] = "rmia"
 
-    def fit(self, reference: ArrayLike, population_reference: ArrayLike,
+    def fit(self, reference: ArrayLike, population_phi: ArrayLike,
             population_target: ArrayLike) -> "RMIAOnline":
         """``reference``: phi (n, M) of the reference models on the n target samples;
-        ``population_reference``: phi (n_z, M) of the same models on the population z (module docstring);
+        ``population_phi``: phi (n_z, M) of the same models on the population z (module docstring);
         ``population_target``: phi (n_z,) of the target model on z."""
         phi_x = _plain(reference, name="reference", allow_nan=False)
-        phi_z = _plain(population_reference, name="population_reference", allow_nan=False)
+        phi_z = _plain(population_phi, name="population_phi", allow_nan=False)
         if phi_z.shape[1] != phi_x.shape[1]:
-            raise ValueError(f"population_reference has {phi_z.shape[1]} models, reference {phi_x.shape[1]}")
-        self.n_references_ = phi_x.shape[1]
+            raise ValueError(f"population_phi has {phi_z.shape[1]} models, reference {phi_x.shape[1]}")
+        self.n_models_ = phi_x.shape[1]
         self._fit_ratios(pr_x=probability(phi_x).mean(axis=1), pr_z=probability(phi_z).mean(axis=1),
                          population_target=population_target)
         return self
@@ -153,7 +153,7 @@ class RMIAOnline(_RMIA):
 class RMIAOffline(_RMIA):
     """Offline RMIA over OUT reference models (the shadows). ``a`` fixed, or None to calibrate it in
     ``fit``. Fitted: ``a_``, ``calibration_auc_`` (mean AUC per grid value, empty when a was given),
-    ``pr_x_``, ``ratio_z_``, ``gamma_``, ``n_population_``, ``n_references_``."""
+    ``pr_x_``, ``ratio_z_``, ``gamma_``, ``n_population_``, ``n_models_``."""
 
     name: ClassVar[str] = "rmia_offline"
 
@@ -166,20 +166,20 @@ class RMIAOffline(_RMIA):
             raise ValueError(f"a_grid={a_grid!r} must be values in [0, 1]")
         self.a, self.a_grid = a, tuple(a_grid)
 
-    def fit(self, out_reference: ArrayLike, population_out_reference: ArrayLike, population_target: ArrayLike,
+    def fit(self, out_phi: ArrayLike, population_out_phi: ArrayLike, population_target: ArrayLike,
             *, calibration: ArrayLike | None = None, calibration_inside: ArrayLike | None = None
             ) -> "RMIAOffline":
-        """``out_reference``: phi (n, M) of OUT models on the n target samples (NaN where a model trained
-        on a sample); ``population_out_reference``: phi (n_z, M) of the same models on z, NaN where IN;
+        """``out_phi``: phi (n, M) of OUT models on the n target samples (NaN where a model trained
+        on a sample); ``population_out_phi``: phi (n_z, M) of the same models on z, NaN where IN;
         ``population_target``: phi (n_z,) of the target on z. Unless ``a`` was given,
         ``calibration`` and ``calibration_inside`` go to ``calibrate_offline_a``."""
-        phi_x = _plain(out_reference, name="out_reference", allow_nan=True)
-        phi_z = _plain(population_out_reference, name="population_out_reference", allow_nan=True)
+        phi_x = _plain(out_phi, name="out_phi", allow_nan=True)
+        phi_z = _plain(population_out_phi, name="population_out_phi", allow_nan=True)
         if phi_z.shape[1] != phi_x.shape[1]:
-            raise ValueError(f"population_out_reference has {phi_z.shape[1]} models, "
-                             f"out_reference {phi_x.shape[1]}")
+            raise ValueError(f"population_out_phi has {phi_z.shape[1]} models, "
+                             f"out_phi {phi_x.shape[1]}")
         if np.isnan(phi_x).all(axis=1).any():
-            raise ValueError("every target sample needs at least one OUT reference signal")
+            raise ValueError("every target sample needs at least one OUT signal")
         if self.a is not None:
             self.a_, self.calibration_auc_ = float(self.a), {}
         elif calibration is None or calibration_inside is None:
@@ -187,7 +187,7 @@ class RMIAOffline(_RMIA):
         else:
             self.a_, self.calibration_auc_ = calibrate_offline_a(calibration, calibration_inside,
                                                                  grid=self.a_grid)
-        self.n_references_ = phi_x.shape[1]
+        self.n_models_ = phi_x.shape[1]
         # A z without an OUT signal gets Pr(z) = NaN and is left out in _fit_ratios.
         self._fit_ratios(pr_x=offline_probability(out_mean(probability(phi_x)), self.a_),
                          pr_z=offline_probability(out_mean(probability(phi_z)), self.a_),

@@ -4,7 +4,7 @@ Token c holds (confidence p_c, sensitivity s_c, onehot_c). Architecture (paper F
 + GELU, 3 post-norm Transformer encoder blocks (64 dims, 4 heads, feed-forward 128, dropout 0.2,
 GELU), flatten, Linear(64 C -> 64) + ReLU, Linear(64 -> 2). Trained with SGD (momentum 0.9, weight
 decay 5e-4), batch 128, 100 epochs, lr 0.01 divided by 10 at 50% and 75% of training (paper schedule).
-The reference code's input BatchNorm is not part of the paper's architecture and is left out.
+The authors' code's input BatchNorm is not part of the paper's architecture and is left out.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from miaray.models.modes import in_mode
+
 # Directions are drawn per block of this many samples from a generator seeded by (seed, block), so
 # a sample's directions depend only on the seed and its position, never on the batch size.
 _NOISE_BLOCK = 64
@@ -136,26 +138,21 @@ def compute_signals(model: nn.Module, x: Tensor, y: Tensor, *, sensitivity: bool
     per_chunk = max(1, batch_size // (n_directions + 1)) if sensitivity else batch_size
     if per_chunk > _NOISE_BLOCK:  # whole noise blocks per chunk: no block is drawn twice
         per_chunk -= per_chunk % _NOISE_BLOCK
-    was_training = model.training
-    model.eval()
     probs, sens, refs = [], [], []
-    try:
-        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
-            for start in range(0, len(x), per_chunk):
-                xb = x[start:start + per_chunk].to(device=device, dtype=torch.float32)
-                pb = _softmax(model, xb)
-                probs.append(pb)
-                if sensitivity:
-                    d = perturbation_directions(shape=tuple(xb.shape[1:]), start=start,
-                                                stop=start + len(xb), n_directions=n_directions,
-                                                seed=seed, device=device)
-                    perturbed = (xb.unsqueeze(0) + eps * d).flatten(0, 1)
-                    pp = _softmax(model, perturbed).view(n_directions, len(xb), -1)
-                    sens.append((pp - pb.unsqueeze(0)).abs().mean(dim=0) / eps)
-                if reference_transform is not None:
-                    refs.append(_softmax(model, reference_transform(xb)))
-    finally:
-        model.train(was_training)
+    with in_mode(model), torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+        for start in range(0, len(x), per_chunk):
+            xb = x[start:start + per_chunk].to(device=device, dtype=torch.float32)
+            pb = _softmax(model, xb)
+            probs.append(pb)
+            if sensitivity:
+                d = perturbation_directions(shape=tuple(xb.shape[1:]), start=start,
+                                            stop=start + len(xb), n_directions=n_directions,
+                                            seed=seed, device=device)
+                perturbed = (xb.unsqueeze(0) + eps * d).flatten(0, 1)
+                pp = _softmax(model, perturbed).view(n_directions, len(xb), -1)
+                sens.append((pp - pb.unsqueeze(0)).abs().mean(dim=0) / eps)
+            if reference_transform is not None:
+                refs.append(_softmax(model, reference_transform(xb)))
     return Signals(probs=torch.cat(probs), labels=torch.as_tensor(y).to(device=device, dtype=torch.int64),
                    sensitivity=torch.cat(sens) if sensitivity else None,
                    ref_probs=torch.cat(refs) if reference_transform is not None else None)
@@ -171,21 +168,16 @@ def sensitivity_loop_reference(model: nn.Module, x: Tensor, *, n_directions: int
     # Drawn once up front so that the loop is not charged for drawing noise blocks repeatedly.
     directions = perturbation_directions(shape=tuple(x.shape[1:]), start=0, stop=len(x),
                                          n_directions=n_directions, seed=seed, device=device)
-    was_training = model.training
-    model.eval()
     rows = []
-    try:
-        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
-            for start in range(0, len(x), samples_per_forward):
-                xb = x[start:start + samples_per_forward]
-                d = directions[:, start:start + samples_per_forward]
-                base = _softmax(model, xb)
-                total = torch.zeros_like(base)
-                for i in range(n_directions):
-                    total += (_softmax(model, xb + eps * d[i]) - base).abs() / eps
-                rows.append(total / n_directions)
-    finally:
-        model.train(was_training)
+    with in_mode(model), torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+        for start in range(0, len(x), samples_per_forward):
+            xb = x[start:start + samples_per_forward]
+            d = directions[:, start:start + samples_per_forward]
+            base = _softmax(model, xb)
+            total = torch.zeros_like(base)
+            for i in range(n_directions):
+                total += (_softmax(model, xb + eps * d[i]) - base).abs() / eps
+            rows.append(total / n_directions)
     return torch.cat(rows)
 
 

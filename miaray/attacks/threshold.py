@@ -77,7 +77,7 @@ def best_threshold(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> t
 
 def best_threshold_exhaustive(member_scores: np.ndarray, nonmember_scores: np.ndarray, *,
                               max_block: int = 1 << 24) -> tuple[float, float]:
-    """Reference search (quadratic, as in the reference code but vectorised in blocks): try every
+    """Reference search (quadratic, as in the authors' code but vectorised in blocks): try every
     distinct score as threshold; same objective and tie-break as best_threshold."""
     a, b = _check_scores(member_scores, nonmember_scores)
     candidates = np.unique(np.concatenate([a, b]))

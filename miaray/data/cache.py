@@ -10,8 +10,6 @@ parsed again and replaced.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 import zipfile
 import zlib
@@ -20,6 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from miaray.files import atomic_write
 
 CACHE_DIR = ".miaray_cache"
 FORMAT_VERSION = 1  # bump when parsing changes, so stale caches are rebuilt
@@ -105,12 +105,5 @@ def _write(target: Path, signature: str, parsed: Parsed, *, binary: bool) -> Non
         arrays["n_cols"] = np.array(parsed.features.shape[1])
     else:
         arrays["features"] = parsed.features
-    # Write beside the target, then rename: a concurrent reader never sees a half-written cache.
-    handle, temp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, **arrays)
-        os.replace(temp, target)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_write(target) as temp, open(temp, "wb") as out:  # a concurrent reader never sees half a cache
+        np.savez(out, **arrays)

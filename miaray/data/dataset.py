@@ -54,6 +54,6 @@ def image_dataset(*, name: str, images: np.ndarray, labels: np.ndarray, num_clas
 
 
 def tabular_dataset(*, name: str, features: np.ndarray, labels: np.ndarray, num_classes: int) -> Dataset:
-    """Build a Dataset from N x D binary features, kept as 0.0 / 1.0 (the reference code does not rescale)."""
+    """Build a Dataset from N x D binary features, kept as 0.0 / 1.0 (the authors' code does not rescale)."""
     return Dataset(x=torch.from_numpy(features.astype(np.float32)),
                    y=torch.from_numpy(labels.astype(np.int64)), num_classes=num_classes, name=name)

@@ -25,7 +25,7 @@ def load_synthetic_tabular(*, n_samples: int = 4000, n_features: int = 600, n_cl
 
     Shaped like Purchase100 (600 binary features, 100 classes) but 4,000 samples by default, so an FC
     net trains on a CPU in seconds. Each model trains on 900 samples (9 per class); with the default
-    ``flip_prob`` the MLP (256, 128) (arch ``fc`` at width 1, `miaray.config.default_width`) reaches
+    ``flip_prob`` the MLP (256, 128) (arch ``fc`` at width 1, `miaray.vocabulary.default_width`) reaches
     100% train and about 60% test accuracy (target originals of seeds 0 and 1: 0.607 and 0.586; pinned
     by tests/test_presets.py): it overfits, as the study needs. Narrower nets barely learn 100 classes
     from 9 samples each (seed 0: 0.43 at width 0.5, 0.27 at 0.25, 0.14 at 0.125). Each class has a

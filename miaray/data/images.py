@@ -19,7 +19,7 @@ from miaray.data.real import RealDataset, checked_labels, reading
 from miaray.data.safe_pickle import load_cifar_batch
 from miaray.data.sources import DatasetFileError, Remote, Source
 
-# Reference normalisation (docs/science.md, Dataset sources and formats): the reference code's statistics for
+# Reference normalisation (docs/science.md, Dataset sources and formats): the authors' code's statistics for
 # CIFAR (also used for CIFAR100), and its choices for SVHN (0.5, 0.5) and CHMNIST (ImageNet statistics).
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 SVHN_MEAN, SVHN_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
@@ -38,7 +38,7 @@ CHMNIST_SIZE = 32  # tiles are 150 x 150; the paper trains on 32 x 32
 # ---- CIFAR ---------------------------------------------------------------------------------------
 def _cifar(name: str, spec: type[CIFAR10], *, label_key: str, num_classes: int) -> RealDataset:
     """CIFAR as torchvision lays it out: the python-pickle batches, extracted or in the .tar.gz.
-    Train batches then the test batch, the order of the reference code's ConcatDataset."""
+    Train batches then the test batch, the order of the authors' code's ConcatDataset."""
     batches = [f"{spec.base_folder}/{file}" for file, _ in spec.train_list + spec.test_list]
     checksums = {f"{spec.base_folder}/{file}": ("md5", md5) for file, md5 in spec.train_list + spec.test_list}
     checksums[spec.filename] = ("md5", spec.tgz_md5)
@@ -94,7 +94,7 @@ SVHN_ORIGIN = "http://ufldl.stanford.edu/housenumbers/ (cropped digits; torchvis
 
 def _parse_svhn(root: Path, layout: tuple[str, ...]) -> Parsed:
     """The cropped-digits .mat files: X is 32 x 32 x 3 x N uint8, y is N x 1 with 1..10 (10 = digit 0).
-    Train then test, as the reference code concatenates them."""
+    Train then test, as the authors' code concatenates them."""
     images, labels = [], []
     for file in layout:
         with reading("svhn", root / file, expected=f"a MATLAB (v5) file {file} holding X and y, from {SVHN_ORIGIN}"):

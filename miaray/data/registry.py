@@ -7,12 +7,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
-from miaray.config import DATASETS
 from miaray.data.dataset import Dataset
 from miaray.data.embedded import load_digits, load_synthetic_tabular
 from miaray.data.mnist5k import load_mnist5k
 from miaray.data.real import RealDataset
 from miaray.data.sources import resolve_root
+from miaray.vocabulary import DATASETS
 
 
 def real_datasets() -> dict[str, RealDataset]:
@@ -33,7 +33,7 @@ EMBEDDED_DATASETS: dict[str, Callable[..., Dataset]] = {
 
 
 def load_dataset(name: str, *, root: str | Path | None = None, **options: Any) -> Dataset:
-    """Load dataset ``name`` (one of ``miaray.config.DATASETS``).
+    """Load dataset ``name`` (one of ``miaray.vocabulary.DATASETS``).
 
     Real datasets are read from ``root`` (else $MIARAY_DATA, else ~/.cache/miaray/data), downloaded
     there when missing unless ``download=False`` or $MIARAY_OFFLINE=1, and cached parsed under

@@ -6,12 +6,12 @@ import hashlib
 import os
 import shutil
 import urllib.request
-import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from miaray.filelock import exclusive_lock
+from miaray.files import atomic_write
 
 DATA_ENV = "MIARAY_DATA"          # directory holding the dataset files
 OFFLINE_ENV = "MIARAY_OFFLINE"    # "1": never try to download
@@ -142,8 +142,7 @@ def _download(remote: Remote, root: Path, checksum: tuple[str, str] | None) -> N
     with exclusive_lock(root / f".{remote.filename}.lock", remove=True):
         if target.exists():  # fetched by another process while we waited
             return
-        partial = root / f".{remote.filename}.{os.getpid()}.{uuid.uuid4().hex}.part"
-        try:
+        with atomic_write(target) as partial:
             with open(partial, "xb") as out:
                 _fetch(remote, out)
             if checksum is not None:
@@ -151,9 +150,6 @@ def _download(remote: Remote, root: Path, checksum: tuple[str, str] | None) -> N
                 actual = file_digest(partial, algorithm)
                 if actual != expected:
                     raise ValueError(f"{remote.filename} downloaded with {algorithm} {actual}, expected {expected}")
-            os.replace(partial, target)
-        finally:
-            partial.unlink(missing_ok=True)
 
 
 def _fetch(remote: Remote, out) -> None:

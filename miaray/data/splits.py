@@ -1,7 +1,7 @@
 """Seeded member / non-member splits of one dataset for the target model and the shadow models.
 
-The split is the reference code's, made with the same sklearn calls and seeds, so the same seed gives
-the same indices as the reference code (on the same dataset order):
+The split is the authors' code's, made with the same sklearn calls and seeds, so the same seed gives
+the same indices as the authors' code (on the same dataset order):
 
 - ``train_test_split(range(n), test_size=0.5, random_state=seed)``: the first part (floor(n/2)
   indices) is the target half, the second (ceil(n/2)) the shadow half;
@@ -28,7 +28,7 @@ the test and validation parts up (ceil) and gives the train part the rest: test 
 their share of the half or up to one sample more (validation, taken from a remainder already
 rounded down, can fall up to one sample short), train the rest. The
 paper's 45/45/10 keeps the reference constants above (0.1818, not 10/55), so its indices stay the
-reference code's.
+authors' code's.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from miaray.config import PAPER_SPLIT, check_split, format_split
+from miaray.config import check_split
+from miaray.vocabulary import PAPER_SPLIT, format_split
 
 TEST_FRACTION = 0.45   # of a half: non-members
-VAL_FRACTION = 0.1818  # of what the test split leaves: about 10% of the half, as in the reference code
+VAL_FRACTION = 0.1818  # of what the test split leaves: about 10% of the half, as in the authors' code
 REFERENCE_STREAM = 1   # keeps the reference halves' random stream apart from any other use of the seed
 
 
@@ -114,7 +115,7 @@ class Splits:
 
 def _fractions(split: tuple[int, int, int]) -> tuple[float, float]:
     """The sklearn ``test_size`` of a half (test) and of its remainder (validation) for a
-    train/test/validation percentage split; the reference code's constants for the paper's."""
+    train/test/validation percentage split; the authors' code's constants for the paper's."""
     if tuple(split) == PAPER_SPLIT:
         return TEST_FRACTION, VAL_FRACTION
     train, test, val = split

@@ -11,19 +11,20 @@ from typing import Mapping
 
 import torch
 
-from miaray.config import DEFENSE_PARAMS, DEFENSES, ConfigError
+from miaray.config import ConfigError
 from miaray.defenses.adv import ADVDefense
 from miaray.defenses.ppb import PPBDefense, ppb_regularizer
 from miaray.train import Defense
+from miaray.vocabulary import DEFENSES, DEFENSE_PARAMS
 
 __all__ = ["ADVDefense", "PPBDefense", "make_defense", "ppb_regularizer"]
 
 
 def make_defense(name: str, params: Mapping[str, float], *, num_classes: int,
-                 reference: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0) -> Defense:
+                 nonmembers: tuple[torch.Tensor, torch.Tensor] | None = None, seed: int = 0) -> Defense:
     """The defense `name` with `params` over the defaults of `DEFENSE_PARAMS[name]`.
 
-    `reference` (non-member examples, e.g. the validation split) is needed by ADV; DP re-estimates its
+    `nonmembers` (non-member examples, e.g. the validation split) is needed by ADV; DP re-estimates its
     frozen batch-norm statistics on its inputs when given.
     """
     if name not in DEFENSES:
@@ -38,12 +39,12 @@ def make_defense(name: str, params: Mapping[str, float], *, num_classes: int,
         from miaray.defenses.dp import DPDefense
 
         return DPDefense(noise_multiplier=p["noise_multiplier"], max_grad_norm=p["max_grad_norm"],
-                         delta=p["delta"], seed=seed, calibration=None if reference is None else reference[0])
+                         delta=p["delta"], seed=seed, calibration=None if nonmembers is None else nonmembers[0])
     if name == "adv":
-        if reference is None:
-            raise ValueError("defense 'adv' needs a reference set of non-members (x, y)")
+        if nonmembers is None:
+            raise ValueError("defense 'adv' needs a set of non-members (x, y)")
         if p["k"] != int(p["k"]):
             raise ConfigError(f"defense 'adv' k={p['k']!r} must be a whole number of steps")
         return ADVDefense(alpha=p["alpha"], k=int(p["k"]), num_classes=num_classes,
-                          reference=reference, seed=seed)
+                          nonmembers=nonmembers, seed=seed)
     return Defense()

@@ -1,21 +1,21 @@
 """ADV, adversarial regularisation (Nasr, Shokri, Houmansadr, CCS 2018, Algorithm 1).
 
 An inference model h (the NNCls attack's shape: MLP on [softmax(f(x)), one-hot(y)],
-2C -> 512 -> 256 -> 128 -> 2, ReLU, no dropout; Adam lr 1e-3, weight decay 5e-4 as in the reference
+2C -> 512 -> 256 -> 128 -> 2, ReLU, no dropout; Adam lr 1e-3, weight decay 5e-4 as in the authors'
 code) learns to tell members from non-members. In EVERY training batch:
 
 1. k inference steps: maximise the gain
-   G = mean_member log h(member | f(x), y) + mean_reference log h(non-member | f(x'), y')
+   G = mean_member log h(member | f(x), y) + mean_nonmember log h(non-member | f(x'), y')
    (cross-entropy of h on the training batch, labelled member, against an equally large batch drawn
-   from the reference set, labelled non-member). Posteriors come from f in eval mode, without
+   from the non-member set, labelled non-member). Posteriors come from f in eval mode, without
    gradients, as an attacker would see them. With k > 1 the member batch is the same and the
-   reference batch is redrawn.
+   non-member batch is redrawn.
 2. one classifier step on loss = CE(f(x), y) + alpha * mean_member log h(member | f(x), y): the
    classifier's side of Nasr's min-max min_f (L(f) + alpha * max_h G); like Nasr's Algorithm 1 it
    keeps G's member term, the one computed on the training batch. Equivalently CE - alpha *
-   CE_h(member), the reference code's form; minimising it lowers h's belief that members are members.
+   CE_h(member), the authors' code's form; minimising it lowers h's belief that members are members.
 
-The reference set is the model's own validation split (held out from training, so non-members; the
+The non-member set (Nasr et al.'s reference set) is the model's own validation split (held out from training, so non-members; the
 unit passes it). Step counts of both models are reported by `summary()`.
 """
 
@@ -54,12 +54,12 @@ class ADVDefense(Defense):
     name = "adv"
 
     def __init__(self, *, alpha: float, k: int, num_classes: int,
-                 reference: tuple[torch.Tensor, torch.Tensor], seed: int = 0) -> None:
-        if alpha < 0 or k < 1 or len(reference[1]) == 0:
-            raise ValueError(f"adv needs alpha >= 0, k >= 1 and a non-empty reference set; got "
-                             f"alpha={alpha}, k={k}, {len(reference[1])} reference examples")
+                 nonmembers: tuple[torch.Tensor, torch.Tensor], seed: int = 0) -> None:
+        if alpha < 0 or k < 1 or len(nonmembers[1]) == 0:
+            raise ValueError(f"adv needs alpha >= 0, k >= 1 and a non-empty non-member set; got "
+                             f"alpha={alpha}, k={k}, {len(nonmembers[1])} non-member examples")
         self.alpha, self.k, self.num_classes = alpha, k, num_classes
-        self.x_ref, self.y_ref = reference
+        self.x_ref, self.y_ref = nonmembers
         self.generator = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global stream
             torch.manual_seed(seed)
@@ -68,7 +68,7 @@ class ADVDefense(Defense):
         self.inference_steps = 0
         self.classifier_steps = 0
 
-    def _reference_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _nonmember_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         idx = torch.randperm(len(self.y_ref), generator=self.generator)[:size].to(self.y_ref.device)
         return self.x_ref[idx], self.y_ref[idx]
 
@@ -79,11 +79,11 @@ class ADVDefense(Defense):
         return predict_logits(model, x, batch_size=max(1, len(x)))
 
     def _inference_steps(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
-        # Member and reference posteriors come from separate forwards run the same way (eval mode, same
+        # Member and non-member posteriors come from separate forwards run the same way (eval mode, same
         # autocast precision, fp32 out), so h cannot tell them apart by precision or by train-mode layers.
         member = attack_features(self._posteriors(model, x), y, self.num_classes)
         for _ in range(self.k):
-            x_ref, y_ref = self._reference_batch(len(y))
+            x_ref, y_ref = self._nonmember_batch(len(y))
             non_member = attack_features(self._posteriors(model, x_ref), y_ref, self.num_classes)
             labels = torch.cat([torch.full((len(member),), MEMBER),
                                 torch.full((len(non_member),), 1 - MEMBER)]).to(x.device)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 from opacus.grad_sample import register_grad_sampler
 from torch import nn
 
+from miaray.models.modes import in_mode
+
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
@@ -86,13 +88,12 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, *, batch_size: int)
     norms = [m for m in model.modules() if isinstance(m, _BATCHNORMS) and m.track_running_stats]
     if not norms or len(x) == 0:
         return
-    was_training, momenta = model.training, [m.momentum for m in norms]
+    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
-    model.train()
-    for start in range(0, len(x), batch_size):
-        model(x[start:start + batch_size])
+    with in_mode(model, training=True):
+        for start in range(0, len(x), batch_size):
+            model(x[start:start + batch_size])
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
-    model.train(was_training)

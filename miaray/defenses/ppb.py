@@ -1,7 +1,7 @@
 """PPB, pair-based posterior balancing (the paper's defense, section 6.2, eq. 6).
 
 loss = CE + lambda * mean over B//2 disjoint random pairs (j, k) of KL(R(p_k) || R(p_j)), where
-R sorts a softmax vector in decreasing order. As in the reference code the batch is cut in a first and
+R sorts a softmax vector in decreasing order. As in the authors' code the batch is cut in a first and
 a second half (here after a random permutation), the KL is `kl_div(log R(p_first), R(p_second))`, i.e.
 sum_c R(p_second)_c * log(R(p_second)_c / R(p_first)_c), averaged over pairs ("batchmean"), and the
 gradient flows through both halves. With an odd batch one example sits out; with B < 2 the term is 0.
@@ -9,10 +9,10 @@ gradient flows through both halves. With an odd batch one example sits out; with
 lambda against the paper's eq. 6: L = sum_i L_predict(x_i) + lambda * sum over pairs L_KL, with
 B/2 pairs per batch of B. Scaled to the mean over the batch, as every implementation does for the
 prediction loss, that is mean CE + (lambda / B) * sum of B/2 KL terms = mean CE + (lambda / 2) * mean
-KL over pairs. This code, like the reference code (docs/science.md, Defenses), averages the KL over pairs,
+KL over pairs. This code, like the authors' code (docs/science.md, Defenses), averages the KL over pairs,
 so its lambda weighs the KL term twice as heavily as eq. 6 read literally: lambda = 4 here is eq. 6's
-lambda = 8. The paper's grid {1, 2, 4, 8, 16} and the reference default 4 are taken on this code's
-(the reference code's) scale; eq. 6 taken literally with lambda_6 is `lambda = lambda_6 / 2` here.
+lambda = 8. The paper's grid {1, 2, 4, 8, 16} and the default 4 are taken on this code's
+(the authors' code's) scale; eq. 6 taken literally with lambda_6 is `lambda = lambda_6 / 2` here.
 """
 
 from __future__ import annotations

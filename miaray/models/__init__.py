@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from miaray.config import ARCHS
 from miaray.models.densenet import DenseNet121
 from miaray.models.fc import FC
 from miaray.models.resnet import ResNet18
 from miaray.models.structure import ChannelGroup, NormSlice
 from miaray.models.vgg import VGG16
+from miaray.vocabulary import ARCHS
 
 __all__ = ["build_model", "ChannelGroup", "NormSlice", "ResNet18", "VGG16", "DenseNet121", "FC"]
 

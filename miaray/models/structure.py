@@ -55,7 +55,7 @@ def scaled(channels: int, width: float) -> int:
 
 
 def init_xavier(model: nn.Module) -> None:
-    """Xavier-normal conv/linear weights and zero biases, as the reference code re-initialises."""
+    """Xavier-normal conv/linear weights and zero biases, as the authors' code re-initialises."""
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_normal_(module.weight)

@@ -1,5 +1,5 @@
 """VGG16 with batch norm, CIFAR variant: 13 conv3x3-BN-ReLU layers and one linear classifier
-(14.7M parameters at 32x32, not the 512-4096-4096 ImageNet head of the reference code)."""
+(14.7M parameters at 32x32, not the 512-4096-4096 ImageNet head of the authors' code)."""
 
 from __future__ import annotations
 

@@ -30,10 +30,11 @@ The entry scripts (`sweeps/full_grid.py`, `sweeps/unknown_pruning.py`) only call
 from miaray.sweep.cli import (_format, build_parser, cell_summary, full_grid_main, int_at_least, parse_args,
                               record_pairs, settings_from_args, spec_from_args, unknown_pruning_main,
                               unknown_pruning_summary)
-from miaray.sweep.cluster import RunSettings, connect, prepare_worker, worker_context
+from miaray.sweep.cluster import connect, prepare_worker, worker_context
 from miaray.sweep.grid import (PAPER_DATASETS, PAPER_SPARSITIES, PRESETS, UNKNOWN_PRESETS, GridSpec, method_pairs,
                                sparsity_matrix, unique)
 from miaray.sweep.plan import Plan, missing_builds, sweep_jobs
+from miaray.sweep.settings import RunSettings
 from miaray.sweep.trials import build_model, build_originals, run_job, run_sweep, run_trials, sweep_rows
 
 __all__ = ["GridSpec", "PAPER_DATASETS", "PAPER_SPARSITIES", "PRESETS", "Plan", "RunSettings", "UNKNOWN_PRESETS",

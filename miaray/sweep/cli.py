@@ -7,27 +7,36 @@ import argparse
 import dataclasses
 import math
 import os
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import pandas as pd
 import ray
 
 from miaray import results
 from miaray.cli import HelpFormatter, add_debug_option, check_writable_folder, entry_point
-from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSE_PARAMS, DEFENSES, METHODS, SWEEP_OPTIONS, ConfigError,
-                           defense_label, defense_settings, parse_name_value_lists, parse_original_attacks, parse_split,
-                           with_options)
+from miaray.config import ConfigError
+from miaray.options import (SHARED_FIELDS, add_place_options, add_shared_options, comma_list, defense_settings,
+                            int_at_least, number_in, parse_attacks, parse_name_value_lists, parse_original_attacks,
+                            parse_split, with_options)
 from miaray.store import default_root
-from miaray.sweep.cluster import (RunSettings, absolute, check_address, cluster_info, connect, default_gpus,
-                                  resource_problems)
+from miaray.sweep.cluster import check_address, cluster_info, connect, default_gpus, resource_problems
 from miaray.sweep.grid import PRESETS, UNKNOWN_PRESETS, GridSpec, check_axis, method_pairs, sparsity_matrix, unique
 from miaray.sweep.plan import Plan
+from miaray.sweep.settings import RunSettings, absolute
 from miaray.sweep.shared import share
 from miaray.sweep.trials import complete, headline, resume_refusal, run_sweep, started
 from miaray.unknown_pruning import (PAIRS_COLUMNS, PAIRS_FILE, RANDOM_PAIRS, accuracy_loss_table, headline_attack,
-                                   known_pruning, sparsity_matrix_table)
+                                    known_pruning, sparsity_matrix_table)
+from miaray.vocabulary import ARCHS, DATASETS, DEFENSES, DEFENSE_PARAMS, METHODS, attack_names, defense_label
 
 MAX_CPUS = 1024  # per trial: far above any node, a guard against typos
+# The option that sets each UnitConfig and GridSpec field, for `with_options` (the shared ones: `miaray.options`).
+SWEEP_OPTIONS: dict[str, str] = {
+    **SHARED_FIELDS, "dataset": "--datasets", "arch": "--archs", "method": "--methods", "sparsity": "--sparsities",
+    "seed": "--seeds", "width": "--widths", "split": "--splits", "defense": "--defenses",
+    "datasets": "--datasets", "archs": "--archs", "methods": "--methods", "sparsities": "--sparsities",
+    "seeds": "--seeds", "widths": "--widths", "splits": "--splits", "defenses": "--defenses", "finetune": "--finetune",
+}
 
 
 # ---- summaries -----------------------------------------------------------------------------------
@@ -111,35 +120,6 @@ def unknown_pruning_summary(df: pd.DataFrame, *, matrix: bool, pairs: pd.DataFra
 
 
 # ---- command line --------------------------------------------------------------------------------
-def _csv(kind: Callable[[str], Any]) -> Callable[[str], tuple]:
-    def parse(text: str) -> tuple:
-        return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
-    return parse
-
-
-def int_at_least(low: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= `low` (argparse names the option in its error)."""
-    def parse(text: str) -> int:
-        value = int(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is out of range: give an integer >= {low}")
-        return value
-    parse.__name__ = "integer"  # argparse's message for a non-number: "invalid integer value"
-    return parse
-
-
-def number_in(low: float, high: float, *, low_open: bool) -> Callable[[str], float]:
-    """An argparse type: a number in (low, high] (`low_open`) or [low, high]; NaN is refused."""
-    def parse(text: str) -> float:
-        value = float(text)
-        if not (low < value <= high if low_open else low <= value <= high):
-            raise argparse.ArgumentTypeError(f"{text} is out of range: give a number in "
-                                             f"{'(' if low_open else '['}{low:g}, {high:g}]")
-        return value
-    parse.__name__ = "number"
-    return parse
-
-
 def experiment_name(text: str) -> str:
     """An argparse type: one folder name, so the experiment stays inside --storage."""
     if not text or "/" in text or "\\" in text or text in (".", ".."):
@@ -165,57 +145,32 @@ def build_parser(*, prog: str, description: str, presets: dict[str, GridSpec]) -
     g = p.add_argument_group("grid (a preset, narrowed or changed by the filters)")
     g.add_argument("--preset", choices=sorted(presets), default="quick",
                    help="the grid the filters below narrow or change")
-    g.add_argument("--datasets", type=_csv(str), help=f"comma list of {', '.join(DATASETS)} (default: the preset's)")
-    g.add_argument("--archs", type=_csv(str), help=f"comma list of {', '.join(ARCHS)} (default: the preset's)")
-    g.add_argument("--methods", type=_csv(str), help=f"comma list of {', '.join(METHODS)} (default: the preset's)")
-    g.add_argument("--sparsities", type=_csv(float), help="comma list of target sparsities in (0, 1), e.g. 0.5,0.9 (default: the preset's)")
-    g.add_argument("--seeds", type=_csv(int), help="comma list of integer seeds in [0, 2^32 - shadows) (default: the preset's)")
-    g.add_argument("--splits", type=_csv(str), metavar="TRAIN/TEST/VAL,...",
+    g.add_argument("--datasets", type=comma_list(str), help=f"comma list of {', '.join(DATASETS)} (default: the preset's)")
+    g.add_argument("--archs", type=comma_list(str), help=f"comma list of {', '.join(ARCHS)} (default: the preset's)")
+    g.add_argument("--methods", type=comma_list(str), help=f"comma list of {', '.join(METHODS)} (default: the preset's)")
+    g.add_argument("--sparsities", type=comma_list(float), help="comma list of target sparsities in (0, 1), e.g. 0.5,0.9 (default: the preset's)")
+    g.add_argument("--seeds", type=comma_list(int), help="comma list of integer seeds in [0, 2^32 - shadows) (default: the preset's)")
+    g.add_argument("--splits", type=comma_list(str), metavar="TRAIN/TEST/VAL,...",
                    help="comma list of train/test/validation percentages of each half, e.g. 45/45/10,60/30/10 "
                         "(paper Table 2; default: the preset's)")
-    g.add_argument("--widths", "--width", type=_csv(float), dest="widths",
+    g.add_argument("--widths", "--width", type=comma_list(float), dest="widths",
                    help="comma list of channel multipliers > 0 (< 1: narrow models), e.g. 0.125,0.5 (default: the preset's)")
-    g.add_argument("--attacks", type=_csv(str), help=f"comma list of {', '.join(ALL_ATTACKS)} (default: the preset's)")
-    g.add_argument("--original-attacks", metavar="same|conf|all|LIST",
-                   help="attacks on the unpruned target, fitted on the unpruned shadows: 'same' as --attacks "
-                        "(compared attack by attack), 'conf' (the paper's Conf (Org.) baseline, cheapest), 'all', "
-                        "or a comma list (default: the preset's)")
-    g.add_argument("--shadows", type=int_at_least(1), help="shadow models per cell, >= 1 (default: the preset's)")
-    g.add_argument("--references", type=_csv(int), metavar="N,...",
-                   help="reference models per cell for the online attacks lira (even) and rmia, an axis: e.g. 4,8 "
-                        "(default: the preset's, 0 = none)")
-    g.add_argument("--defenses", "--defense", type=_csv(str), dest="defenses", metavar="DEFENSE,...",
+    g.add_argument("--defenses", "--defense", type=comma_list(str), dest="defenses", metavar="DEFENSE,...",
                    help=f"comma list of {', '.join(DEFENSES)}, applied while fine-tuning the pruned target, an axis: e.g. "
                         "basic,ppb,dp,adv (default: the preset's, basic; a listed defense keeps the preset's settings "
                         "unless --defense-param names its hyperparameters)")
-    g.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE[,VALUE...]",
-                   help="a defense hyperparameter and its values, repeatable, each an axis of its own defense: "
-                        "lambda=1,4,16 (ppb, >= 0), noise_multiplier=0.5,2 and max_grad_norm (dp, >= 0 and > 0), "
-                        "alpha=1,4 (adv, >= 0); the defense must be in --defenses; unnamed ones keep their defaults")
-    g.add_argument("--adaptive", nargs="?", const="yes", type=_csv(str), metavar="no,yes",
-                   help="shadows fine-tuned without the target's defense (no), with it (yes: the adaptive attacker), "
-                        "or both as an axis (no,yes); --adaptive alone is yes (default: the preset's, no)")
-    g.add_argument("--finetune", type=_csv(str), metavar="yes,no",
+    g.add_argument("--finetune", type=comma_list(str), metavar="yes,no",
                    help="fine-tune the pruned models (yes), prune only: the original's weights with the masks applied, "
                         "nothing trained (no), or both as an axis (yes,no: Basic's cells run once more without "
                         "fine-tuning; shadows and reference models alike) (default: the preset's, yes)")
-    g.add_argument("--max-epochs", type=int_at_least(1),
-                   help="epoch cap of the originals' training, >= 1; fine-tuning after pruning gets half of it "
-                        "(at least 1) (default: the preset's, else 100 images / 50 tabular)")
-    g.add_argument("--slimming-l1", type=float,
-                   help="network slimming's L1 penalty on the batch-norm scales while training the originals, >= 0 "
-                        "(Liu et al. use about 1e-4; the paper describes no such phase) (default: the preset's, 0: off)")
-    g.add_argument("--attack-epochs", type=int_at_least(1),
-                   help="epochs of the trained attacks (nn, top3_nn, nncls, samia), >= 1 (default: the preset's, "
-                        "else their reference schedules, SAMIA 100)")
+    add_shared_options(g, sweep=True)
     r = p.add_argument_group("run")
     r.add_argument("--storage", default="~/miaray-results",
                    help="results and Tune state: a local folder or a URI such as s3://bucket/prefix (default: %(default)s)")
     r.add_argument("--name", type=experiment_name,
                    help="experiment folder name under --storage, one path component (default: <script>-<preset>)")
-    r.add_argument("--cache", help="artifact store (default: <storage>/cache for a local --storage, else "
-                                   "$MIARAY_CACHE or ~/.cache/miaray/store; on a cluster a shared mount)")
-    r.add_argument("--data-root", help="dataset folder (default: $MIARAY_DATA, else each worker's ~/.cache/miaray/data)")
+    add_place_options(r, cache_default="<storage>/cache for a local --storage, else $MIARAY_CACHE or "
+                                        "~/.cache/miaray/store; on a cluster a shared mount")
     r.add_argument("--address", default="auto", type=ray_address,
                    help="Ray to use: 'auto' (a cluster started as one: $RAY_ADDRESS, else a `ray start` node on this "
                         "machine such as a cluster's head; else a new private instance), 'local' (always a new "
@@ -240,8 +195,10 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
     """The preset with the command-line overrides, validated (raises ConfigError)."""
     spec = presets[args.preset]
     overrides = {field: getattr(args, field) for field in
-                 ("datasets", "archs", "methods", "sparsities", "seeds", "widths", "attacks", "references", "max_epochs",
+                 ("datasets", "archs", "methods", "sparsities", "seeds", "widths", "references", "max_epochs",
                   "attack_epochs", "slimming_l1") if getattr(args, field) is not None}
+    if args.attacks is not None:
+        overrides["attacks"] = parse_attacks(args.attacks, option="--attacks")
     if args.original_attacks is not None:
         overrides["original_attacks"] = parse_original_attacks(args.original_attacks, option="--original-attacks")
     if args.shadows is not None:
@@ -261,7 +218,7 @@ def spec_from_args(args: argparse.Namespace, presets: dict[str, GridSpec]) -> Gr
             names, parse_name_value_lists(args.defense_param, option="--defense-param"), fallback=spec.defenses)
     spec = dataclasses.replace(spec, **overrides)
     for name, values, choices in (("datasets", spec.datasets, DATASETS), ("archs", spec.archs, ARCHS),
-                                  ("methods", spec.methods, METHODS), ("attacks", spec.attacks, ALL_ATTACKS)):
+                                  ("methods", spec.methods, METHODS), ("attacks", spec.attacks, attack_names())):
         check_axis(name, values, choices)
     return spec.validate()
 
@@ -287,7 +244,9 @@ def check_resume(args: argparse.Namespace, parser: argparse.ArgumentParser, *, n
 def settings_from_args(args: argparse.Namespace, *, name: str) -> RunSettings:
     """Where results, Tune state, cache and data live, and the resources per trial. Once connected, it
     also checks them (raises ConfigError naming each option that cannot work): a local --storage or
-    --cache this machine cannot write or some node does not see, resources no node can give."""
+    --cache this machine cannot write or some node does not see, resources no node can give. One check
+    writes: whether every node sees a local folder is told by a marker written into it (`share`, which
+    creates the folder), before any refusal, so that a refusal names every option at once."""
     storage = absolute(args.storage)
     experiment = experiment_path(args, name=name)
     cache = absolute(args.cache) if args.cache else str(default_root()) if "://" in storage else f"{storage}/cache"

@@ -22,30 +22,11 @@ import yaml
 from miaray.config import ConfigError
 from miaray.store import Store
 from miaray.sweep.disk import check_free_space
+from miaray.sweep.settings import RunSettings
+from miaray.sweep.shared import check_markers
 
 # Written by `ray up` on the head node (the autoscaler's resolved config); Tune reads it too.
 BOOTSTRAP_CONFIG = "~/ray_bootstrap_config.yaml"
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Run-wide settings every task and trial receives. Paths are absolute (trials chdir) or URIs."""
-
-    experiment: str                   # <storage>/<name>: the rows/ folder and Tune's state
-    store: str                        # artifact cache folder (shared by all nodes on a cluster)
-    data_root: str | None             # dataset folder; None: each worker's default
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    # (option, folder, token): a marker each worker checks before it writes there (`miaray.sweep.shared`).
-    shared: tuple[tuple[str, str, str], ...] = ()
-
-    def resources(self) -> dict[str, float]:
-        return {"cpu": self.cpus_per_trial, "gpu": self.gpus_per_trial}
-
-
-def absolute(path: str) -> str:
-    """A local path made absolute (trials chdir into their own folders); a URI as given."""
-    return path if "://" in path else str(Path(path).expanduser().resolve())
 
 
 # ---- the cluster ---------------------------------------------------------------------------------
@@ -365,8 +346,6 @@ def worker_context(settings: RunSettings, *, label: str) -> dict[str, Any]:
     """What `make_context` and `run_unit` take from the run's settings in a trial or task: the store,
     the data root, this worker's device (`prepare_worker`) and a log whose lines start with `label`.
     First it checks that this node sees the run's shared folders (`miaray.sweep.shared`)."""
-    from miaray.sweep.shared import check_markers
-
     check_markers(settings.shared)
     return {"store": Store(settings.store), "data_root": settings.data_root, "device": prepare_worker(settings),
             "log": lambda message: print(f"[{label}] {message}", flush=True)}

@@ -8,10 +8,10 @@ import random
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from miaray.config import (ARCHS, ATTACKS, BASIC, IMAGE_ARCHS, IMAGE_DATASETS, METHODS, PAIR_ATTACKS, PAPER_SPLIT,
-                           REFERENCE_ATTACKS,
-                           STRUCTURED_METHODS, TABLE2_SPLITS, ConfigError, DefenseSetting, TrainConfig, UnitConfig,
-                           defense_label, format_split, stable_hash)
+from miaray.config import ConfigError, TrainConfig, UnitConfig, stable_hash
+from miaray.vocabulary import (ARCHS, ATTACKS, BASIC, IMAGE_ARCHS, IMAGE_DATASETS, METHODS, PAIR_ATTACKS, PAPER_SPLIT,
+                               RATIO_ATTACKS, STRUCTURED_METHODS, TABLE2_SPLITS, DefenseSetting, defense_label,
+                               format_split)
 
 PAPER_SPARSITIES = (0.5, 0.6, 0.7, 0.8, 0.9)
 PAPER_DATASETS = ("cifar10", "cifar100", "svhn", "chmnist", "purchase", "texas", "location")
@@ -45,7 +45,7 @@ class GridSpec:
     # cells without fine-tuning are Basic's (a defense acts while fine-tuning), once per grid point.
     finetune: tuple[bool, ...] = (True,)
     max_epochs: int | None = None
-    attack_epochs: int | None = None  # None: each trained attack's reference schedule
+    attack_epochs: int | None = None  # None: each trained attack's own schedule
     slimming_l1: float = 0.0  # network slimming's L1 on batch-norm scales while training originals (0: off)
 
     def unit(self, **fields: Any) -> UnitConfig:
@@ -177,7 +177,7 @@ PRESETS: dict[str, GridSpec] = {
     # (the offline attacks' OUT models, LiRA's global variance) and the threshold attacks and SAMIA beside.
     "lira": GridSpec(datasets=("mnist5k",), archs=("resnet18",), methods=("l1_unstructured",), sparsities=(0.5, 0.9),
                      seeds=(0, 1, 2), widths=(0.125,),
-                     attacks=("conf", "xent", "mentr", "top1_conf", "samia", *REFERENCE_ATTACKS),
+                     attacks=("conf", "xent", "mentr", "top1_conf", "samia", *RATIO_ATTACKS),
                      num_shadows=2, references=(8,), max_epochs=8, attack_epochs=20),
     # The paper's claims with intervals (analysis/claims.py), on embedded data in at most 60 minutes on a
     # 2-core CPU: two pruning methods at two sparsities, 5 seeds, all nine attacks (the trained ones at a

@@ -15,10 +15,12 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from miaray.config import (METHODS, PAPER_SPLIT, TRAINED_ATTACKS, UnitConfig, defense_label, format_split, role_kind,
-                           stable_hash)
+from miaray.config import UnitConfig, stable_hash
+from miaray.roles import role_kind
 from miaray.store import Store
 from miaray.sweep.grid import unique
+from miaray.unit.keys import role_entries
+from miaray.vocabulary import METHODS, PAPER_SPLIT, TRAINED_ATTACKS, defense_label, format_split
 
 
 # Past any of these a dry run (and every run's plan) ends with a one-line cost warning. The paper's full
@@ -138,12 +140,7 @@ class Plan:
         return f"cells per defense setting: {settings}"
 
 
-# ---- models and labels ---------------------------------------------------------------------------
-def model_key(cell: UnitConfig, role: str, pruned: bool) -> dict[str, Any]:
-    """The store key of the model of `role`: its pruned model, or its original."""
-    return cell.model_key(role) if pruned else cell.original_key(role)
-
-
+# ---- labels --------------------------------------------------------------------------------------
 def cell_label(config: UnitConfig) -> str:
     """A cell for people: dataset/arch/method@sparsity, width, and what differs from the defaults."""
     label = f"{config.dataset}/{config.arch}/{config.method}@{config.sparsity:g} width {config.width:g}"
@@ -165,25 +162,11 @@ def build_label(cell: UnitConfig, role: str, pruned: bool) -> str:
     return label
 
 
-def queries(cell: UnitConfig, role: str, pruned: bool) -> tuple[bool, bool]:
-    """What the cell's attacks read from the model of `role`: (its signals: the target's and the
-    shadows', for the paper's attacks; its phi: for the reference attacks that read the role)."""
-    attacks = cell.attacks if pruned else cell.resolved_original_attacks
-    return role_kind(role) != "reference", role in cell.phi_roles(attacks)
-
-
-def build_keys(cell: UnitConfig, role: str, pruned: bool) -> list[dict[str, Any]]:
-    """The store entries a build of the model of `role` leaves: the model, and what `queries` says."""
-    key = model_key(cell, role, pruned)
-    signals, phi = queries(cell, role, pruned)
-    return [key, *([{**key, "kind": "signals"}] if signals else []), *([cell.phi_key(key)] if phi else [])]
-
-
 def missing_builds(jobs: dict[str, tuple[UnitConfig, str]], *, pruned: bool,
                    store: Store) -> dict[str, tuple[UnitConfig, str]]:
-    """The jobs whose model, signals or phi the store lacks."""
+    """The jobs whose model, signals or phi (`miaray.unit.keys.role_entries`) the store lacks."""
     return {h: (cell, role) for h, (cell, role) in jobs.items()
-            if not all(store.has(key) for key in build_keys(cell, role, pruned))}
+            if not all(store.has(key) for key in role_entries(cell, role, pruned=pruned))}
 
 
 # ---- jobs: what one trial does -------------------------------------------------------------------

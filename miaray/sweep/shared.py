@@ -21,7 +21,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from miaray.config import ConfigError
-from miaray.sweep.cluster import RunSettings
+from miaray.sweep.settings import RunSettings
 
 MARKER = ".miaray-shared"
 CHECK_TIMEOUT_S = 120.0  # a node's check task waits for a worker process to start, nothing else

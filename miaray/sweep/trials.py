@@ -20,12 +20,13 @@ from ray import tune
 from miaray import results
 from miaray.config import ConfigError, UnitConfig, stable_hash
 from miaray.store import Store
-from miaray.sweep.cluster import RunSettings, keep_credentials_out_of_trials, worker_context
+from miaray.sweep.cluster import keep_credentials_out_of_trials, worker_context
 from miaray.sweep.disk import DiskWatch, ray_temp_folder
 from miaray.sweep.grid import unique
-from miaray.sweep.plan import (Plan, build_label, cell_label, job_label, missing_builds, model_key, parse_job,
-                               queries, sweep_jobs)
+from miaray.sweep.plan import Plan, build_label, cell_label, job_label, missing_builds, parse_job, sweep_jobs
 from miaray.sweep.progress import Progress, eta, trial_name
+from miaray.sweep.settings import RunSettings
+from miaray.unit.keys import role_model_key, role_queries
 
 TUNE_DIR = "tune"  # <experiment>/tune/<run>: each run's Tune state, kept for its logs only
 
@@ -33,7 +34,7 @@ TUNE_DIR = "tune"  # <experiment>/tune/<run>: each run's Tune state, kept for it
 # ---- models: built once, before the cells that use them -------------------------------------------
 def build_model(cell: UnitConfig, role: str, pruned: bool, settings: RunSettings) -> None:
     """Train (or prune and fine-tune) the model of `role` into the store, with its signals and phi
-    (what `queries` says the cell's attacks read)."""
+    (what `role_queries` says the cell's attacks read)."""
     # The science stack is imported in the worker only: planning and --dry-run need no torch models.
     from miaray.unit import stored_phi
     from miaray.unit import make_context, model_signals, original_model, pruned_model
@@ -42,11 +43,11 @@ def build_model(cell: UnitConfig, role: str, pruned: bool, settings: RunSettings
     model, _ = (pruned_model if pruned else original_model)(ctx, role)
     # Every cell that uses the model queries it: its signals are built here, in parallel, once, rather
     # than by the first cells, which would otherwise queue behind each other on the store's locks.
-    signals, phi = queries(cell, role, pruned)
+    signals, phi = role_queries(cell, role, pruned=pruned)
     if signals:
-        model_signals(ctx, model, model_key(cell, role, pruned), role)
+        model_signals(ctx, model, role_model_key(cell, role, pruned=pruned), role)
     if phi:
-        stored_phi(ctx, model, model_key(cell, role, pruned))
+        stored_phi(ctx, model, role_model_key(cell, role, pruned=pruned))
 
 
 @ray.remote
@@ -149,7 +150,7 @@ TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"  # read by Tune when a run start
 
 def _trial_dirname(trial: Any) -> str:
     config, build = parse_job(trial.config["job"])
-    return config.unit_id() if build is None else "build-" + stable_hash(model_key(config, **build))
+    return config.unit_id() if build is None else "build-" + stable_hash(role_model_key(config, **build))
 
 
 def run_trials(*, jobs: Sequence[str], settings: RunSettings, retries: int) -> tune.ResultGrid:

@@ -15,16 +15,26 @@ import torch
 
 from miaray.attacks.metrics import METRICS
 from miaray.cli import HelpFormatter, add_debug_option, check_output_file, check_writable_folder, entry_point
-from miaray.config import (ALL_ATTACKS, ARCHS, DATASETS, DEFENSES, METHODS, PAPER_SPLIT, UNIT_OPTIONS, ConfigError,
-                           TrainConfig, UnitConfig, default_width, format_split, parse_attacks, parse_name_values,
-                           parse_original_attacks, parse_split, with_options)
+from miaray.config import ConfigError, TrainConfig, UnitConfig
+from miaray.options import (SHARED_FIELDS, add_place_options, add_shared_options, parse_attacks, parse_name_values,
+                            parse_original_attacks, parse_split, with_options)
 from miaray.results import write_unit_rows
 from miaray.store import Store
 from miaray.unit.rows import GAPS
 from miaray.unit.run import unit_result
+from miaray.vocabulary import ARCHS, DATASETS, DEFENSES, METHODS, PAPER_SPLIT, attack_names, default_width, format_split
 
 
 # ---- command line -----------------------------------------------------------------------------
+# The option that sets each UnitConfig field, for `with_options` (the shared ones: `miaray.options`).
+UNIT_OPTIONS: dict[str, str] = {
+    **SHARED_FIELDS, "dataset": "--dataset", "arch": "--arch", "method": "--method", "sparsity": "--sparsity",
+    "seed": "--seed", "width": "--width", "shadow_method": "--shadow-method", "shadow_sparsity": "--shadow-sparsity",
+    "query_mirror": "--query-mirror", "query_shift": "--query-shift", "defense": "--defense", "split": "--split",
+    "train.patience": "--patience",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m miaray.unit", description=__doc__.split("\n\n")[0],
                                 formatter_class=HelpFormatter)
@@ -36,48 +46,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=float, default=None,
                    help="channel multiplier > 0 (default: 0.125 on the embedded image sets digits and mnist5k, so "
                         "the unit runs in minutes on a CPU; 1.0 otherwise, synthetic_tabular included)")
-    p.add_argument("--shadows", type=int, default=5, help="number of shadow models, >= 1")
     p.add_argument("--split", default=format_split(PAPER_SPLIT), metavar="TRAIN/TEST/VAL",
                    help="percent of each half for members / non-members / early stopping, summing to 100 (paper Table 2)")
     p.add_argument("--shadow-method", default=None, help=f"one of {', '.join(METHODS)} (default: the target's method)")
     p.add_argument("--shadow-sparsity", type=float, default=None, help="in [0, 1) (default: the target's; 0 = unpruned shadows)")
-    p.add_argument("--attacks", default="conf",
-                   help=f"'all' (the paper's nine) or a comma list of {', '.join(ALL_ATTACKS)} (default: conf, the "
-                        "cheapest; SAMIA's 100-epoch schedule costs minutes on a CPU). lira_offline and rmia_offline "
-                        "read the shadows; lira and rmia need --references")
-    p.add_argument("--original-attacks", default="same", metavar="same|conf|LIST",
-                   help="attacks on the unpruned target, fitted on the unpruned shadows: 'same' as "
-                        "--attacks (compared attack by attack; computed once per dataset, arch and seed, "
-                        "then loaded from the cache), 'conf' (the paper's Conf (Org.) baseline, cheapest), "
-                        "'all', or a comma list (default: same)")
     p.add_argument("--defense", default="basic", help=f"one of {', '.join(DEFENSES)}")
-    p.add_argument("--defense-param", action="append", default=[], metavar="NAME=VALUE",
-                   help="defense hyperparameter, repeatable: e.g. lambda=4 (ppb, >= 0), noise_multiplier=1 (dp, >= 0), "
-                        "max_grad_norm=1 (dp, > 0), alpha=4 (adv, >= 0); unnamed ones keep their defaults")
-    p.add_argument("--attack-epochs", type=int, default=None,
-                   help="epochs of the trained attacks (nn, top3_nn, nncls, samia), >= 1 (default: their "
-                        "reference schedules, SAMIA 100, MLPs 30)")
-    p.add_argument("--adaptive", action="store_true", help="fine-tune the shadows with the same defense (the adaptive attacker)")
     p.add_argument("--no-finetune", dest="finetune", action="store_false",
                    help="prune without fine-tuning: every pruned model (target, shadows, references) is its original "
                         "with the masks applied, nothing trained after pruning (defense basic only)")
-    p.add_argument("--references", type=int, default=0,
-                   help="reference models of the online attacks lira (an even number >= 2) and rmia (>= 1): each "
-                        "trains on a random half of the target's members and non-members and is pruned and "
-                        "fine-tuned like the target; 0 = none")
     p.add_argument("--query-mirror", action="store_true",
                    help="LiRA's query augmentation: also query the mirrored image (lira, lira_offline)")
     p.add_argument("--query-shift", type=int, default=0, metavar="PIXELS",
                    help="LiRA's query augmentation: also query the image moved by up to PIXELS, in [0, 4], each way (0: off)")
-    p.add_argument("--max-epochs", type=int, default=None,
-                   help="epoch cap of the originals' training, >= 1; fine-tuning after pruning gets half of it "
-                        "(at least 1) (default: 100 images / 50 tabular)")
     p.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs, >= 1")
-    p.add_argument("--slimming-l1", type=float, default=0.0,
-                   help="network slimming's L1 penalty on the batch-norm scales while training the originals, >= 0 (Liu et al. use about 1e-4; 0, off: the paper describes no such phase)")
-    p.add_argument("--cache", default=None, help="artifact cache folder (default: $MIARAY_CACHE or "
-                                                  "~/.cache/miaray/store)")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: $MIARAY_DATA, else ~/.cache/miaray/data)")
+    add_shared_options(p, sweep=False)
+    add_place_options(p, cache_default="$MIARAY_CACHE or ~/.cache/miaray/store")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--out", default=None, help="also write the rows to this .csv or .parquet file (default: print only)")
     p.add_argument("--artifacts", default=None, metavar="DIR",
@@ -94,7 +77,7 @@ def check_out(path: str) -> None:
     target = Path(path).expanduser()
     if target.suffix not in OUT_SUFFIXES:
         raise ConfigError(f"--out {path!r}: the file must end in {' or '.join(OUT_SUFFIXES)}")
-    check_output_file(path, option="--out", create_folder=False)
+    check_output_file(path, option="--out", folder_must_exist=True)  # main writes it without making a folder
 
 
 def check_device(device: str) -> None:
@@ -129,7 +112,7 @@ SHOWN_METRICS = tuple(m for m in METRICS if not m.startswith("n_"))
 def format_rows(rows: list[dict[str, Any]], *, budget: pd.DataFrame | None = None) -> str:
     """For people: each target's accuracy and gaps, then per attack every metric on the pruned target
     next to the same attack on the unpruned one ('-' where it did not run there, 'nan' where the set
-    cannot measure it); then, given the `budget` lines, the reference attacks per number of models."""
+    cannot measure it); then, given the `budget` lines, the likelihood-ratio attacks per number of models."""
     df = pd.DataFrame(rows)
     if (df["status"] != "ok").any():
         return f"FAILED: {df['error'].iloc[0]}"
@@ -148,7 +131,7 @@ def format_rows(rows: list[dict[str, Any]], *, budget: pd.DataFrame | None = Non
                  f"{int(first['n_nonmembers'])} non-members of the target; advantage = tpr - fpr at the attack's "
                  "own decision, max_advantage = best threshold chosen with the target's labels (an oracle bound)")
     lines.append("")
-    order = [a for a in ALL_ATTACKS if a in set(df["attack"])]
+    order = [a for a in attack_names() if a in set(df["attack"])]
     models = [m for m in ("pruned", "original", "both") if m in set(df["target_model"])]
     table = (df.set_index(["attack", "target_model"])[list(SHOWN_METRICS)].unstack("target_model")
              .reindex(index=order, columns=pd.MultiIndex.from_product([SHOWN_METRICS, models])))
@@ -163,7 +146,7 @@ def format_rows(rows: list[dict[str, Any]], *, budget: pd.DataFrame | None = Non
                                               for metric, model in text.columns])
     lines.append(text.to_string())
     if budget is not None and len(budget):
-        lines += ["", "reference attacks by number of models (shadows offline, reference models online; "
+        lines += ["", "likelihood-ratio attacks by number of models (shadows offline, reference models online; "
                   "the last line of each attack is its row above):", format_budget(budget)]
     return "\n".join(lines)
 
@@ -172,11 +155,11 @@ BUDGET_METRICS = ("attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001")
 
 
 def format_budget(budget: pd.DataFrame) -> str:
-    """The budget lines for people: per reference attack and number of models, AUC and TPR at low FPR
+    """The budget lines for people: per likelihood-ratio attack and number of models, AUC and TPR at low FPR
     on the pruned target next to the unpruned one."""
     models = [m for m in ("pruned", "original") if m in set(budget["target_model"])]
-    table = budget.set_index(["attack", "n_references", "target_model"])[list(BUDGET_METRICS)].unstack("target_model")
-    order = [(a, k) for a in ALL_ATTACKS for k in sorted(set(budget.loc[budget["attack"] == a, "n_references"]))]
+    table = budget.set_index(["attack", "models_used", "target_model"])[list(BUDGET_METRICS)].unstack("target_model")
+    order = [(a, k) for a in attack_names() for k in sorted(set(budget.loc[budget["attack"] == a, "models_used"]))]
     table = table.reindex(index=order, columns=pd.MultiIndex.from_product([BUDGET_METRICS, models]))
     table.columns = pd.MultiIndex.from_tuples([(metric, "org." if model == "original" else model)
                                               for metric, model in table.columns])

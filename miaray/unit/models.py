@@ -7,9 +7,9 @@ import copy
 
 import torch
 
-from miaray.config import FINETUNE_SEED_OFFSET
 from miaray.defenses import make_defense
 from miaray.prune import prune, sparsity_report
+from miaray.roles import finetune_seed, role_seed
 from miaray.train import evaluate, fit
 from miaray.unit.context import UnitContext
 
@@ -30,11 +30,11 @@ def original_model(ctx: UnitContext, role: str) -> tuple[torch.nn.Module, dict]:
 
     def build() -> tuple[dict, dict]:
         ctx.log(f"{role}: training original ({cfg.arch}, up to {epochs} epochs)")
-        torch.manual_seed(cfg.role_seed(role))
+        torch.manual_seed(role_seed(cfg.seed, role))
         model = ctx.new_model()
         result = fit(model, ctx.tensors(role), epochs=epochs, lr=cfg.train.lr,
                      weight_decay=cfg.train.weight_decay, batch_size=cfg.train.batch_size,
-                     patience=cfg.train.patience, monitor=cfg.train.monitor, seed=cfg.role_seed(role),
+                     patience=cfg.train.patience, monitor=cfg.train.monitor, seed=role_seed(cfg.seed, role),
                      bn_l1=cfg.train.slimming_l1)
         meta = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
                 "seconds": result.seconds, **_accuracies(ctx, model, role)}
@@ -61,7 +61,7 @@ def pruned_model(ctx: UnitContext, role: str, original: tuple[torch.nn.Module, d
 
     def build() -> tuple[dict, dict]:
         model = copy.deepcopy(original[0]) if original else original_model(ctx, role)[0]
-        seed = cfg.role_seed(role) + FINETUNE_SEED_OFFSET
+        seed = finetune_seed(cfg.seed, role)
         torch.manual_seed(seed)  # dropout (fc) draws the same whatever ran before
         ctx.log(f"{role}: pruning {key['method']} at {key['sparsity']}, " +
                 (f"fine-tuning with {key['defense']} (up to {finetune_epochs} epochs)" if cfg.finetune
@@ -75,9 +75,9 @@ def pruned_model(ctx: UnitContext, role: str, original: tuple[torch.nn.Module, d
                     f"test {meta['test_acc']:.3f} (not fine-tuned)")
             return {"state_dict": model.state_dict(), "masks": {name: m.bool() for name, m in masks.items()}}, meta
         data = ctx.tensors(role)
-        # ADV's reference non-members: the model's own validation split (held out from training).
+        # ADV's non-members: the model's own validation split (held out from training).
         defense = make_defense(key["defense"], key["defense_params"], num_classes=ctx.data.num_classes,
-                               reference=(data.x_val, data.y_val), seed=cfg.role_seed(role))
+                               nonmembers=(data.x_val, data.y_val), seed=role_seed(cfg.seed, role))
         result = fit(model, data, epochs=finetune_epochs, lr=cfg.train.lr,
                      weight_decay=cfg.train.weight_decay, batch_size=cfg.train.batch_size,
                      patience=cfg.train.patience, monitor=cfg.train.monitor,

@@ -1,6 +1,6 @@
 """What the attacks read from a model, computed once per model and stored: its signals (softmax,
 sensitivity, BlindMI's reference) on its role's members and non-members, and its phi (the logit-scaled
-true-class confidence, `miaray.attacks.reference_signals`) on the target's pool then the shadow half."""
+true-class confidence, `miaray.attacks.phi`) on the target's pool then the shadow half."""
 
 from __future__ import annotations
 
@@ -10,10 +10,15 @@ import numpy as np
 import torch
 
 from miaray.attacks.blindmi import reference_transform
-from miaray.attacks.reference_signals import model_phi
+from miaray.attacks.phi import model_phi
 from miaray.attacks.signals import Signals, compute_signals
 from miaray.data.splits import Splits
 from miaray.unit.context import UnitContext
+
+
+def signals_key(model_key: Mapping[str, Any]) -> dict[str, Any]:
+    """The store key of a model's signals."""
+    return {**model_key, "kind": "signals"}
 
 
 def model_signals(ctx: UnitContext, model: torch.nn.Module, key: dict, role: str) -> Signals:
@@ -29,7 +34,7 @@ def model_signals(ctx: UnitContext, model: torch.nn.Module, key: dict, role: str
                                   reference_transform=lambda v: reference_transform(v, is_image=ctx.data.is_image))
         return {name: getattr(signals, name).cpu() for name in ("probs", "labels", "sensitivity", "ref_probs")}, {}
 
-    payload, _ = ctx.store.get_or_build({**key, "kind": "signals"}, build)
+    payload, _ = ctx.store.get_or_build(signals_key(key), build)
     return Signals(**payload)
 
 

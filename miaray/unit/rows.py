@@ -13,9 +13,10 @@ import pandas as pd
 import torch
 
 from miaray.attacks.signals import Signals, confidence_gap, generalization_gap, sensitivity_gap
-from miaray.config import DEFENSE_PARAMS, UnitConfig, format_split
+from miaray.config import UnitConfig
 from miaray.results import write_parquet
 from miaray.unit.context import UnitContext, membership
+from miaray.vocabulary import DEFENSE_PARAMS, format_split
 
 GAPS = ("confidence_gap", "sensitivity_gap", "generalization_gap")
 
@@ -65,7 +66,7 @@ def failed_rows(config: UnitConfig, error: str, **extra: Any) -> list[dict[str, 
 @dataclass
 class UnitResult:
     """What one unit produces: its rows, and the per-unit tables a sweep keeps beside them: the
-    target's per-sample signals, the attacks' ROC points, the reference attacks' budget lines and
+    target's per-sample signals, the attacks' ROC points, the likelihood-ratio attacks' budget lines and
     each attack's per-sample membership scores (`sample`: the dataset index; each with `target_model`;
     empty for a failed unit)."""
 

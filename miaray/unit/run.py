@@ -11,7 +11,7 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
-from miaray.config import PAIR_ATTACKS, UnitConfig
+from miaray.config import UnitConfig
 from miaray.store import Store
 from miaray.train import TrainingDiverged
 from miaray.unit.attacks import attack_rows
@@ -20,8 +20,9 @@ from miaray.unit.keys import original_attack_key
 from miaray.unit.models import original_model, pruned_model
 from miaray.unit.pairs import UnitPairs
 from miaray.unit.queries import model_signals
-from miaray.unit.reference import ReferencePhi
+from miaray.unit.ratio import RatioPhi
 from miaray.unit.rows import UnitResult, config_columns, failed_rows, gaps, signal_table
+from miaray.vocabulary import PAIR_ATTACKS
 
 
 def unit_result(config: UnitConfig, *, store: Store | None = None, data_root: str | None = None,
@@ -43,15 +44,15 @@ def unit_result(config: UnitConfig, *, store: Store | None = None, data_root: st
         return UnitResult(failed_rows(config, str(error), time_total_s=time.perf_counter() - start),
                           empty, empty, empty, empty)
 
-    # The paper's attacks read the target's and the shadows' signals; the reference attacks their phi
+    # The paper's attacks read the target's and the shadows' signals; the likelihood-ratio attacks their phi
     # (and the reference models'), each stored per model.
     signal_roles = ["target", *shadow_roles]
     signals = {role: model_signals(ctx, pruned[role][0], config.model_key(role), role) for role in signal_roles}
     original_signals = {role: model_signals(ctx, originals[role][0], config.original_key(role), role)
                         for role in signal_roles}
-    phi = ReferencePhi.of(ctx, {role: model for role, (model, _) in pruned.items()}, attacks=config.attacks,
+    phi = RatioPhi.of(ctx, {role: model for role, (model, _) in pruned.items()}, attacks=config.attacks,
                           model_key=config.model_key)
-    original_phi = ReferencePhi.of(ctx, {role: model for role, (model, _) in originals.items()},
+    original_phi = RatioPhi.of(ctx, {role: model for role, (model, _) in originals.items()},
                                    attacks=config.resolved_original_attacks, model_key=config.original_key)
     pairs = (UnitPairs.of(ctx, {role: model for role, (model, _) in originals.items()},
                           {role: model for role, (model, _) in pruned.items()})
@@ -99,12 +100,12 @@ def run_unit(config: UnitConfig, *, store: Store | None = None, data_root: str |
     """Run one grid cell and return its rows: one per attack on the pruned target
     (`target_model == "pruned"`), then one per attack of `config.resolved_original_attacks` on the
     unpruned target (`"original"`; with ("conf",) the paper's 'Conf (Org.)' baseline). A reference
-    attack's row is its full budget (`n_references` models) and states its parameters.
+    attack's row is its full budget (`models_used` models) and states its parameters.
 
     A unit whose training diverges (NaN loss, typical under large DP noise) returns rows with
     status 'failed' and the reason, instead of numbers. With `artifacts_dir`, the target's per-sample
     signals go to `signals/<unit_id>.parquet`, the attacks' ROC curves to `roc/<unit_id>.parquet` and
-    the reference attacks' results at every budget (k = 1, 2, 4, ... models) to `budget/<unit_id>.parquet`.
+    the likelihood-ratio attacks' results at every budget (k = 1, 2, 4, ... models) to `budget/<unit_id>.parquet`.
     """
     result = unit_result(config, store=store, data_root=data_root, device=device, log=log)
     if artifacts_dir is not None:

@@ -1,4 +1,4 @@
-"""The reference-model attacks of one unit (LiRA, RMIA; docs/science.md, LiRA and RMIA): which models each one
+"""The likelihood-ratio attacks of one unit (LiRA, RMIA; docs/science.md, LiRA and RMIA): which models each one
 reads, on which samples, with how many models, and what it reports.
 
 Every model such an attack reads (target, shadows, reference models; pruned, or the originals for the
@@ -9,7 +9,7 @@ the shadow half Z (the attacker's own data, where RMIA's population z comes from
 `UnitConfig.phi_key` and loaded, never re-derived. The attacks then read:
 
 - lira_offline: the shadows' phi on P. No shadow trains on the target's half of the data, so every
-  one of these is an OUT signal (checked on the splits, `ReferencePhi.of`);
+  one of these is an OUT signal (checked on the splits, `RatioPhi.of`);
 - rmia_offline: the same, the shadows' phi on Z with the cells where a shadow trained on z blanked
   (`out_only`), and the target's phi on Z; `a` calibrated by attacking each shadow with the others
   on Z (`calibrate_offline_a`), gamma = 1;
@@ -36,17 +36,17 @@ from sklearn.metrics import roc_curve
 
 from miaray.attacks.lira import LiRAOffline, LiRAOnline
 from miaray.attacks.metrics import evaluate_scores
-from miaray.attacks.reference_attack import ReferenceAttack, out_only
+from miaray.attacks.ratio_attack import RatioAttack, out_only
 from miaray.attacks.rmia import RMIAOffline, RMIAOnline, calibrate_offline_a
-from miaray.config import ONLINE_ATTACKS, REFERENCE_ATTACKS
 from miaray.unit.context import UnitContext
 from miaray.unit.queries import stored_phi
+from miaray.vocabulary import ONLINE_ATTACKS, RATIO_ATTACKS
 
 RMIA_GAMMA = 1.0  # RMIA's default: x dominates z when LR(x, z) >= 1
 
 
 # The parameters every reference-attack row states (NaN / None where they do not apply).
-PARAMETERS = ("n_references", "n_queries", "lira_variance", "rmia_a", "rmia_gamma", "n_population")
+PARAMETERS = ("models_used", "n_queries", "lira_variance", "rmia_a", "rmia_gamma", "n_population")
 
 
 def _inside(samples: torch.Tensor, trained_on: list[torch.Tensor]) -> np.ndarray:
@@ -57,8 +57,8 @@ def _inside(samples: torch.Tensor, trained_on: list[torch.Tensor]) -> np.ndarray
 
 
 @dataclass(frozen=True)
-class ReferencePhi:
-    """The phi a unit's reference attacks read, each (n_P + n_Z, A) (`query_indices`), and who
+class RatioPhi:
+    """The phi a unit's likelihood-ratio attacks read, each (n_P + n_Z, A) (`query_indices`), and who
     trained on what: shadows on Z (`shadow_inside_z`, (n_Z, S)), reference models on P
     (`reference_inside_p`, (n_P, N)). `shadows` or `references` is empty when no attack reads them."""
 
@@ -71,9 +71,9 @@ class ReferencePhi:
 
     @classmethod
     def of(cls, ctx: "UnitContext", models: Mapping[str, torch.nn.Module], *, attacks: tuple[str, ...],
-           model_key: Callable[[str], dict[str, Any]]) -> "ReferencePhi | None":
+           model_key: Callable[[str], dict[str, Any]]) -> "RatioPhi | None":
         """The stored phi of the roles `attacks` read (`UnitConfig.phi_roles`), `models[role]` under
-        `model_key(role)`; None when no reference attack is asked for. Raises RuntimeError if a
+        `model_key(role)`; None when no likelihood-ratio attack is asked for. Raises RuntimeError if a
         shadow trained on a target sample (its signal there would be IN, and offline attacks read it)."""
         roles = ctx.config.phi_roles(attacks)
         if not roles:
@@ -105,8 +105,8 @@ def budgets(total: int, *, even: bool = False) -> list[int]:
     return [k for k in ks if k % 2 == 0] if even else ks
 
 
-def fit_reference_attack(name: str, phi: ReferencePhi, k: int, *, calibrated_a: float | None = None
-                         ) -> tuple[ReferenceAttack, np.ndarray]:
+def fit_ratio_attack(name: str, phi: RatioPhi, k: int, *, calibrated_a: float | None = None
+                         ) -> tuple[RatioAttack, np.ndarray]:
     """Attack `name` fitted with the first `k` of its models (module docstring), and the target's
     phi it scores (row i: sample i of the pool). `calibrated_a`: rmia_offline's a when k < 2."""
     target_pool, target_population = phi.target[:phi.n_pool], phi.target[phi.n_pool:, 0]
@@ -123,20 +123,20 @@ def fit_reference_attack(name: str, phi: ReferencePhi, k: int, *, calibrated_a: 
         attack = RMIAOnline(gamma=RMIA_GAMMA).fit(phi.on_pool(phi.references[:k])[:, :, 0],
                                                   phi.on_population(phi.references[:k]), target_population)
         return attack, target_pool[:, 0]
-    raise ValueError(f"{name!r} is not a reference attack; choose one of: {', '.join(REFERENCE_ATTACKS)}")
+    raise ValueError(f"{name!r} is not a likelihood-ratio attack; choose one of: {', '.join(RATIO_ATTACKS)}")
 
 
-def parameters(attack: ReferenceAttack, *, n_queries: int) -> dict[str, Any]:
-    """What a row states about a fitted reference attack (`PARAMETERS`)."""
+def parameters(attack: RatioAttack, *, n_queries: int) -> dict[str, Any]:
+    """What a row states about a fitted likelihood-ratio attack (`PARAMETERS`)."""
     lira = isinstance(attack, (LiRAOnline, LiRAOffline))
-    return {"n_references": int(attack.n_references_), "n_queries": n_queries if lira else 1,
+    return {"models_used": int(attack.n_models_), "n_queries": n_queries if lira else 1,
             "lira_variance": ("global" if attack.global_variance_ else "per_sample") if lira else None,
             "rmia_a": float(getattr(attack, "a_", math.nan)),
             "rmia_gamma": math.nan if lira else float(attack.gamma_),
             "n_population": math.nan if lira else int(attack.n_population_)}
 
 
-def run_reference_attack(name: str, phi: ReferencePhi, membership: np.ndarray) -> dict[str, Any]:
+def run_ratio_attack(name: str, phi: RatioPhi, membership: np.ndarray) -> dict[str, Any]:
     """Attack `name` at every budget: the full budget's `metrics`, `params`, ROC (`fpr`, `tpr`) and
     per-sample `scores` (float32), and `budget`, one dict of metrics and parameters per k (the shape `miaray.unit.attack_rows`
     stores and turns into rows)."""
@@ -147,7 +147,7 @@ def run_reference_attack(name: str, phi: ReferencePhi, membership: np.ndarray) -
         calibrated_a, _ = calibrate_offline_a(phi.on_population(phi.shadows), phi.shadow_inside_z)
     points = []
     for k in budgets(total, even=name == "lira"):
-        attack, target = fit_reference_attack(name, phi, k, calibrated_a=calibrated_a)
+        attack, target = fit_ratio_attack(name, phi, k, calibrated_a=calibrated_a)
         scores = attack.predict_proba(target)
         points.append({**evaluate_scores(attack, scores, membership),
                        **parameters(attack, n_queries=phi.target.shape[1])})

@@ -1,4 +1,4 @@
-"""What the reference-model attacks (LiRA, RMIA) read from a model: the logit-scaled confidence phi.
+"""What the likelihood-ratio attacks (LiRA, RMIA) read from a model: the logit-scaled confidence phi.
 
 For logits z of a sample with label y, softmax p and p_y its true-class probability,
 
@@ -22,6 +22,8 @@ import itertools
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from miaray.models.modes import in_mode
 
 Query = tuple[bool, int, int]  # (mirror, dy, dx)
 
@@ -80,16 +82,11 @@ def model_phi(model: nn.Module, x: Tensor, y: Tensor, *, mirror: bool = False, s
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     per_chunk = max(1, batch_size // len(queries))
-    was_training = model.training
-    model.eval()
     chunks = []
-    try:
-        with torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
-            for start in range(0, len(x), per_chunk):
-                xb = x[start:start + per_chunk].to(device=device, dtype=torch.float32)
-                batch = torch.cat([apply_query(xb, query) for query in queries])  # query-major
-                logits = model(batch).float().view(len(queries), len(xb), -1).transpose(0, 1)
-                chunks.append(scaled_confidence(logits, y[start:start + per_chunk].to(device)))
-    finally:
-        model.train(was_training)
+    with in_mode(model), torch.no_grad(), torch.autocast(device_type=device.type, enabled=False):
+        for start in range(0, len(x), per_chunk):
+            xb = x[start:start + per_chunk].to(device=device, dtype=torch.float32)
+            batch = torch.cat([apply_query(xb, query) for query in queries])  # query-major
+            logits = model(batch).float().view(len(queries), len(xb), -1).transpose(0, 1)
+            chunks.append(scaled_confidence(logits, y[start:start + per_chunk].to(device)))
     return torch.cat(chunks)

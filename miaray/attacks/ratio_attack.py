@@ -1,4 +1,4 @@
-"""The interface of the reference-model attacks (LiRA, RMIA) and the arrays they take.
+"""The interface of the likelihood-ratio attacks (LiRA, RMIA) and the arrays they take.
 
 The paper's attacks (``Attack``) fit one rule on pooled shadow signals and score any target sample.
 LiRA and RMIA instead compare the target model with M reference models *on the same sample*: ``fit``
@@ -6,13 +6,13 @@ takes the reference models' signals of the n target samples (and, for RMIA, of p
 ``predict_proba`` the target model's signals of those n samples, row for row (row i is one sample).
 
 Arrays (numpy or CPU torch; used as float64), all of the logit-scaled confidence phi
-(``miaray.attacks.reference_signals``):
+(``miaray.attacks.phi``):
 
 - target phi: (n,) or (n, A) for A query augmentations (column 0 the plain query);
 - reference phi: (n, M) or (n, M, A), one column per reference model;
 - inside: (n, M) bool, True where reference model m trained on sample i (online attacks only).
 
-Offline attacks take OUT signals only, so no IN signal can reach them: their reference arrays hold NaN
+Offline attacks take OUT signals only, so no IN signal can reach them: their models' phi arrays hold NaN
 where a model trained on the sample (``out_only`` blanks those cells).
 """
 
@@ -40,15 +40,15 @@ def as_array(values: ArrayLike, *, name: str, ndim: tuple[int, ...], dtype: type
     return array
 
 
-def reference_phi(values: ArrayLike, *, name: str, n: int | None = None, allow_nan: bool) -> np.ndarray:
-    """Reference phi as (n, M, A); NaN only where ``allow_nan`` (an OUT-only array), never infinities."""
+def models_phi(values: ArrayLike, *, name: str, n: int | None = None, allow_nan: bool) -> np.ndarray:
+    """The models' phi as (n, M, A); NaN only where ``allow_nan`` (an OUT-only array), never infinities."""
     phi = as_array(values, name=name, ndim=(2, 3))
     phi = phi[:, :, None] if phi.ndim == 2 else phi
     if n is not None and len(phi) != n:
         raise ValueError(f"{name} has {len(phi)} rows for {n} samples")
     if np.isinf(phi).any() or (not allow_nan and np.isnan(phi).any()):
         raise ValueError(f"{name} must be finite{' or NaN' if allow_nan else ''}: compute phi from logits "
-                         "(miaray.attacks.reference_signals.scaled_confidence)")
+                         "(miaray.attacks.phi.scaled_confidence)")
     return phi
 
 
@@ -67,7 +67,7 @@ def target_phi(values: ArrayLike, *, name: str = "target_phi", n: int | None = N
 
 
 def out_only(phi: ArrayLike, inside: ArrayLike) -> np.ndarray:
-    """Reference phi (n, M) or (n, M, A) with NaN wherever ``inside`` (n, M) says the model trained on
+    """The models' phi (n, M) or (n, M, A) with NaN wherever ``inside`` (n, M) says the model trained on
     the sample: the OUT-only array an offline attack takes."""
     values = as_array(phi, name="phi", ndim=(2, 3))
     mask = as_array(inside, name="inside", ndim=(2,), dtype=bool)
@@ -76,14 +76,14 @@ def out_only(phi: ArrayLike, inside: ArrayLike) -> np.ndarray:
     return np.where(mask if values.ndim == 2 else mask[:, :, None], np.nan, values)
 
 
-class ReferenceAttack(Decider):
-    """A fitted reference attack scores the target model's phi of the samples it was fitted on
+class RatioAttack(Decider):
+    """A fitted likelihood-ratio attack scores the target model's phi of the samples it was fitted on
     (``predict_proba``, ``predict`` as every `Decider`). ``label_only`` is False: the metrics treat
     these like any scored attack.
     """
 
     decision_score: ClassVar[float]  # set by each attack (see lira.py, rmia.py)
-    fit_call: ClassVar[str] = "fit with the reference signals"
+    fit_call: ClassVar[str] = "fit with the models' phi"
 
     @abstractmethod
     def predict_proba(self, target: ArrayLike) -> np.ndarray:
