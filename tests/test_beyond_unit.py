@@ -5,6 +5,7 @@ trained; the fine-tuned arm as it was)."""
 import copy
 import dataclasses
 import re
+from collections import Counter
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from miaray.config import ConfigError, TrainConfig, UnitConfig
+from miaray.config import ConfigError, TrainConfig, UnitConfig, stable_hash
 from miaray.unit.pairs import UnitPairs
 from miaray.prune import prune
 from miaray.store import Store
@@ -92,3 +93,24 @@ def test_finetune_is_a_grid_axis_of_basic_cells():
                        (["--finetune", "maybe"], "--finetune='maybe' is not valid; choose from: yes, no")):
         with pytest.raises(ConfigError, match=re.escape(says)):
             spec_from_args(parser.parse_args(["--preset", "quick", *argv]), PRESETS)
+
+
+def test_a_unit_reads_each_models_phi_from_the_store_once(tmp_path):
+    """The likelihood-ratio and the two-model attacks read the same stored phi: loaded once per unit."""
+    reads = Counter()
+
+    class CountingStore(Store):
+        def get_or_build(self, key, build, **kwargs):
+            reads[stable_hash(key)] += key["kind"] == "phi"
+            return super().get_or_build(key, build, **kwargs)
+
+    config = UnitConfig(dataset="synthetic_tabular", arch="fc", num_shadows=2, train=TrainConfig(max_epochs=2),
+                        attacks=("conf", "lira_offline", "pair_diff")).validate()
+    store = CountingStore(tmp_path)
+    run_unit(config, store=store)  # builds
+    phi_entries = {stable_hash(config.phi_key(key(role))) for key in (config.model_key, config.original_key)
+                   for role in ("target", *config.shadow_roles())}
+    assert {h for h, n in reads.items() if n} == phi_entries and set(reads[h] for h in phi_entries) == {1}
+    reads.clear()
+    run_unit(config, store=store)  # loads
+    assert set(reads[h] for h in phi_entries) == {1}

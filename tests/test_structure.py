@@ -82,6 +82,31 @@ def test_the_configuration_stays_free_of_torch_and_the_command_line():
         assert graph[module] <= {"miaray.vocabulary", "miaray.roles"}, (module, graph[module])
 
 
+# The rooms in the order a run goes through them (docs/architecture.md): a room imports only rooms before it.
+LAYERS = [
+    {"vocabulary", "roles"},
+    {"config", "files", "filelock", "stats"},
+    {"data", "models", "train", "prune", "defenses", "attacks", "store"},
+    {"unknown_pruning", "pareto", "results", "options", "cli"},
+    {"unit"},
+    {"sweep"},
+    {"search"},
+]
+
+
+def room(module: str) -> str:
+    return module.split(".")[1] if "." in module else module
+
+
+def test_every_room_imports_only_the_rooms_before_it():
+    layer = {name: i for i, rooms in enumerate(LAYERS) for name in rooms}
+    graph = import_graph()
+    assert {room(m) for m in graph} - {"miaray"} <= set(layer), "a room docs/architecture.md does not place"
+    upward = sorted((m, d) for m, deps in graph.items() for d in deps
+                    if room(m) != "miaray" and layer[room(d)] > layer[room(m)])
+    assert not upward, upward
+
+
 def test_modules_stay_short_enough_to_read_whole():
     lengths = {module_name(path): len(path.read_text().splitlines()) for path in PACKAGE.rglob("*.py")}
     too_long = {m: n for m, n in lengths.items()

@@ -20,16 +20,16 @@ the experiment, after only the models the store lacks (`trials.run_sweep`), so a
 lost node costs the work in flight and nothing else.
 
 The package, by concern: `grid` (GridSpec, the unknown-pruning studies, presets), `plan` (the models
-the cells need and the jobs), `cluster` (joining Ray, what it offers, resources, worker setup),
-`shared` (folders every node must see), `trials` (the Tune trainable and experiment, the sweep),
-`progress` (the driver's printout), `cli` (options, mains, summaries).
+the cells need and the jobs), `settings` (what every trial receives: `RunSettings`), `cluster` (joining
+Ray, what it offers, resources, worker setup), `shared` (folders every node must see), `disk` (free
+space while it runs), `watchdog` (a private Ray stopped with its driver), `trials` (the Tune trainable
+and experiment, the sweep), `progress` (the driver's printout), `cli` (options, mains, summaries).
 The entry scripts (`sweeps/full_grid.py`, `sweeps/unknown_pruning.py`) only call `full_grid_main` /
 `unknown_pruning_main`, because `ray submit` copies the script alone to the head node.
 """
 
-from miaray.sweep.cli import (_format, build_parser, cell_summary, full_grid_main, int_at_least, parse_args,
-                              record_pairs, settings_from_args, spec_from_args, unknown_pruning_main,
-                              unknown_pruning_summary)
+from miaray.sweep.cli import (_format, build_parser, cell_summary, full_grid_main, parse_args, record_pairs,
+                              settings_from_args, spec_from_args, unknown_pruning_main, unknown_pruning_summary)
 from miaray.sweep.cluster import connect, prepare_worker, worker_context
 from miaray.sweep.grid import (PAPER_DATASETS, PAPER_SPARSITIES, PRESETS, UNKNOWN_PRESETS, GridSpec, method_pairs,
                                sparsity_matrix, unique)
@@ -39,6 +39,6 @@ from miaray.sweep.trials import build_model, build_originals, run_job, run_sweep
 
 __all__ = ["GridSpec", "PAPER_DATASETS", "PAPER_SPARSITIES", "PRESETS", "Plan", "RunSettings", "UNKNOWN_PRESETS",
            "_format", "build_model", "build_originals", "build_parser", "cell_summary", "connect", "full_grid_main",
-           "int_at_least", "method_pairs", "missing_builds", "parse_args", "prepare_worker", "record_pairs", "run_job",
+           "method_pairs", "missing_builds", "parse_args", "prepare_worker", "record_pairs", "run_job",
            "run_sweep", "run_trials", "settings_from_args", "sparsity_matrix", "spec_from_args", "sweep_jobs",
            "sweep_rows", "unique", "unknown_pruning_main", "unknown_pruning_summary", "worker_context"]

@@ -3,7 +3,7 @@ one tensor), the splits of every role, the model store and the log; and who is a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -35,6 +35,9 @@ class UnitContext:
     store: Store
     device: torch.device
     log: Callable[[str], None]
+    # The phi this unit has read from the store, by entry: the likelihood-ratio and the two-model attacks
+    # read the same models' phi, loaded once (`miaray.unit.queries.stored_phi`).
+    phi: dict[str, np.ndarray] = field(default_factory=dict)
 
     def split(self, role: str) -> Split:
         return self.splits.role(role)

@@ -12,6 +12,7 @@ import torch
 from miaray.attacks.blindmi import reference_transform
 from miaray.attacks.phi import model_phi
 from miaray.attacks.signals import Signals, compute_signals
+from miaray.config import stable_hash
 from miaray.data.splits import Splits
 from miaray.unit.context import UnitContext
 
@@ -44,12 +45,17 @@ def query_indices(splits: Splits) -> torch.Tensor:
 
 
 def stored_phi(ctx: "UnitContext", model: torch.nn.Module, model_key: Mapping[str, Any]) -> np.ndarray:
-    """phi (n_P + n_Z, A) of `model`, float32, from the store (computed and stored the first time)."""
+    """phi (n_P + n_Z, A) of `model`, float32, from the store (computed and stored the first time, read once
+    per unit)."""
     def build() -> tuple[dict, dict]:
         idx = query_indices(ctx.splits).to(ctx.device)
         phi = model_phi(model, ctx.x[idx], ctx.y[idx], mirror=ctx.config.query_mirror, shift=ctx.config.query_shift,
                         batch_size=16384 if ctx.device.type == "cuda" else 1024)
         return {"phi": phi.cpu()}, {}
 
-    payload, _ = ctx.store.get_or_build(ctx.config.phi_key(model_key), build)
-    return payload["phi"].numpy()
+    key = ctx.config.phi_key(model_key)
+    entry = stable_hash(key)
+    if entry not in ctx.phi:
+        payload, _ = ctx.store.get_or_build(key, build)
+        ctx.phi[entry] = payload["phi"].numpy()
+    return ctx.phi[entry]
