@@ -33,9 +33,9 @@ from analysis.data import (MODEL, ROC_DIR, SIGNALS_DIR, Experiment, Skipped, hea
                            settings_groups, settings_label, settings_suffix)
 from analysis.plots import (MEMBER, NON_MEMBER, ORIGINAL, color, grouped_bars, heatmap, line_with_band,  # noqa: E402
                             model_name, pair_title, panels, points_with_whiskers, reference_line, save)
-from analysis.tables import (CELL, DEFENSE_FRONT_COMMAND, RATIO_BUDGET_METRICS, defense_front_points,  # noqa: E402
-                             defense_front_table, defense_fronts, defense_points, hyperparameters, ratio_budget_table,
-                             split_ratio_table, to_markdown, unknown_pruning_loss, with_intervals)
+from analysis.tables import (CELL, RATIO_BUDGET_METRICS, defense_front_points, defense_front_table,  # noqa: E402
+                             defense_fronts, defense_points, hyperparameters, ratio_budget_table, split_ratio_table,
+                             to_markdown, unknown_pruning_loss, with_intervals)
 from miaray import results  # noqa: E402
 from miaray.attacks.metrics import measurable_fpr  # noqa: E402
 from miaray.cli import HelpFormatter, add_debug_option, check_writable_folder, entry_point  # noqa: E402

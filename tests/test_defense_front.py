@@ -16,10 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `analysis/` is a folder of scripts at the root, not an installed package
 
-from analysis.data import load_experiments, paper_split  # noqa: E402
-from analysis.figures import (DEFENSE_FRONT_COMMAND, FIGURES, fig_defense_front, table_defense_front,  # noqa: E402
-                              write_figures)
+from analysis.data import load_experiments  # noqa: E402
+from analysis.figures import FIGURES, fig_defense_front, table_defense_front, write_figures  # noqa: E402
 from analysis.report import render  # noqa: E402
+from analysis.tables import DEFENSE_FRONT_COMMAND  # noqa: E402
 from miaray import results  # noqa: E402
 from miaray.results import (DEFENSE_FRONT_BY, DEFENSE_FRONT_OBJECTIVES, DEFENSE_TPR_FRONT_OBJECTIVES,  # noqa: E402
                             defense_front, pareto_front)
