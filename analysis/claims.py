@@ -98,6 +98,7 @@ from analysis.data import (MODEL, SETTINGS, Experiment, headline_attack, kept_ap
 from analysis.verdicts import COLUMNS, CONTRADICTED, HOLDS, INCONCLUSIVE, NOT_RUN, Claim, effect_rows  # noqa: E402
 from miaray.cli import HelpFormatter, add_debug_option, check_output_file, entry_point  # noqa: E402
 from miaray.config import check_number  # noqa: E402
+from miaray.results import GAPS  # noqa: E402
 from miaray.stats import paired_effect, pearson_interval, t_interval  # noqa: E402
 from miaray.unknown_pruning import known_pruning, matched_losses  # noqa: E402
 from miaray.vocabulary import (ATTACKS, DEFENSE_PARAMS, ONLINE_ATTACKS, RATIO_ATTACKS, attack_names,  # noqa: E402
@@ -106,7 +107,6 @@ from miaray.vocabulary import (ATTACKS, DEFENSE_PARAMS, ONLINE_ATTACKS, RATIO_AT
 BEST = "best"
 ALL = "all"
 CELL = [*MODEL, "method", "sparsity"]
-GAPS = ("confidence_gap", "sensitivity_gap", "generalization_gap")
 HIGH_SPARSITY = 0.7
 MAX_ACCURACY_COST = 0.05
 MAX_LOSS = 0.05

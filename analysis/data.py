@@ -32,15 +32,12 @@ import numpy as np
 import pandas as pd
 
 from miaray import results, unknown_pruning
+from miaray.results import BUDGET_DIR, ROC_DIR, SCORES_DIR, SIGNALS_DIR
 from miaray.config import RESULT_SETTINGS, ConfigError
 from miaray.stats import successful
 from miaray.unknown_pruning import PAIRS_COLUMNS, PAIRS_FILE, known_pruning
 from miaray.vocabulary import PAPER_SPLIT, format_split
 
-SIGNALS_DIR = "signals"
-ROC_DIR = "roc"
-BUDGET_DIR = "budget"
-SCORES_DIR = "scores"
 PAPER_SPARSITY = 0.7   # the paper's Fig. 1/4 example (DenseNet121, CIFAR10, L1 unstructured, 70%)
 # Numeric columns the analysis reads; a frame holding only failed rows lacks them, so they are added.
 NUMERIC = ("sparsity", "shadow_sparsity", "seed", "width", "attack_acc", "tpr", "fpr", "advantage", "max_advantage",

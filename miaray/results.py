@@ -48,6 +48,11 @@ ROWS_DIR = "rows"
 FAILURES_DIR = "failures"  # failed reruns of units whose ok rows stay in rows/
 SUFFIX = ".parquet"
 SNAPSHOT = "rows.snapshot.parquet"  # beside rows/: all units' rows in one file, see compact()
+# The per-unit tables an experiment keeps beside its rows, each `<experiment>/<table>/<unit_id>.parquet`
+# (`miaray.unit.rows.UnitResult`): per-sample signals, ROC points, likelihood-ratio budgets, per-sample scores.
+UNIT_TABLES = SIGNALS_DIR, ROC_DIR, BUDGET_DIR, SCORES_DIR = ("signals", "roc", "budget", "scores")
+# The generalisation gaps every ok row states (`miaray.unit.rows.gaps`).
+GAPS = ("confidence_gap", "sensitivity_gap", "generalization_gap")
 MTIME = "_unit_file_mtime_ns"
 # What pyarrow raises on a file that is not (or no longer) valid Parquet: ArrowInvalid (a ValueError),
 # ArrowIOError / a vanished file (OSError), and the rest of its ArrowException family.
@@ -74,7 +79,7 @@ EMPTY_COLUMNS = {
     **dict.fromkeys(("sparsity", "shadow_sparsity", "seed", "width", "num_references", "attack_acc", "tpr", "fpr",
                      "advantage", "max_advantage", "attack_auc", "tpr_at_fpr_0.01", "tpr_at_fpr_0.001", "n_members",
                      "n_nonmembers", "target_train_acc", "target_test_acc", "original_train_acc", "original_test_acc",
-                     "confidence_gap", "sensitivity_gap", "generalization_gap", "epsilon", "delta"), "float64"),
+                     *GAPS, "epsilon", "delta"), "float64"),
     "adaptive": "bool"}
 # Columns renamed since rows were first stored, old name -> current: `current_columns` gives stored rows and
 # per-unit tables the current names. n_references counted shadows for the offline attacks too; `models_used`
@@ -97,7 +102,7 @@ REQUIRED_COLUMNS = ("unit_id", "status")
 # What a sweep, a search or a unit's --artifacts leave in an experiment besides rows/ (a folder that holds
 # only these, or nothing, is an experiment whose first unit has not finished yet). Hidden files (temporary
 # files, the shared-folder marker) are not counted either way.
-EXPERIMENT_ENTRIES = ("tune", "study.db", FAILURES_DIR, SNAPSHOT, "signals", "roc", "budget", "scores", "unknown_pairs.parquet",
+EXPERIMENT_ENTRIES = ("tune", "study.db", FAILURES_DIR, SNAPSHOT, *UNIT_TABLES, "unknown_pairs.parquet",
                       "trials.parquet", "pareto.parquet", "pareto.png")
 
 

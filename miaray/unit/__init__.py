@@ -27,9 +27,9 @@ from miaray.unit.context import UnitContext, make_context, membership, pick_devi
 from miaray.unit.keys import original_attack_key
 from miaray.unit.models import original_model, pruned_model
 from miaray.unit.queries import model_signals, stored_phi
-from miaray.unit.rows import GAPS, UnitResult, config_columns, failed_rows
+from miaray.unit.rows import UnitResult, config_columns, failed_rows
 from miaray.unit.run import run_unit, unit_result
 
-__all__ = ["GAPS", "UnitContext", "UnitResult", "attack_rows", "build_parser", "check_out", "config_columns",
+__all__ = ["UnitContext", "UnitResult", "attack_rows", "build_parser", "check_out", "config_columns",
            "failed_rows", "main", "make_context", "membership", "model_signals", "original_attack_key",
            "original_model", "pick_device", "pruned_model", "run_unit", "stored_phi", "unit_result"]

@@ -18,9 +18,8 @@ from miaray.cli import HelpFormatter, add_debug_option, check_output_file, check
 from miaray.config import ConfigError, TrainConfig, UnitConfig
 from miaray.options import (SHARED_FIELDS, add_place_options, add_shared_options, parse_attacks, parse_name_values,
                             parse_original_attacks, parse_split, with_options)
-from miaray.results import write_unit_rows
+from miaray.results import GAPS, write_unit_rows
 from miaray.store import Store
-from miaray.unit.rows import GAPS
 from miaray.unit.run import unit_result
 from miaray.vocabulary import ARCHS, DATASETS, DEFENSES, METHODS, PAPER_SPLIT, attack_names, default_width, format_split
 

@@ -1,5 +1,6 @@
 """The row schema of a unit: the configuration columns every row carries, the gaps, the rows of a
-failed unit, and the per-unit tables a sweep keeps beside the rows (`UnitResult`)."""
+failed unit, and the per-unit tables a sweep keeps beside the rows (`UnitResult`). The names the analysis
+scripts read too (the gaps, the tables' folders) are defined in `miaray.results`, which they import without torch."""
 
 from __future__ import annotations
 
@@ -14,14 +15,13 @@ import torch
 
 from miaray.attacks.signals import Signals, confidence_gap, generalization_gap, sensitivity_gap
 from miaray.config import UnitConfig
-from miaray.results import write_parquet
+from miaray.results import UNIT_TABLES, write_parquet
 from miaray.unit.context import UnitContext, membership
 from miaray.vocabulary import DEFENSE_PARAMS, format_split
 
-GAPS = ("confidence_gap", "sensitivity_gap", "generalization_gap")
-
 
 def gaps(ctx: UnitContext, signals: Signals, accuracies: dict) -> dict[str, float]:
+    """The target's generalisation gaps (`miaray.results.GAPS`) from its signals and accuracies."""
     n_members = len(ctx.split("target").train)
     members = signals.subset(torch.arange(n_members))
     nonmembers = signals.subset(torch.arange(n_members, len(signals)))
@@ -77,7 +77,7 @@ class UnitResult:
     scores: pd.DataFrame
 
     # Written by `write_artifacts` as <dir>/<name>/<unit_id>.parquet (a table without lines is not written).
-    TABLES = ("signals", "roc", "budget", "scores")
+    TABLES = UNIT_TABLES
 
     def write_artifacts(self, directory: str | Path, unit_id: str) -> None:
         root = os.fspath(directory).rstrip("/")  # a local folder or a URI such as s3://bucket/prefix
