@@ -13,6 +13,7 @@ The modules, in the order a unit runs through them:
 - `keys`: the store keys a unit adds to its models' own (the attacks on the unpruned target);
 - `models`: the original and the pruned (fine-tuned, or only pruned) model of a role;
 - `queries`: what attacks read from a model, stored once: signals and phi;
+- `scoring`: what a unit keeps of any attack's scores (metrics, ROC, per-sample scores, collapse);
 - `ratio`: the likelihood-ratio attacks (LiRA, RMIA) of a unit, at every number of models;
 - `pairs`: the two-model attacks' input, the (original, pruned) pairs;
 - `attacks`: every attack on one target, fitted on the attacker's own models only;

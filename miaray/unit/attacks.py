@@ -4,21 +4,19 @@ points, budget lines and per-sample scores."""
 
 from __future__ import annotations
 
-import math
 import time
+import warnings
 from typing import Any, Callable
 
 import numpy as np
-import torch
-from sklearn.metrics import roc_curve
 
 from miaray.attacks import make_attack
-from miaray.attacks.metrics import METRICS, evaluate_scores
 from miaray.attacks.signals import Signals
 from miaray.results import RENAMED_COLUMNS
 from miaray.unit.context import UnitContext, membership
 from miaray.unit.pairs import UnitPairs
 from miaray.unit.ratio import RatioPhi, run_ratio_attack
+from miaray.unit.scoring import CONSTANT, scored
 from miaray.vocabulary import PAIR_ATTACKS, RATIO_ATTACKS, TRAINED_ATTACKS
 
 
@@ -36,7 +34,7 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
 
     The paper's attacks fit on the pooled shadow signals; the likelihood-ratio attacks (LiRA, RMIA) read
     `phi` (`miaray.unit.ratio`) at every budget; the two-model attacks fit on the shadows'
-    (original, pruned) pairs and score the target's (`pairs`, `miaray.pair_attacks`), their rows and ROC
+    (original, pruned) pairs and score the target's (`pairs`, `miaray.unit.pairs`), their rows and ROC
     points marked target_model 'both'. With `cache_key`, an attack's result (metrics,
     ROC points, budget) is kept in the store under `cache_key(attack)` and loaded, not recomputed, by
     every later unit that asks for the same key. Returns (one metrics row per attack, ROC points per
@@ -44,18 +42,12 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
     order of `membership`: float32, absent for a result stored before they were kept); `time_attack_s`
     is what this call spent (loading, for a stored result).
 
-    A collapsed attack is not a result: one whose scores on the target are all equal (its fit learned
-    nothing it can rank by) or not finite (its fit diverged) keeps its row, marked `attack_status`
-    'collapsed' with the reason in `attack_note` (else 'ok' and ''), and a warning names it; best-attack
-    summaries (`miaray.sweep.trials.headline`, the defense search's objective) leave it out. Its metrics
-    are those of its scores (0.5 / 0 / 0.5 for constant ones; NaN where they are not finite). A result
-    stored before this mark, and a likelihood-ratio attack (whose scores stay inside it), are judged by their
-    ROC: constant scores give the two points (0, 0) and (1, 1) only."""
-    import warnings
-
+    An attack that collapsed (`miaray.unit.scoring`) keeps its row, marked `attack_status` 'collapsed' with
+    the reason in `attack_note` (else 'ok' and ''), and a warning names it; best-attack summaries
+    (`miaray.sweep.trials.headline`, the defense search's objective) leave it out. A result stored before
+    this mark is judged by its ROC: constant scores give the two points (0, 0) and (1, 1) only."""
     truth = membership(ctx, "target")
     on_device: dict[str, Any] = {}
-    constant, diverged = "constant scores on the target", "non-finite scores on the target (its fit diverged)"
 
     def compute(name: str) -> tuple[dict[str, Any], dict]:
         if name in RATIO_ATTACKS:
@@ -72,16 +64,7 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
             params = {"epochs": ctx.config.attack_epochs} if ctx.config.attack_epochs and name in TRAINED_ATTACKS else {}
             attack = make_attack(name, seed=ctx.config.seed, **params).fit(on_device["pooled"], on_device["membership"])
             scores = attack.predict_proba(on_device["target"])
-        if not np.isfinite(scores).all():  # no ROC to draw, no metric to compute: only the set's sizes
-            metrics = {**{m: math.nan for m in METRICS}, "n_members": int((truth == 1).sum()),
-                       "n_nonmembers": int((truth == 0).sum())}
-            empty = torch.zeros(0, dtype=torch.float64)
-            return {"metrics": metrics, "fpr": empty, "tpr": empty, "collapsed": diverged,
-                    "scores": torch.from_numpy(scores.astype(np.float32))}, {}
-        fpr, tpr, _ = roc_curve(truth, scores)  # the scores also give the metrics below
-        return {"metrics": evaluate_scores(attack, scores, truth), "fpr": torch.from_numpy(fpr),
-                "tpr": torch.from_numpy(tpr), "collapsed": constant if np.ptp(scores) == 0 else "",
-                "scores": torch.from_numpy(scores.astype(np.float32))}, {}
+        return scored(attack, scores, truth), {}
 
     rows, roc, budget, per_sample = [], [], [], {}
     for name in attacks:
@@ -91,8 +74,8 @@ def attack_rows(ctx: UnitContext, *, target: Signals, shadows: dict[str, Signals
         metrics = result["metrics"]
         params, lines = renamed(result.get("params", {})), [renamed(line) for line in result.get("budget", [])]
         collapsed = result.get("collapsed")
-        if collapsed is None:  # a likelihood-ratio attack, or a result stored before the mark: read its ROC
-            collapsed = constant if len(result["fpr"]) == 2 else ""
+        if collapsed is None:  # a result stored before the mark: read its ROC
+            collapsed = CONSTANT if len(result["fpr"]) == 2 else ""
         if collapsed:
             warnings.warn(f"attack {name} collapsed ({collapsed}"
                           f"{'' if cache_key is None else ', unpruned target'}): its row is marked "

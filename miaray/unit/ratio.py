@@ -32,14 +32,15 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_curve
 
 from miaray.attacks.lira import LiRAOffline, LiRAOnline
 from miaray.attacks.metrics import evaluate_scores
 from miaray.attacks.ratio_attack import RatioAttack, out_only
 from miaray.attacks.rmia import RMIAOffline, RMIAOnline, calibrate_offline_a
+from miaray.roles import role_kind
 from miaray.unit.context import UnitContext
 from miaray.unit.queries import stored_phi
+from miaray.unit.scoring import scored
 from miaray.vocabulary import ONLINE_ATTACKS, RATIO_ATTACKS
 
 RMIA_GAMMA = 1.0  # RMIA's default: x dominates z when LR(x, z) >= 1
@@ -80,8 +81,8 @@ class RatioPhi:
             return None
         phi = {role: stored_phi(ctx, models[role], model_key(role)) for role in roles}
         splits, pool = ctx.splits, ctx.splits.target_pool()
-        shadows = [role for role in roles if role.startswith("shadow")]
-        references = [role for role in roles if role.startswith("reference")]
+        shadows = [role for role in roles if role_kind(role) == "shadow"]
+        references = [role for role in roles if role_kind(role) == "reference"]
         if _inside(pool, [splits.role(role).train for role in shadows]).any():
             raise RuntimeError("a shadow model trained on the target's pool: offline attacks would read IN signals")
         return cls(n_pool=len(pool), target=phi["target"], shadows=[phi[role] for role in shadows],
@@ -137,22 +138,22 @@ def parameters(attack: RatioAttack, *, n_queries: int) -> dict[str, Any]:
 
 
 def run_ratio_attack(name: str, phi: RatioPhi, membership: np.ndarray) -> dict[str, Any]:
-    """Attack `name` at every budget: the full budget's `metrics`, `params`, ROC (`fpr`, `tpr`) and
-    per-sample `scores` (float32), and `budget`, one dict of metrics and parameters per k (the shape `miaray.unit.attack_rows`
-    stores and turns into rows)."""
+    """Attack `name` at every budget: the full budget's result as `miaray.unit.scoring.scored` keeps it
+    (`metrics`, ROC, per-sample `scores`, `collapsed`) with its `params`, and `budget`, one dict of metrics
+    and parameters per k, the full budget's last (the shape `miaray.unit.attacks.attack_rows` stores and
+    turns into rows)."""
     online = name in ONLINE_ATTACKS
     total = len(phi.references if online else phi.shadows)
     calibrated_a = None
     if name == "rmia_offline":  # for k = 1, which cannot calibrate a by itself
         calibrated_a, _ = calibrate_offline_a(phi.on_population(phi.shadows), phi.shadow_inside_z)
-    points = []
-    for k in budgets(total, even=name == "lira"):
+    *smaller, full = budgets(total, even=name == "lira")
+    lines = []
+    for k in smaller:
         attack, target = fit_ratio_attack(name, phi, k, calibrated_a=calibrated_a)
-        scores = attack.predict_proba(target)
-        points.append({**evaluate_scores(attack, scores, membership),
-                       **parameters(attack, n_queries=phi.target.shape[1])})
-    fpr, tpr, _ = roc_curve(membership, scores)  # the full budget's: the last k
-    full = points[-1]
-    return {"metrics": {m: v for m, v in full.items() if m not in PARAMETERS},
-            "params": {p: full[p] for p in PARAMETERS}, "fpr": torch.from_numpy(fpr), "tpr": torch.from_numpy(tpr),
-            "budget": points, "scores": torch.from_numpy(np.asarray(scores, dtype=np.float32))}
+        lines.append({**evaluate_scores(attack, attack.predict_proba(target), membership),
+                      **parameters(attack, n_queries=phi.target.shape[1])})
+    attack, target = fit_ratio_attack(name, phi, full, calibrated_a=calibrated_a)
+    result = scored(attack, attack.predict_proba(target), membership)
+    params = parameters(attack, n_queries=phi.target.shape[1])
+    return {**result, "params": params, "budget": [*lines, {**result["metrics"], **params}]}
