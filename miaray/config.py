@@ -354,4 +354,3 @@ class UnitConfig:
         data["split"] = tuple(data.get("split", PAPER_SPLIT))  # JSON gives a list
         data["defense_params"] = tuple((k, float(v)) for k, v in dict(data.get("defense_params", ())).items())
         return cls(**data)
-

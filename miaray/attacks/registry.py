@@ -11,24 +11,30 @@ from miaray.attacks.base import Attack
 from miaray.attacks.blindmi import BlindMIAttack
 from miaray.attacks.lira import LiRAOffline, LiRAOnline
 from miaray.attacks.nn import NNAttack, NNClsAttack, Top3NNAttack
+from miaray.attacks.pair import PAIR_ATTACK_CLASSES
 from miaray.attacks.ratio_attack import RatioAttack
 from miaray.attacks.rmia import RMIAOffline, RMIAOnline
 from miaray.attacks.samia import SAMIAAttack
 from miaray.attacks.threshold import ConfAttack, MentrAttack, Top1ConfAttack, XentAttack
 from miaray.config import ConfigError
-from miaray.vocabulary import ATTACKS, RATIO_ATTACKS, add_attack_name, remove_attack_name
+from miaray.vocabulary import ATTACKS, PAIR_ATTACKS, RATIO_ATTACKS, add_attack_name, remove_attack_name
+
+
+def _agree(classes: dict[str, type], names: tuple[str, ...], vocabulary_name: str) -> None:
+    """One list of attack names, the vocabulary's: refuse to load where the implemented classes differ."""
+    if tuple(classes) != names:
+        raise ImportError(f"attack classes {tuple(classes)} disagree with miaray.vocabulary.{vocabulary_name} {names}")
+
 
 ATTACK_CLASSES: dict[str, type[Attack]] = {cls.name: cls for cls in (
     ConfAttack, XentAttack, MentrAttack, Top1ConfAttack, NNAttack, Top3NNAttack, NNClsAttack,
     BlindMIAttack, SAMIAAttack)}
 ATTACK_NAMES: tuple[str, ...] = tuple(ATTACK_CLASSES)
-if ATTACK_NAMES != ATTACKS:  # one list of attacks: the vocabulary's
-    raise ImportError(f"attack registry {ATTACK_NAMES} disagrees with miaray.vocabulary.ATTACKS {ATTACKS}")
 RATIO_ATTACK_CLASSES: dict[str, type[RatioAttack]] = {cls.name: cls for cls in (
     LiRAOffline, RMIAOffline, LiRAOnline, RMIAOnline)}
-if tuple(RATIO_ATTACK_CLASSES) != RATIO_ATTACKS:
-    raise ImportError(f"likelihood-ratio attacks {tuple(RATIO_ATTACK_CLASSES)} disagree with "
-                      f"miaray.vocabulary.RATIO_ATTACKS {RATIO_ATTACKS}")
+_agree(ATTACK_CLASSES, ATTACKS, "ATTACKS")
+_agree(RATIO_ATTACK_CLASSES, RATIO_ATTACKS, "RATIO_ATTACKS")
+_agree(PAIR_ATTACK_CLASSES, PAIR_ATTACKS, "PAIR_ATTACKS")
 
 
 def make_attack(name: str, *, seed: int = 0, **params: Any) -> Attack:

@@ -42,6 +42,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from miaray.config import check_split
+from miaray.roles import role_index, roles as role_names
 from miaray.vocabulary import PAPER_SPLIT, format_split
 
 TEST_FRACTION = 0.45   # of a half: non-members
@@ -78,18 +79,18 @@ class Splits:
     references: list[Split] = field(default_factory=list)
 
     def roles(self) -> list[str]:
-        return (["target"] + [f"shadow{i}" for i in range(len(self.shadows))]
-                + [f"reference{i}" for i in range(len(self.references))])
+        return role_names(len(self.shadows), len(self.references))
 
     def role(self, name: str) -> Split:
-        """The split of role ``name``: 'target', 'shadow<i>' or 'reference<i>'."""
-        if name == "target":
-            return self.target
-        for prefix, splits in (("shadow", self.shadows), ("reference", self.references)):
-            index = name.removeprefix(prefix)
-            if name.startswith(prefix) and index.isdigit() and int(index) < len(splits):
-                return splits[int(index)]
-        raise ValueError(f"unknown role {name!r}; valid roles: {', '.join(self.roles())}")
+        """The split of role ``name``: 'target', 'shadow<i>' or 'reference<i>' (`miaray.roles`)."""
+        try:
+            kind, index = role_index(name)
+        except ValueError:
+            kind, index = "", 0
+        found = {"target": [self.target], "shadow": self.shadows, "reference": self.references}.get(kind, [])
+        if index >= len(found):
+            raise ValueError(f"unknown role {name!r}; valid roles: {', '.join(self.roles())}")
+        return found[index]
 
     def target_pool(self) -> torch.Tensor:
         """The target's members then non-members (train, then test): the samples every attack scores and
