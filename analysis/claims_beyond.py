@@ -23,7 +23,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis.data import original, pruned, settings_groups
-from analysis.verdicts import Claim
+from analysis.verdicts import Claim, effect_rows
 from miaray.stats import paired_effect
 from miaray.vocabulary import PAIR_ATTACKS
 
@@ -62,9 +62,8 @@ def claim_c9(grid: pd.DataFrame) -> list[dict]:
         units = pd.concat([_best_per_unit(both, metric, "both"), _best_per_unit(pruned(grid), metric, "pruned")])
         effects = paired_effect(units, by=CELL, metric=metric, condition="condition", treated="both",
                                 control="pruned")
-        lines += [C9.row({**{c: line[c] for c in CELL}, "attack": "best", "setting": f"two models{view}"},
-                         line["effect"], line["ci_low"], line["ci_high"], line["n_seeds"])
-                  for _, line in effects[effects["n_seeds"] > 0].iterrows()]
+        measured = effects[effects["n_seeds"] > 0].assign(attack="best", setting=f"two models{view}")
+        lines += effect_rows(C9, measured, [*CELL, "attack", "setting"])
     return lines
 
 
@@ -90,12 +89,12 @@ def _c10_rows(rows: pd.DataFrame, setting: dict) -> list[dict]:
                                 control=control)
         accuracy = paired_effect(units, by=CELL, metric="test_acc", condition="condition", treated=treated,
                                  control=control).set_index(CELL)
-        for _, line in effects[effects["n_seeds"] > 0].iterrows():
-            acc = accuracy.loc[tuple(line[c] for c in CELL)]
-            lines.append({**setting, **claim.row(
-                {**{c: line[c] for c in CELL}, "attack": "best",
-                 "setting": f"test acc {acc['treated_mean']:.3f} vs {acc['control_mean']:.3f}"},
-                line["effect"], line["ci_low"], line["ci_high"], line["n_seeds"])})
+        accuracy = accuracy[["treated_mean", "control_mean"]].rename(columns=lambda c: c.replace("mean", "acc"))
+        measured = effects[effects["n_seeds"] > 0].join(accuracy, on=CELL)
+        measured = measured.assign(attack="best", setting=[
+            f"test acc {treated:.3f} vs {control:.3f}"
+            for treated, control in zip(measured["treated_acc"], measured["control_acc"])])
+        lines += [{**setting, **row} for row in effect_rows(claim, measured, [*CELL, "attack", "setting"])]
     return lines
 
 

@@ -132,6 +132,12 @@ def exposure(exp: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per unit: its cell, seed, attack and UNIT_FIGURES; per member of every unit: its cell, seed, unit,
     sample, label, change, threshold, strength, exposed, prediction_changed). Skipped without a unit that
     has per-sample scores on both targets."""
+    per_unit, samples = _exposure(exp)
+    return per_unit, samples[samples["member"]].reset_index(drop=True)
+
+
+def _exposure(exp: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`exposure`, with every sample of every unit: its members and its non-members."""
     grid = main_grid(exp.rows) if len(exp.rows) else exp.rows
     units = pruned(grid).drop_duplicates("unit_id") if len(grid) else grid
     with_scores = units[units["unit_id"].isin(set(exp.score_files))] if len(units) else units
@@ -149,7 +155,7 @@ def exposure(exp: Experiment) -> tuple[pd.DataFrame, pd.DataFrame]:
         samples = unit_exposure(scores, signals, attack)
         cell = {c: unit[c] for c in [*CELL, "seed", "unit_id"]}
         lines.append({**cell, "attack": attack, "n_members": int(samples["member"].sum()), **_shares(samples)})
-        members.append(samples[samples["member"]].assign(**cell, attack=attack))
+        members.append(samples.assign(**cell, attack=attack))
     if not lines:
         raise Skipped("no unit has per-sample scores of one attack on both its pruned and its original target")
     return pd.DataFrame(lines), pd.concat(members, ignore_index=True)
@@ -180,18 +186,18 @@ def _cell_name(key: tuple) -> str:
     return f"{values['dataset']}_{values['arch']}_w{values['width']:g}_{values['method']}_{values['sparsity']:g}_{tuned}"
 
 
-def draw_histograms(exp: Experiment, per_unit: pd.DataFrame, out: Path) -> list[Path]:
-    """Per cell, its first seed's unit: the changes of members and non-members, and the null threshold."""
+def draw_histograms(per_unit: pd.DataFrame, samples: pd.DataFrame, out: Path) -> list[Path]:
+    """Per cell, its first seed's unit: the changes of members and non-members (`samples`, every sample of
+    every unit), and the null threshold."""
     paths = []
     for key, part in per_unit.sort_values("seed").groupby(CELL, sort=True, dropna=False):
         unit = part.iloc[0]
-        samples = unit_exposure(exp.read_unit_file(SCORES_DIR, unit["unit_id"]), None, unit["attack"])
+        mine = samples[samples["unit_id"] == unit["unit_id"]]
         fig, ax = plt.subplots(figsize=(6.5, 3.6))
-        bins = np.histogram_bin_edges(samples["change"], bins=50)
+        bins = np.histogram_bin_edges(mine["change"], bins=50)
         for is_member, color, name in ((False, "tab:gray", "non-members"), (True, "tab:red", "members")):
-            ax.hist(samples.loc[samples["member"] == is_member, "change"], bins=bins, alpha=0.55, color=color,
-                    label=name)
-        ax.axvline(samples["threshold"].iloc[0], color="k", linestyle="--",
+            ax.hist(mine.loc[mine["member"] == is_member, "change"], bins=bins, alpha=0.55, color=color, label=name)
+        ax.axvline(mine["threshold"].iloc[0], color="k", linestyle="--",
                    label=f"non-members' {NULL_QUANTILE:.0%} quantile")
         ax.set_xlabel(f"{unit['attack']} score: pruned - original")
         ax.set_ylabel("samples")
@@ -243,7 +249,8 @@ def draw_grids(members: pd.DataFrame, out: Path, *, data_root: str | None = None
 def write_exposure(exp: Experiment, out: Path, *, data_root: str | None = None) -> tuple[pd.DataFrame, list[Path],
                                                                                        list[str]]:
     """Every table and figure of the module docstring into `out`; returns (the summary, the figures, notes)."""
-    per_unit, members = exposure(exp)
+    per_unit, samples = _exposure(exp)
+    members = samples[samples["member"]].reset_index(drop=True)
     out.mkdir(parents=True, exist_ok=True)
     table = summary_table(per_unit)
     table.to_csv(out / "exposure_summary.csv", index=False)
@@ -251,7 +258,7 @@ def write_exposure(exp: Experiment, out: Path, *, data_root: str | None = None) 
     class_table(members).to_csv(out / "exposure_classes.csv", index=False)
     members.to_csv(out / "exposure_samples.csv", index=False)
     grids, notes = draw_grids(members, out, data_root=data_root)
-    return table, [*draw_histograms(exp, per_unit, out), *grids], notes
+    return table, [*draw_histograms(per_unit, samples, out), *grids], notes
 
 
 def build_parser() -> argparse.ArgumentParser:
